@@ -1,0 +1,111 @@
+"""Splits and the matrices/histories built from them.
+
+- ``random``: per user, a seeded shuffle, 80/10/10 train/validation/test (the default for
+  reports: about 10k test interactions on MovieLens-100K).
+- ``temporal``: leave-last-out per user: the last interaction is test, the second-to-last
+  validation. Realistic, but one test item per user.
+Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from pipelines.data.dataset import InteractionData
+
+PROTOCOLS = ("random", "temporal")
+
+
+@dataclass
+class Split:
+    """Train/validation/test interaction frames (same columns as ``InteractionData.interactions``)."""
+
+    protocol: str
+    seed: int
+    n_users: int
+    n_items: int
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+    def part(self, name: str) -> pd.DataFrame:
+        if name not in ("train", "valid", "test"):
+            raise ValueError(f"split part {name!r}; expected 'train', 'valid' or 'test'")
+        return getattr(self, name)
+
+    def matrix(self, name: str, binary: bool = True) -> sp.csr_matrix:
+        return to_csr(self.part(name), self.n_users, self.n_items, binary=binary)
+
+    def seen_for(self, name: str) -> sp.csr_matrix:
+        """Items to exclude when ranking for part ``name``: train, plus validation for test."""
+        seen = self.matrix("train")
+        if name == "test":
+            seen = (seen + self.matrix("valid")).astype(bool).astype(np.float32).tocsr()
+        return seen
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{self.protocol}:{self.seed}".encode())
+        for name in ("train", "valid", "test"):
+            f = self.part(name)
+            h.update(f["user"].to_numpy().tobytes())
+            h.update(f["item"].to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}; expected one of {PROTOCOLS}")
+    inter = data.interactions
+    rng = np.random.default_rng(seed)
+    users = inter["user"].to_numpy()
+    counts = np.bincount(users, minlength=data.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # Interactions are sorted by (user, timestamp, item): position within a user's block is
+    # time order.
+    pos = np.arange(len(inter)) - starts[users]
+    label = np.zeros(len(inter), dtype=np.int8)  # 0 train, 1 valid, 2 test
+    if protocol == "random":
+        for u in np.flatnonzero(counts >= 3):
+            s, n = starts[u], counts[u]
+            perm = rng.permutation(n)
+            n_test = max(1, int(round(0.1 * n)))
+            n_valid = max(1, int(round(0.1 * n)))
+            lab = np.zeros(n, dtype=np.int8)
+            lab[perm[:n_test]] = 2
+            lab[perm[n_test : n_test + n_valid]] = 1
+            label[s : s + n] = lab
+    else:
+        n_u = counts[users]
+        ok = n_u >= 3
+        label[ok & (pos == n_u - 1)] = 2
+        label[ok & (pos == n_u - 2)] = 1
+    parts = [inter[label == i].reset_index(drop=True) for i in range(3)]
+    return Split(protocol, seed, data.n_users, data.n_items, *parts)
+
+
+def to_csr(frame: pd.DataFrame, n_users: int, n_items: int, binary: bool = True) -> sp.csr_matrix:
+    vals = np.ones(len(frame), dtype=np.float32) if binary else frame["rating"].to_numpy(np.float32)
+    m = sp.csr_matrix(
+        (vals, (frame["user"].to_numpy(), frame["item"].to_numpy())), shape=(n_users, n_items)
+    )
+    m.sum_duplicates()
+    return m
+
+
+def histories(train: pd.DataFrame, n_users: int, max_len: int, pad: int) -> np.ndarray:
+    """[n_users, max_len] int64 item indices, most recent first, padded with ``pad``."""
+    out = np.full((n_users, max_len), pad, dtype=np.int64)
+    f = train.sort_values(["user", "timestamp", "item"], kind="stable")
+    users = f["user"].to_numpy()
+    items = f["item"].to_numpy()
+    bounds = np.flatnonzero(np.diff(users)) + 1
+    for chunk_u, chunk_i in zip(np.split(users, bounds), np.split(items, bounds)):
+        if len(chunk_u):
+            recent = chunk_i[::-1][:max_len]
+            out[chunk_u[0], : len(recent)] = recent
+    return out

@@ -1,0 +1,143 @@
+"""The soft-label dataset: schema, metadata, and the checks a reader runs on load.
+
+A soft-label dataset is a Hugging Face ``datasets`` dataset saved with ``save_to_disk`` in a
+folder that also holds ``recdistill_labels.json`` (the metadata below). One row per scored
+(user, candidate item) pair; rows are sorted by ``user`` then ``rank``.
+
+| column    | dtype   | meaning |
+|-----------|---------|---------|
+| user_id   | string  | original user id |
+| item_id   | string  | original item id |
+| user      | int32   | user index in the dataset (0..n_users-1) |
+| item      | int32   | item index in the dataset (0..n_items-1) |
+| score     | float32 | teacher score in logit units (log-odds, or a calibrated similarity) |
+| prob      | float32 | teacher probability that the user likes the item, sigmoid(score) |
+| observed  | bool    | the pair is a train interaction |
+| rank      | int32   | position of the candidate in the user's list by teacher score (0 = best) |
+| source    | string  | how the candidate was drawn (positive, uniform, popularity, hard, teacher) |
+
+Metadata (``recdistill_labels.json``): ``schema_version``, ``teacher`` (kind, model, adapter,
+template and its hash, parts and weights for a hybrid teacher), ``candidates`` (config),
+``dataset`` (name, fingerprint), ``split`` (protocol, seed, fingerprint), ``seed``,
+``versions`` (library versions), ``teacher_quality`` (AUC, NDCG@10 on validation), and
+optional ``item_embeddings`` (file name of a ``[n_items, D]`` float32 ``.npy`` beside it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+META_FILE = "recdistill_labels.json"
+COLUMNS: dict[str, str] = {
+    "user_id": "string",
+    "item_id": "string",
+    "user": "int32",
+    "item": "int32",
+    "score": "float32",
+    "prob": "float32",
+    "observed": "bool",
+    "rank": "int32",
+    "source": "string",
+}
+
+
+class LabelError(ValueError):
+    """A soft-label dataset is missing, malformed, or made for other data."""
+
+
+def features():
+    """The ``datasets.Features`` of the schema."""
+    from datasets import Features, Value
+
+    return Features({name: Value(dtype) for name, dtype in COLUMNS.items()})
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in (
+        "recdistill",
+        "torch",
+        "transformers",
+        "datasets",
+        "peft",
+        "sentence-transformers",
+        "numpy",
+    ):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def validate_table(ds, where: str, n_users: int | None = None, n_items: int | None = None) -> None:
+    """Check columns, dtypes and values of a labels dataset (or shard)."""
+    have = {name: str(f.dtype) for name, f in ds.features.items()}
+    for name, dtype in COLUMNS.items():
+        if name not in have:
+            raise LabelError(f"{where}: missing column {name!r}; expected columns {list(COLUMNS)}")
+        if have[name] != dtype:
+            raise LabelError(f"{where}: column {name!r} has dtype {have[name]}; expected {dtype}")
+    if len(ds) == 0:
+        raise LabelError(f"{where}: no rows")
+    t = ds.with_format("numpy")
+    score = t["score"]
+    prob = t["prob"]
+    if not np.isfinite(score).all():
+        i = int(np.flatnonzero(~np.isfinite(score))[0])
+        raise LabelError(f"{where}: row {i} has a non-finite teacher score {score[i]!r}")
+    if ((prob < 0) | (prob > 1) | ~np.isfinite(prob)).any():
+        i = int(np.flatnonzero(~((prob >= 0) & (prob <= 1)))[0])
+        raise LabelError(f"{where}: row {i} has prob {prob[i]!r}; expected a value in [0, 1]")
+    for col, n in (("user", n_users), ("item", n_items)):
+        v = t[col]
+        if v.min() < 0 or (n is not None and v.max() >= n):
+            raise LabelError(f"{where}: column {col!r} holds index {int(v.max())} outside [0, {n})")
+
+
+def load_labels(
+    path: str | Path,
+    *,
+    dataset_fingerprint: str | None = None,
+    split_fingerprint: str | None = None,
+    n_users: int | None = None,
+    n_items: int | None = None,
+):
+    """Load and check a soft-label dataset; refuse labels made for other data.
+
+    Returns ``(datasets.Dataset, metadata dict)``."""
+    from datasets import load_from_disk
+
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.exists():
+        raise LabelError(
+            f"{path}: not a soft-label dataset ({META_FILE} missing); create one with "
+            "`recdistill generate-labels`"
+        )
+    meta = json.loads(meta_path.read_text())
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise LabelError(
+            f"{meta_path}: schema_version {meta.get('schema_version')!r}; this recdistill reads {SCHEMA_VERSION}"
+        )
+    got = meta.get("dataset", {}).get("fingerprint")
+    if dataset_fingerprint is not None and got != dataset_fingerprint:
+        raise LabelError(
+            f"{path}: labels were made for dataset fingerprint {got!r}, but the data here has "
+            f"{dataset_fingerprint!r}; regenerate the labels for this dataset"
+        )
+    got = meta.get("split", {}).get("fingerprint")
+    if split_fingerprint is not None and got != split_fingerprint:
+        raise LabelError(
+            f"{path}: labels were made for split fingerprint {got!r}, but this split has "
+            f"{split_fingerprint!r} (another protocol or seed?); regenerate the labels"
+        )
+    ds = load_from_disk(str(path))
+    validate_table(ds, str(path), n_users, n_items)
+    return ds, meta
