@@ -21,6 +21,16 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "PrepareConfig",
         "load and split a dataset; print statistics and baselines",
     ),
+    "generate-labels": (
+        "pipelines.generate_labels",
+        "GenerateLabelsConfig",
+        "score candidates with the teacher; write the soft-label dataset",
+    ),
+    "train-student": (
+        "pipelines.train_student",
+        "TrainStudentConfig",
+        "train the two-tower student (distilled, or --no-teacher)",
+    ),
 }
 
 logger = logging.getLogger("recdistill")

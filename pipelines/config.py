@@ -71,7 +71,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
         flag = "--" + f.name.replace("_", "-")
         help_ = f"{f.metadata.get('help', '')} (default: {default!r})"
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
-        if isinstance(default, bool):
+        if isinstance(default, bool) and f.name.startswith("no_"):
+            # BooleanOptionalAction would read "--no-x" as False: a plain switch instead
+            parser.add_argument(flag, action="store_const", const=True, **kw)
+        elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
         elif isinstance(default, tuple):
             elem = type(default[0]) if default else str

@@ -86,7 +86,7 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
             raise LabelError(f"{where}: column {name!r} has dtype {have[name]}; expected {dtype}")
     if len(ds) == 0:
         raise LabelError(f"{where}: no rows")
-    t = ds.with_format("numpy")
+    t = columns(ds)
     score = t["score"]
     prob = t["prob"]
     if not np.isfinite(score).all():
@@ -99,6 +99,12 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
         v = t[col]
         if v.min() < 0 or (n is not None and v.max() >= n):
             raise LabelError(f"{where}: column {col!r} holds index {int(v.max())} outside [0, {n})")
+
+
+def columns(ds) -> dict[str, np.ndarray]:
+    """The dataset's columns as numpy arrays (strings stay object arrays)."""
+    frame = ds.to_pandas()
+    return {name: frame[name].to_numpy() for name in frame.columns}
 
 
 def load_labels(
