@@ -1,0 +1,680 @@
+"""Serve item embeddings with FAISS: build, search, save/load an item index, and retrieve.
+
+Works on numpy arrays only (the caller encodes users and items with the student).
+
+Scores are always inner products (higher is better). Two regimes:
+
+* ``normalize=True`` (default; the student is trained with cosine): items and queries are
+  L2-normalised, so inner product == cosine and every index kind (SQ8, IVF, HNSW) keeps its
+  recall.
+* ``normalize=False`` (raw dot products, norms spread like popularity). Measured with
+  ``pipelines.index_bench`` (log-normal norms, sigma 0.5, 100k x 64): flat SQ8 over inner
+  product holds when its ranges are trained on all vectors (``sq_train_on_all``); HNSW over inner
+  product holds; IVF over inner product collapses (a partition by direction misses the
+  large-norm items a query prefers). ``mips_transform=True`` appends ``sqrt(M^2 - |x|^2)``
+  (M = max item norm) and searches by L2 with the query scaled onto the same radius-M sphere
+  (extra coordinate 0): the per-query ranking equals inner product, and IVF needs about half the
+  nprobe of plain IVF-IP (still more than on unit vectors). HNSW over the transform lost recall,
+  so keep HNSW on inner product. 8-bit codes of the extra coordinate are coarse; ``refine=True``
+  re-ranks a ``k * refine_factor`` shortlist exactly on float vectors (``faiss.IndexRefineFlat``,
+  which stores a float copy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+INDEX_KINDS = ("flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8")
+METRICS = ("ip",)
+FORMAT_NAME = "recdistill.item_index"
+FORMAT_VERSION = 1
+INDEX_FILE = "index.faiss"
+IDS_FILE = "item_ids.npy"
+META_FILE = "meta.json"
+# Norm spread (std / mean) above which un-normalised approximate IP search is flagged.
+NORM_SPREAD_WARN = 0.05
+_ADD_CHUNK = 100_000
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not ok or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ValueError(f"IndexConfig.{name}={value!r} is invalid; expected {allowed}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"IndexConfig.{name}={value!r} is invalid; expected True or False")
+
+
+@dataclass
+class IndexConfig:
+    """How to index item embeddings; stored in the index's ``meta.json``."""
+
+    kind: str = field(
+        default="flat",
+        metadata={"help": f"Index kind, one of {INDEX_KINDS}. 'flat' is exact search."},
+    )
+    metric: str = field(
+        default="ip", metadata={"help": "Similarity; only 'ip' (inner product) is supported."}
+    )
+    normalize: bool = field(
+        default=True,
+        metadata={
+            "help": "L2-normalise items and queries (IP == cosine). True for cosine-trained "
+            "embeddings; approximate IP search on un-normalised vectors loses recall."
+        },
+    )
+    mips_transform: bool = field(
+        default=False,
+        metadata={
+            "help": "For normalize=False: append sqrt(M^2-|x|^2) so MIPS becomes L2 search. "
+            "Use with refine=True when the codes are 8-bit."
+        },
+    )
+    nlist: int | None = field(
+        default=None,
+        metadata={
+            "help": "IVF cells; None = round(4*sqrt(N)), capped at N//39 (faiss's minimum "
+            "training points per centroid) and 65536."
+        },
+    )
+    nprobe: int = field(default=32, metadata={"help": "IVF cells visited per query."})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node (M)."})
+    ef_construction: int = field(default=80, metadata={"help": "HNSW efConstruction."})
+    ef_search: int = field(default=128, metadata={"help": "HNSW efSearch (>= k is used)."})
+    refine: bool = field(
+        default=False,
+        metadata={
+            "help": "Re-rank a k*refine_factor shortlist exactly on float vectors "
+            "(faiss.IndexRefineFlat; stores a float copy, so it costs 4 bytes/dim)."
+        },
+    )
+    refine_factor: int = field(default=4, metadata={"help": "Shortlist size factor for refine."})
+    sq_train_on_all: bool = field(
+        default=True,
+        metadata={
+            "help": "Train the scalar-quantizer ranges (and IVF) on all vectors; False = a "
+            "seeded sample of train_sample rows (outliers may be clipped)."
+        },
+    )
+    train_sample: int = field(
+        default=100_000, metadata={"help": "Sample size when sq_train_on_all is False."}
+    )
+    kmeans_points_per_centroid: int = field(
+        default=256,
+        metadata={"help": "IVF k-means subsamples to this many points per centroid (faiss)."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and k-means."})
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"IndexConfig.kind={self.kind!r} is invalid; allowed: {INDEX_KINDS}")
+        if self.metric not in METRICS:
+            raise ValueError(f"IndexConfig.metric={self.metric!r} is invalid; allowed: {METRICS}")
+        for name in ("normalize", "mips_transform", "refine", "sq_train_on_all"):
+            _check_bool(name, getattr(self, name))
+        if self.nlist is not None:
+            _check_int("nlist", self.nlist, 1, 1 << 20)
+        _check_int("nprobe", self.nprobe, 1)
+        _check_int("hnsw_m", self.hnsw_m, 2, 512)
+        _check_int("ef_construction", self.ef_construction, 1)
+        _check_int("ef_search", self.ef_search, 1)
+        _check_int("refine_factor", self.refine_factor, 1)
+        _check_int("train_sample", self.train_sample, 1)
+        _check_int("kmeans_points_per_centroid", self.kmeans_points_per_centroid, 1)
+        _check_int("seed", self.seed, 0)
+        if self.normalize and self.mips_transform:
+            raise ValueError(
+                "IndexConfig.mips_transform=True is invalid with normalize=True; the transform "
+                "is for un-normalised vectors (set normalize=False) or leave it False"
+            )
+        if self.refine and self.kind == "flat":
+            raise ValueError(
+                "IndexConfig.refine=True is invalid with kind='flat' (already exact); "
+                f"use refine with one of {INDEX_KINDS[1:]}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"IndexConfig: unknown keys {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    @property
+    def is_ivf(self) -> bool:
+        return self.kind.startswith("ivf")
+
+    @property
+    def is_hnsw(self) -> bool:
+        return self.kind.startswith("hnsw")
+
+
+def default_nlist(n: int) -> int:
+    """round(4*sqrt(n)), capped at n // 39 (>= 1) and 65536."""
+    return int(max(1, min(round(4 * math.sqrt(n)), n // 39, 65536)))
+
+
+def factory_string(config: IndexConfig, nlist: int | None = None) -> str:
+    """The ``faiss.index_factory`` string for ``config`` (refine is wrapped separately)."""
+    codes = "SQ8" if config.kind.endswith("sq8") else "Flat"
+    if config.kind in ("flat", "sq8"):
+        return codes
+    if config.is_ivf:
+        if nlist is None:
+            raise ValueError("factory_string: an IVF kind needs nlist")
+        return f"IVF{nlist},{codes}"
+    return f"HNSW{config.hnsw_m},{codes}"
+
+
+def embedding_fingerprint(emb: np.ndarray) -> str:
+    """sha256 of a float32 C-contiguous copy of ``emb`` and its shape (hex)."""
+    arr = np.ascontiguousarray(emb, dtype=np.float32)
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    """Validate a [N, D] finite float array and return a float32 C-contiguous copy."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-d array [N, D], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name}: dimension {arr.shape[1]} does not match the index dim {dim}")
+    arr = np.array(arr, dtype=np.float32, order="C", copy=True)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: row {row} has a NaN or inf value ({int(bad.sum())} rows)")
+    return arr
+
+
+def _normalize_rows(x: np.ndarray, name: str) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms == 0
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise ValueError(f"{name}: row {row} has zero norm and cannot be normalised")
+    faiss.normalize_L2(x)
+    return x
+
+
+def _as_ids(item_ids: Any, n: int) -> np.ndarray:
+    ids = np.asarray(item_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"item_ids: expected a 1-d array of length {n}, got shape {ids.shape}")
+    if ids.dtype.kind == "O":
+        ids = ids.astype(str)
+    if ids.dtype.kind not in "iuU":
+        raise ValueError(f"item_ids: expected integer or string ids, got dtype {ids.dtype}")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1][0].item()
+        raise ValueError(f"item_ids: id {dup!r} appears {int(counts[counts > 1][0])} times")
+    return ids
+
+
+class ItemIndex:
+    """A FAISS index over item embeddings plus the row -> original item id map.
+
+    ``search`` returns item ROWS (positions in the ``item_emb`` given to ``build``); map them
+    with ``item_ids[rows]`` (or use :func:`retrieve`).
+    """
+
+    def __init__(
+        self,
+        index: faiss.Index,
+        item_ids: np.ndarray,
+        config: IndexConfig,
+        dim: int,
+        fingerprint: str,
+        mips_max_norm: float | None = None,
+    ) -> None:
+        self.index = index
+        self.item_ids = item_ids
+        self.config = config
+        self.dim = dim
+        self.fingerprint = fingerprint
+        self.mips_max_norm = mips_max_norm
+        self.apply_search_params()
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def build(
+        cls,
+        item_emb: np.ndarray,
+        item_ids: Any,
+        config: IndexConfig | None = None,
+        threads: int | None = None,
+    ) -> ItemIndex:
+        """Index ``item_emb`` [N, D]; ``item_ids`` [N] are the original ids (int or str).
+
+        ``threads`` temporarily sets faiss's OpenMP threads for training and adding.
+        """
+        config = config or IndexConfig()
+        x = _as_matrix(item_emb, "item_emb")
+        n, dim = x.shape
+        if n == 0:
+            raise ValueError("item_emb: the catalogue is empty (0 rows)")
+        ids = _as_ids(item_ids, n)
+        fingerprint = embedding_fingerprint(x)
+        _check_norms(x, config)
+        if config.normalize:
+            x = _normalize_rows(x, "item_emb")
+        mips_max_norm = None
+        if config.mips_transform:
+            x, mips_max_norm = mips_augment(x)
+        x = _pad_columns(x, _index_dim(x.shape[1], config))
+
+        nlist = None
+        if config.is_ivf:
+            nlist = config.nlist if config.nlist is not None else default_nlist(n)
+            if nlist > n:
+                raise ValueError(f"IndexConfig.nlist={nlist} exceeds the number of items N={n}")
+            config = dataclasses.replace(config, nlist=nlist)
+        spec = factory_string(config, nlist)
+        metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
+        base = faiss.index_factory(x.shape[1], spec, metric)
+        index = faiss.IndexRefineFlat(base) if config.refine else base
+        if config.refine:
+            index.k_factor = float(config.refine_factor)
+
+        old_threads = faiss.omp_get_max_threads()
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        try:
+            if not index.is_trained:
+                ivf = faiss.try_extract_index_ivf(base)
+                if ivf is not None:
+                    ivf.cp.max_points_per_centroid = config.kmeans_points_per_centroid
+                    ivf.cp.seed = config.seed
+                train = x
+                if not config.sq_train_on_all and n > config.train_sample:
+                    rng = np.random.default_rng(config.seed)
+                    rows = np.sort(rng.choice(n, config.train_sample, replace=False))
+                    train = x[rows]
+                logger.info("training %s on %d vectors", spec, len(train))
+                index.train(train)
+            logger.info("adding %d vectors (dim %d) to %s", n, x.shape[1], spec)
+            for start in tqdm(
+                range(0, n, _ADD_CHUNK), desc=f"index {spec}", disable=n <= _ADD_CHUNK
+            ):
+                index.add(x[start : start + _ADD_CHUNK])
+        finally:
+            faiss.omp_set_num_threads(old_threads)
+        out = cls(index, ids, config, dim, fingerprint, mips_max_norm)
+        out._base = base  # keep the wrapped index alive with the refine wrapper
+        return out
+
+    # ----------------------------------------------------------------- search
+    @property
+    def n(self) -> int:
+        return int(self.index.ntotal)
+
+    def apply_search_params(self) -> None:
+        """Push nprobe / efSearch / refine factor from ``self.config`` into the faiss index."""
+        index = self.index
+        if isinstance(index, faiss.IndexRefine):
+            index.k_factor = float(self.config.refine_factor)
+            base = faiss.downcast_index(index.base_index)
+        else:
+            base = index
+        ivf = faiss.try_extract_index_ivf(base)
+        if ivf is not None:
+            ivf.nprobe = self.config.nprobe
+        if hasattr(base, "hnsw"):
+            base.hnsw.efSearch = self.config.ef_search
+
+    def set_search_params(
+        self,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        refine_factor: int | None = None,
+    ) -> None:
+        """Change query-time parameters (validated through :class:`IndexConfig`)."""
+        changes = {
+            k: v
+            for k, v in (
+                ("nprobe", nprobe),
+                ("ef_search", ef_search),
+                ("refine_factor", refine_factor),
+            )
+            if v is not None
+        }
+        self.config = dataclasses.replace(self.config, **changes)
+        self.apply_search_params()
+
+    def prepare_queries(self, query: np.ndarray) -> np.ndarray:
+        """[B, D] queries -> float32 [B, D'] in the index's space (normalised / augmented)."""
+        q = _as_matrix(query, "query", self.dim)
+        if self.config.normalize:
+            q = _normalize_rows(q, "query")
+        if self.config.mips_transform:
+            # Put the query on the sphere of radius M that holds the augmented items (zero
+            # extra coordinate): the per-query ranking is unchanged, but IVF probing and HNSW
+            # routing by L2 then see the query where the data is, not near the centre.
+            q = _normalize_rows(q, "query") if not self.config.normalize else q
+            q = np.hstack([q * self.mips_max_norm, np.zeros((len(q), 1), dtype=np.float32)])
+        return _pad_columns(q, int(self.index.d))
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product.
+
+        query [B, D] -> (scores [B, k] float32, item_rows [B, k] int64). Slots the index could
+        not fill (k > N, or an IVF/HNSW search that reached fewer items) hold row -1 and score
+        -inf.
+        """
+        _check_int_arg("k", k)
+        q = self.prepare_queries(query)
+        dist, rows = self.index.search(q, min(k, self.n))
+        scores = dist
+        if self.config.mips_transform:
+            # q' = M q/|q|: L2 distance d = 2 M^2 - 2 (M/|q|) q.x  ->  q.x = (2M^2 - d)|q|/(2M)
+            m = self.mips_max_norm
+            qn = np.linalg.norm(np.asarray(query, dtype=np.float64), axis=1)[:, None]
+            scores = (2 * m * m - dist.astype(np.float64)) * qn / (2 * m)
+        scores = np.asarray(scores, dtype=np.float32)
+        scores[rows < 0] = -np.inf
+        if k > self.n:
+            pad = k - self.n
+            scores = np.hstack([scores, np.full((len(q), pad), -np.inf, np.float32)])
+            rows = np.hstack([rows, np.full((len(q), pad), -1, rows.dtype)])
+        return scores, rows.astype(np.int64, copy=False)
+
+    def nbytes(self) -> int:
+        """Serialized size of the faiss index in bytes (the id map is not counted)."""
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    # ------------------------------------------------------------- save/load
+    def meta(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "factory": factory_string(self.config, self.config.nlist),
+            "dim": self.dim,
+            "index_dim": int(self.index.d),
+            "n": self.n,
+            "id_dtype": str(self.item_ids.dtype),
+            "fingerprint": self.fingerprint,
+            "mips_max_norm": self.mips_max_norm,
+            "faiss_version": faiss.__version__,
+            "numpy_version": np.__version__,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``index.faiss``, ``item_ids.npy`` and ``meta.json`` into ``directory``.
+
+        Written to a temporary folder beside it and moved into place with ``os.replace``; an
+        existing index folder is replaced, any other non-empty folder is refused.
+        """
+        target = Path(directory)
+        if target.exists():
+            if not target.is_dir():
+                raise ValueError(f"ItemIndex.save: {target} exists and is not a directory")
+            if any(target.iterdir()) and not (target / META_FILE).exists():
+                raise ValueError(
+                    f"ItemIndex.save: {target} is a non-empty folder without {META_FILE}; "
+                    "refusing to replace it (choose an empty or new folder)"
+                )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            faiss.write_index(self.index, str(tmp / INDEX_FILE))
+            np.save(tmp / IDS_FILE, self.item_ids, allow_pickle=False)
+            (tmp / META_FILE).write_text(json.dumps(self.meta(), indent=2))
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+                os.replace(target, old / "index")
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("saved %s index (%d items) to %s", self.config.kind, self.n, target)
+        return target
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike,
+        expected_dim: int | None = None,
+        expected_item_ids: Any = None,
+        expected_fingerprint: str | None = None,
+    ) -> ItemIndex:
+        """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint."""
+        src = Path(directory)
+        for name in (META_FILE, IDS_FILE, INDEX_FILE):
+            if not (src / name).is_file():
+                raise FileNotFoundError(f"ItemIndex.load: {src / name} is missing")
+        meta = json.loads((src / META_FILE).read_text())
+        if meta.get("format") != FORMAT_NAME:
+            raise ValueError(
+                f"{src / META_FILE}: format={meta.get('format')!r}, expected {FORMAT_NAME!r}"
+            )
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{src / META_FILE}: format_version={meta.get('format_version')!r}, "
+                f"this code reads {FORMAT_VERSION}"
+            )
+        dim = int(meta["dim"])
+        if expected_dim is not None and dim != expected_dim:
+            raise ValueError(
+                f"{src}: index dimension {dim} does not match the expected dimension "
+                f"{expected_dim} (rebuild the index for the current embeddings)"
+            )
+        ids = np.load(src / IDS_FILE, allow_pickle=False)
+        if len(ids) != meta["n"]:
+            raise ValueError(f"{src / IDS_FILE}: {len(ids)} ids, but meta.json says n={meta['n']}")
+        if expected_item_ids is not None:
+            _check_same_ids(src, ids, np.asarray(expected_item_ids))
+        if expected_fingerprint is not None and expected_fingerprint != meta["fingerprint"]:
+            raise ValueError(
+                f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
+                f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
+            )
+        index = faiss.read_index(str(src / INDEX_FILE))
+        if index.ntotal != len(ids) or index.d != meta["index_dim"]:
+            raise ValueError(
+                f"{src / INDEX_FILE}: holds {index.ntotal} vectors of dim {index.d}, meta.json "
+                f"says {len(ids)} of dim {meta['index_dim']}"
+            )
+        config = IndexConfig.from_dict(meta["config"])
+        return cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
+
+
+def _check_same_ids(src: Path, ids: np.ndarray, expected: np.ndarray) -> None:
+    if len(ids) != len(expected):
+        raise ValueError(
+            f"{src}: id map has {len(ids)} items, expected {len(expected)} items "
+            "(the catalogue changed; rebuild the index)"
+        )
+    if ids.dtype.kind != expected.dtype.kind and not (
+        ids.dtype.kind in "iu" and expected.dtype.kind in "iu"
+    ):
+        raise ValueError(
+            f"{src}: id map dtype {ids.dtype} does not match expected ids dtype {expected.dtype}"
+        )
+    diff = np.flatnonzero(ids != expected)
+    if len(diff):
+        row = int(diff[0])
+        raise ValueError(
+            f"{src}: id map differs from the expected ids at row {row}: index has "
+            f"{ids[row].item()!r}, expected {expected[row].item()!r} ({len(diff)} rows differ)"
+        )
+
+
+def _check_int_arg(name: str, value: Any) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
+
+
+def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
+    """Warn about setups measured to lose recall on vectors whose norms spread.
+
+    Measured on log-normal norms (sigma 0.5, 100k x 64, see pipelines/index_bench.py): IVF over
+    inner product collapses (recall@10 0.38 at nprobe 8, 0.85 at 128 where unit-norm data gets
+    0.98); the MIPS transform roughly halves the nprobe needed. HNSW over inner product held
+    (0.99 at efSearch 128) but HNSW over the MIPS transform did not (0.77).
+    """
+    norms = np.linalg.norm(x, axis=1)
+    mean = float(norms.mean())
+    spread = float(norms.std() / mean) if mean > 0 else 0.0
+    if config.normalize or config.kind == "flat" or spread <= NORM_SPREAD_WARN:
+        return
+    if config.is_ivf and not config.mips_transform:
+        advice = "IVF over inner product on such vectors loses recall badly; set mips_transform"
+    elif config.is_hnsw and config.mips_transform:
+        advice = "HNSW over the MIPS transform lost recall in our measurements; use it without"
+    else:
+        logger.info("item norms spread (std/mean=%.3f); normalize=False keeps raw IP", spread)
+        return
+    logger.warning(
+        "item norms spread (std/mean=%.3f > %.2f) with normalize=False and kind=%r: %s, or "
+        "use normalize=True for cosine-trained embeddings, and measure recall against exact "
+        "search (pipelines.index_bench)",
+        spread,
+        NORM_SPREAD_WARN,
+        config.kind,
+        advice,
+    )
+
+
+def _index_dim(d: int, config: IndexConfig) -> int:
+    """8-bit scalar-quantizer kernels are SIMD only when dim % 8 == 0 (65-d ran ~10x slower than
+    64-d or 72-d here), so SQ8 indexes get zero columns up to the next multiple of 8."""
+    return d + (-d) % 8 if config.kind.endswith("sq8") else d
+
+
+def _pad_columns(x: np.ndarray, width: int) -> np.ndarray:
+    """[N, d] -> [N, width] with zero columns appended (inner products and L2 unchanged)."""
+    if x.shape[1] == width:
+        return x
+    return np.hstack([x, np.zeros((len(x), width - x.shape[1]), dtype=np.float32)])
+
+
+def mips_augment(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """MIPS -> L2: [N, D] -> ([N, D+1] with extra coordinate sqrt(M^2 - |x|^2), M = max norm)."""
+    norms2 = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    max_norm = float(np.sqrt(norms2.max()))
+    extra = np.sqrt(np.maximum(max_norm**2 - norms2, 0.0)).astype(np.float32)
+    return np.hstack([x, extra[:, None]]), max_norm
+
+
+def _seen_rows(seen: Any, n_queries: int) -> list[np.ndarray]:
+    """Normalise ``seen`` (None, CSR matrix, or per-query sets/arrays) to int64 arrays."""
+    if seen is None:
+        return [np.empty(0, np.int64)] * n_queries
+    if sp.issparse(seen):
+        csr = sp.csr_matrix(seen)
+        if csr.shape[0] != n_queries:
+            raise ValueError(
+                f"seen: sparse matrix has {csr.shape[0]} rows, expected one per query ({n_queries})"
+            )
+        return [
+            csr.indices[csr.indptr[i] : csr.indptr[i + 1]].astype(np.int64)
+            for i in range(n_queries)
+        ]
+    if not isinstance(seen, Sequence) and not isinstance(seen, np.ndarray):
+        raise ValueError(
+            f"seen: expected None, a scipy sparse matrix or a list of item-row sets, got "
+            f"{type(seen).__name__}"
+        )
+    if len(seen) != n_queries:
+        raise ValueError(f"seen: has {len(seen)} entries, expected one per query ({n_queries})")
+    out = []
+    for i, s in enumerate(seen):
+        arr = np.fromiter(s, dtype=np.int64) if isinstance(s, (set, frozenset)) else np.asarray(s)
+        if arr.size and arr.dtype.kind not in "iu":
+            raise ValueError(f"seen[{i}]: expected integer item rows, got dtype {arr.dtype}")
+        out.append(np.unique(arr.astype(np.int64).ravel()))
+    return out
+
+
+def retrieve(
+    query_emb: np.ndarray,
+    k: int,
+    seen: Any,
+    index: ItemIndex,
+) -> np.ndarray:
+    """Top-k original item ids per query, excluding seen items.
+
+    query_emb [B, D]; ``seen``: None, a scipy sparse matrix [B, N] of item rows, or a list of B
+    sets/arrays of item ROWS. Over-fetches k + max seen count (capped at N), filters, and
+    re-fetches more for a query that is still short. Returns ids [B, k] (dtype of the id map).
+    """
+    _check_int_arg("k", k)
+    n = index.n
+    seen_rows = _seen_rows(seen, len(np.asarray(query_emb)))
+    for i, s in enumerate(seen_rows):
+        if s.size and (s.min() < 0 or s.max() >= n):
+            bad = int(s[(s < 0) | (s >= n)][0])
+            raise ValueError(f"seen[{i}]: item row {bad} is outside the catalogue [0, {n})")
+        if n - len(s) < k:
+            raise ValueError(
+                f"retrieve: query {i} has {len(s)} seen items; the catalogue of {n} items leaves "
+                f"{n - len(s)} unseen, fewer than k={k}"
+            )
+    max_seen = max((len(s) for s in seen_rows), default=0)
+    fetch = min(k + max_seen, n)
+    _, rows = index.search(query_emb, fetch)
+    out = np.empty((len(seen_rows), k), dtype=np.int64)
+    short = []
+    for i, s in enumerate(seen_rows):
+        picked = _filter(rows[i], s, k)
+        if len(picked) < k:
+            short.append(i)
+        else:
+            out[i] = picked
+    q_all = np.asarray(query_emb)
+    while short:
+        if fetch >= n:
+            raise RuntimeError(
+                f"retrieve: the index returned fewer than k={k} unseen items for query "
+                f"{short[0]} even when asked for all {n}; raise nprobe / ef_search"
+            )
+        fetch = min(2 * fetch, n)
+        _, rows = index.search(q_all[short], fetch)
+        still = []
+        for j, i in enumerate(short):
+            picked = _filter(rows[j], seen_rows[i], k)
+            if len(picked) < k:
+                still.append(i)
+            else:
+                out[i] = picked
+        short = still
+    return index.item_ids[out]
+
+
+def _filter(rows: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    keep = rows[(rows >= 0) & ~np.isin(rows, seen)]
+    return keep[:k]
