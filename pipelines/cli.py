@@ -31,6 +31,21 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "TrainStudentConfig",
         "train the two-tower student (distilled, or --no-teacher)",
     ),
+    "compress": (
+        "pipelines.compress",
+        "CompressConfig",
+        "prune (physically smaller layers) and int8-quantize a student",
+    ),
+    "benchmark": (
+        "pipelines.benchmark",
+        "BenchmarkConfig",
+        "quality and cost of teacher, baselines, students and FAISS indexes in one report",
+    ),
+    "demo": (
+        "pipelines.demo",
+        "DemoConfig",
+        "the whole chain on the packaged defaults, reusing finished steps",
+    ),
 }
 
 logger = logging.getLogger("recdistill")

@@ -9,6 +9,11 @@ so a crash (even ``kill -9``) leaves only complete shards. A rerun with the same
 them and gives the same result as an uninterrupted run. The final dataset is assembled in a
 temporary folder and renamed to ``out``. An ``out`` made by another teacher or config is
 refused unless ``--overwrite``; the same config reuses it.
+
+Two engines score the shards with the same code (``score_shard``): ``local`` (in this
+process, the default) and ``ray`` (a Ray Data actor pool, ``pipelines.ray_engine``; shards
+are written as ``shard-NNNNN.parquet``). The engine does not change the result, so it is not
+part of ``job_hash`` and either engine resumes shards the other left.
 """
 
 from __future__ import annotations
@@ -37,12 +42,33 @@ from pipelines.labels import (
     validate_table,
     versions,
 )
-from pipelines.teacher import CausalPart, EasePart, EmbeddingPart, PopularityPart, fit_mix, quality
+from pipelines.teacher import (
+    CausalPart,
+    EasePart,
+    EmbeddingPart,
+    Mix,
+    PopularityPart,
+    fit_mix,
+    quality,
+)
 
 logger = logging.getLogger(__name__)
 
 TEACHERS = ("embedding", "causal_lm")
 COLLAB = ("ease", "none")
+ENGINES = ("local", "ray")
+# Fields that choose where and how fast the job runs, never what it computes: not hashed.
+RUN_FIELDS = (
+    "out",
+    "overwrite",
+    "threads",
+    "batch_size",
+    "engine",
+    "ray_concurrency",
+    "ray_num_cpus",
+    "ray_num_gpus",
+    "ray_address",
+)
 SLEEP_ENV = "RECDISTILL_SHARD_SLEEP"  # test hook: seconds to sleep after each shard
 
 
@@ -101,6 +127,26 @@ class GenerateLabelsConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "replace an existing output made with another config"}
     )
+    engine: str = field(
+        default="local",
+        metadata={
+            "help": f"where the teacher runs: one of {ENGINES} ('ray' needs pip install 'recdistill[ray]')"
+        },
+    )
+    ray_concurrency: int = field(
+        default=2, metadata={"help": "ray engine: teacher actors (each loads the teacher once)"}
+    )
+    ray_num_cpus: float = field(
+        default=1.0, metadata={"help": "ray engine: CPUs per actor (also its torch threads)"}
+    )
+    ray_num_gpus: float = field(
+        default=0.0,
+        metadata={"help": "ray engine: GPUs per actor; > 0 runs the teacher on CUDA"},
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "ray engine: cluster to join (default $RAY_ADDRESS, else a local Ray)"},
+    )
 
     def __post_init__(self):
         if self.teacher not in TEACHERS:
@@ -120,18 +166,32 @@ class GenerateLabelsConfig:
             raise ValueError(f"GenerateLabelsConfig.max_users={self.max_users}; expected >= 0")
         if self.temperature <= 0:
             raise ValueError(f"GenerateLabelsConfig.temperature={self.temperature}; expected > 0")
+        if self.engine not in ENGINES:
+            raise ValueError(
+                f"GenerateLabelsConfig.engine={self.engine!r}; expected one of {ENGINES}"
+            )
+        if self.ray_concurrency < 1:
+            raise ValueError(
+                f"GenerateLabelsConfig.ray_concurrency={self.ray_concurrency!r}; expected >= 1"
+            )
+        for name in ("ray_num_cpus", "ray_num_gpus"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(
+                    f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected a number >= 0"
+                )
         CandidateConfig(
             self.n_negatives, self.max_positives, self.strategy, seed=self.candidate_seed
         )
 
     def job_hash(self) -> str:
         d = to_dict(self)
-        for k in ("out", "overwrite", "threads", "batch_size"):
+        for k in RUN_FIELDS:
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_text_part(c: GenerateLabelsConfig, data, split):
+def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
+    """The LLM part named by the config, loaded on ``device``; returns ``(part, info)``."""
     if c.teacher == "embedding":
         from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
 
@@ -142,8 +202,11 @@ def build_text_part(c: GenerateLabelsConfig, data, split):
                 temperature=c.temperature,
                 max_seq_length=c.max_seq_length,
                 adapter=c.adapter,
+                device=device,
             )
         )
+        limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
+        t.model.max_seq_length = min(c.max_seq_length, int(limit))
         return EmbeddingPart(t, data, split, c.history_items), t.info()
     from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
     from llm_teacher.loading import load_causal_lm
@@ -153,7 +216,10 @@ def build_text_part(c: GenerateLabelsConfig, data, split):
         model,
         tok,
         CausalLMScorerConfig(
-            batch_size=c.batch_size, max_history_tokens=c.max_history_tokens, template=c.template
+            batch_size=c.batch_size,
+            max_history_tokens=c.max_history_tokens,
+            template=c.template,
+            device=device,
         ),
     )
     return CausalPart(scorer, data, split, c.history_items), scorer.info()
@@ -185,10 +251,97 @@ def validation_pairs(split, users: np.ndarray, n_neg: int, seed: int) -> pd.Data
     return pd.concat(rows, ignore_index=True)
 
 
+@dataclass
+class FittedTeacher:
+    """The teacher both engines score with: parts fit on train, their mix fit on validation.
+
+    ``valid_users`` (``[U_v]``, sorted) are the users whose validation pairs fit the mix; an
+    engine that rebuilds the text part elsewhere encodes them first, in one batch, so that its
+    cached user embeddings match this process's bit for bit (see ``warm_text_part``)."""
+
+    parts: list
+    text_info: dict
+    mix: Mix
+    mix_search: dict
+    quality: dict
+    valid_users: np.ndarray
+    n_valid_pairs: int
+
+
+def fit_teacher(
+    c: GenerateLabelsConfig, data, split, users: np.ndarray, rng: np.random.Generator
+) -> FittedTeacher:
+    """Build the parts (LLM, EASE^R, popularity) and fit their mix on validation pairs of a
+    seeded sample of ``users`` (never on test)."""
+    text, text_info = build_text_part(c, data, split)
+    parts = [text]
+    if c.collab == "ease":
+        parts.append(EasePart(split))
+    if c.popularity:
+        parts.append(PopularityPart(split))
+    eval_users = (
+        users
+        if len(users) <= c.eval_users
+        else np.sort(rng.choice(users, c.eval_users, replace=False))
+    )
+    vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed)
+    vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
+    logger.info(
+        "teacher quality check: %d validation pairs of %d users", len(vp), len(np.unique(vu))
+    )
+    v_parts = {p.name: p.score(vu, vi) for p in parts}
+    mix, mix_search = fit_mix(v_parts, vu, vl)
+    teacher_quality = quality(v_parts, mix, vu, vl)
+    logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
+    return FittedTeacher(parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp))
+
+
+def warm_text_part(part, valid_users: np.ndarray) -> None:
+    """Replay ``fit_teacher``'s user encoding on a freshly built text part.
+
+    An embedding teacher pads each batch to its longest text, so a user's embedding can differ
+    in the last bits with the batch it was encoded in; encoding the validation users as one
+    batch, as ``fit_teacher`` did, makes every later score identical to the in-process job.
+    The causal-LM part scores each user on its own: nothing to replay."""
+    if isinstance(part, EmbeddingPart) and len(valid_users):
+        part.user_emb(valid_users)
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+def shard_done(partial: Path, i: int) -> bool:
+    """A complete shard: a ``datasets`` folder (local engine) or a Parquet file (ray engine)."""
+    name = shard_name(i)
+    return (partial / name / "dataset_info.json").exists() or (partial / f"{name}.parquet").exists()
+
+
+def load_shard(partial: Path, i: int):
+    """Shard ``i`` as a ``datasets.Dataset`` in the label schema, whichever engine wrote it."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    name = shard_name(i)
+    if (partial / name / "dataset_info.json").exists():
+        return load_from_disk(str(partial / name))
+    import pyarrow.parquet as pq
+
+    path = partial / f"{name}.parquet"
+    table = pq.read_table(path)
+    schema = features().arrow_schema
+    if table.schema.names != schema.names:
+        raise LabelError(f"{path}: columns {table.schema.names}; expected {schema.names}")
+    return Dataset(table.cast(schema), info=DatasetInfo(features=features()))
+
+
 def run(config: GenerateLabelsConfig) -> dict:
+    c = config
+    if c.engine == "ray":
+        from pipelines.ray_engine import import_ray
+
+        import_ray()  # fail before any work, with the command that installs Ray
     import torch
 
-    c = config
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
     out = Path(c.out)
@@ -232,26 +385,8 @@ def run(config: GenerateLabelsConfig) -> dict:
         users = np.sort(rng.choice(data.n_users, c.max_users, replace=False))
 
     # --- the teacher and its mix, fit on validation pairs (never on test) -------------------
-    text, text_info = build_text_part(c, data, split)
-    parts = [text]
-    if c.collab == "ease":
-        parts.append(EasePart(split))
-    if c.popularity:
-        parts.append(PopularityPart(split))
-    eval_users = (
-        users
-        if len(users) <= c.eval_users
-        else np.sort(rng.choice(users, c.eval_users, replace=False))
-    )
-    vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed)
-    vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
-    logger.info(
-        "teacher quality check: %d validation pairs of %d users", len(vp), len(np.unique(vu))
-    )
-    v_parts = {p.name: p.score(vu, vi) for p in parts}
-    mix, mix_search = fit_mix(v_parts, vu, vl)
-    teacher_quality = quality(v_parts, mix, vu, vl)
-    logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
+    fitted = fit_teacher(c, data, split, users, rng)
+    parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
 
     # --- candidates and shards ---------------------------------------------------------------
     cand = make_candidates(
@@ -260,40 +395,27 @@ def run(config: GenerateLabelsConfig) -> dict:
         users,
     )
     shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
-    done = {p.name for p in partial.glob("shard-*") if (p / "dataset_info.json").exists()}
-    todo = [i for i in range(len(shards)) if f"shard-{i:05d}" not in done]
+    todo = [i for i in range(len(shards)) if not shard_done(partial, i)]
     logger.info(
         "%d shards (%d done before), %d pairs", len(shards), len(shards) - len(todo), len(cand)
     )
-    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
     t_score = time.perf_counter()
-    n_scored = 0
-    with tqdm(
-        total=int(cand.user.isin(np.concatenate([shards[i] for i in todo]) if todo else []).sum()),
-        unit="pair",
-        desc="soft labels",
-        disable=None,
-    ) as bar:
-        for i in todo:
-            sub = cand[cand.user.isin(shards[i])]
-            _write_shard(partial / f"shard-{i:05d}", sub, parts, mix, data)
-            n_scored += len(sub)
-            bar.update(len(sub))
-            bar.set_postfix(
-                pairs_per_s=f"{n_scored / max(1e-9, time.perf_counter() - t_score):.0f}"
-            )
-            if sleep:
-                time.sleep(sleep)
+    if c.engine == "ray":
+        from pipelines.ray_engine import score_shards
+
+        n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
+    else:
+        n_scored = _score_local(partial, cand, shards, todo, parts, mix, data)
+        engine_info = {"name": "local"}
     score_seconds = time.perf_counter() - t_score
 
     # --- assemble ----------------------------------------------------------------------------
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import concatenate_datasets
 
-    ds = concatenate_datasets(
-        [load_from_disk(str(partial / f"shard-{i:05d}")) for i in range(len(shards))]
-    )
+    ds = concatenate_datasets([load_shard(partial, i) for i in range(len(shards))])
     ds = ds.sort(["user", "rank"])
     validate_table(ds, str(partial), data.n_users, data.n_items)
+    text_info = fitted.text_info
     meta = {
         "schema_version": SCHEMA_VERSION,
         "job_hash": job_hash,
@@ -311,11 +433,11 @@ def run(config: GenerateLabelsConfig) -> dict:
             "ease_lambda": next((p.info["lambda"] for p in parts if p.name == "ease"), None),
         },
         "teacher_quality": {
-            "validation_pairs": len(vp),
-            "users": int(len(np.unique(vu))),
-            "parts": teacher_quality,
+            "validation_pairs": fitted.n_valid_pairs,
+            "users": int(len(fitted.valid_users)),
+            "parts": fitted.quality,
         },
-        "mix_search": mix_search,
+        "mix_search": fitted.mix_search,
         "candidates": {
             k: getattr(c, k)
             for k in ("n_negatives", "max_positives", "strategy", "candidate_seed", "max_users")
@@ -328,6 +450,7 @@ def run(config: GenerateLabelsConfig) -> dict:
         "n_pairs": len(ds),
         "n_users": int(len(users)),
         "pairs_per_second": n_scored / score_seconds if n_scored else None,
+        "engine": engine_info,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     tmp = Path(
@@ -361,8 +484,36 @@ def run(config: GenerateLabelsConfig) -> dict:
     return meta
 
 
-def _write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
-    from datasets import Dataset
+def _score_local(partial: Path, cand, shards, todo, parts, mix, data) -> int:
+    """The local engine: score and write the ``todo`` shards in this process; returns pairs."""
+    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
+    t_score = time.perf_counter()
+    n_scored = 0
+    with tqdm(
+        total=int(cand.user.isin(np.concatenate([shards[i] for i in todo]) if todo else []).sum()),
+        unit="pair",
+        desc="soft labels",
+        disable=None,
+    ) as bar:
+        for i in todo:
+            sub = cand[cand.user.isin(shards[i])]
+            _write_shard(partial / shard_name(i), sub, parts, mix, data)
+            n_scored += len(sub)
+            bar.update(len(sub))
+            bar.set_postfix(
+                pairs_per_s=f"{n_scored / max(1e-9, time.perf_counter() - t_score):.0f}"
+            )
+            if sleep:
+                time.sleep(sleep)
+    return n_scored
+
+
+def score_shard(sub: pd.DataFrame, parts, mix: Mix, data):
+    """Score one shard: ``sub`` holds candidate rows (``user``, ``item``, ``observed``,
+    ``source``; all candidates of each of its users). Returns a ``pyarrow.Table`` in the label
+    schema (``features()``), one row per row of ``sub``, in the same order; ``rank`` is the
+    position in the user's list by score (0 = best, ties by row order)."""
+    import pyarrow as pa
 
     u, i = sub.user.to_numpy(), sub.item.to_numpy()
     scores = mix.score({p.name: p.score(u, i) for p in parts})
@@ -379,20 +530,24 @@ def _write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
         .astype(np.int32)
         - 1
     )
-    ds = Dataset.from_dict(
-        {
-            "user_id": data.users.user_id.to_numpy()[u].tolist(),
-            "item_id": data.items.item_id.to_numpy()[i].tolist(),
-            "user": u.astype(np.int32),
-            "item": i.astype(np.int32),
-            "score": scores,
-            "prob": (1.0 / (1.0 + np.exp(-scores.astype(np.float64)))).astype(np.float32),
-            "observed": sub.observed.to_numpy(),
-            "rank": rank,
-            "source": sub.source.tolist(),
-        },
-        features=features(),
-    )
+    columns = {
+        "user_id": data.users.user_id.to_numpy()[u].tolist(),
+        "item_id": data.items.item_id.to_numpy()[i].tolist(),
+        "user": u.astype(np.int32),
+        "item": i.astype(np.int32),
+        "score": scores,
+        "prob": (1.0 / (1.0 + np.exp(-scores.astype(np.float64)))).astype(np.float32),
+        "observed": sub.observed.to_numpy(),
+        "rank": rank,
+        "source": sub.source.tolist(),
+    }
+    return pa.table(columns, schema=features().arrow_schema)
+
+
+def _write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
+    from datasets import Dataset, DatasetInfo
+
+    ds = Dataset(score_shard(sub, parts, mix, data), info=DatasetInfo(features=features()))
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         ds.save_to_disk(str(tmp / "ds"))
