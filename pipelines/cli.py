@@ -21,6 +21,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "PrepareConfig",
         "load and split a dataset; print statistics and baselines",
     ),
+    "adapt-teacher": (
+        "pipelines.adapt_teacher",
+        "AdaptTeacherConfig",
+        "LoRA-adapt the LLM teacher to the train interactions (yes/no or contrastive)",
+    ),
     "generate-labels": (
         "pipelines.generate_labels",
         "GenerateLabelsConfig",
@@ -30,6 +35,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "pipelines.train_student",
         "TrainStudentConfig",
         "train the two-tower student (distilled, or --no-teacher)",
+    ),
+    "ablation": (
+        "pipelines.ablation",
+        "AblationConfig",
+        "hard-only vs distilled students over seeds and protocols, with bootstrap intervals",
     ),
     "compress": (
         "pipelines.compress",
