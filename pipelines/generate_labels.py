@@ -18,6 +18,7 @@ part of ``job_hash`` and either engine resumes shards the other left.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -544,13 +545,28 @@ def score_shard(sub: pd.DataFrame, parts, mix: Mix, data):
     return pa.table(columns, schema=features().arrow_schema)
 
 
+@contextlib.contextmanager
+def _quiet_datasets():
+    """No per-shard "Saving the dataset" bars: the job has its own progress bar."""
+    from datasets.utils import logging as ds_logging
+
+    was = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            ds_logging.enable_progress_bar()
+
+
 def _write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
     from datasets import Dataset, DatasetInfo
 
     ds = Dataset(score_shard(sub, parts, mix, data), info=DatasetInfo(features=features()))
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
-        ds.save_to_disk(str(tmp / "ds"))
+        with _quiet_datasets():
+            ds.save_to_disk(str(tmp / "ds"))
         os.replace(tmp / "ds", path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
