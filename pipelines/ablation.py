@@ -46,6 +46,7 @@ class AblationConfig:
     )
     epochs: int = field(default=40, metadata={"help": "maximum epochs per student"})
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads per job"})
     out: str = field(default="runs/ablation", metadata={"help": "output folder"})
 
     def __post_init__(self):
@@ -91,6 +92,7 @@ def run(config: AblationConfig) -> dict:
                 teacher=c.teacher,
                 model=c.teacher_model,
                 overwrite=True,
+                threads=c.threads,
                 out=str(labels_dir),
             )
         )
@@ -122,6 +124,7 @@ def run(config: AblationConfig) -> dict:
                     epochs=c.epochs,
                     out=str(run_dir),
                     no_teacher=mode == "hard",
+                    threads=c.threads,
                     labels=None if mode == "hard" else str(labels_dir),
                 )
                 t0 = time.perf_counter()

@@ -51,6 +51,15 @@ class BenchmarkConfig:
         default=1000, metadata={"help": "bootstrap resamples for the NDCG@10 interval"}
     )
     threads: int = field(default=1, metadata={"help": "threads for timing (torch and faiss)"})
+    scale: bool = field(
+        default=False,
+        metadata={
+            "help": "also run the index part on synthetic 64-d catalogues of scale_sizes items"
+        },
+    )
+    scale_sizes: tuple[int, ...] = field(
+        default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
+    )
     out: str = field(default="runs/benchmark", metadata={"help": "output folder"})
 
     def __post_init__(self):
@@ -195,6 +204,12 @@ def run(config: BenchmarkConfig) -> dict:
             students["student_distilled"], split, data, test_users, truth, seen, c
         )
 
+    scale = None
+    if c.scale:
+        from pipelines.index_bench import run_scale
+
+        scale = run_scale(sizes=c.scale_sizes, threads=c.threads, out=Path(c.out) / "scale.json")
+
     report = {
         "dataset": {
             **data.stats(),
@@ -211,6 +226,7 @@ def run(config: BenchmarkConfig) -> dict:
         "indexes": indexes,
         "comparisons": comparisons,
         "teacher_quality": teacher_quality,
+        "scale": scale,
         "config": to_dict(c),
         "seconds": time.perf_counter() - t0,
     }
@@ -296,5 +312,14 @@ def format_summary(report: dict) -> str:
             f"\ndistilled - hard NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
             f"95% paired bootstrap [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}]"
         )
+    for r in (report.get("scale") or {}).get("results", []):
+        t = r.get("targets")
+        if t:
+            best = t["ann_qps_batch1"]["best"]
+            lines.append(
+                f"scale {r['n_items']:,} x {r['dim']} (norm sigma {r['norm_sigma']}): SQ8 recall@10 {t['sq8_recall']:.4f} "
+                f"at {t['sq8_bytes_fraction']:.0%} of float32 bytes; {best['index']} recall {best['recall']:.4f} "
+                f"at {t['ann_qps_batch1']['speedup']:.1f}x exact QPS (batch 1)"
+            )
     lines.append(f"report: {Path(report['config']['out']) / 'report.md'}")
     return "\n".join(lines)

@@ -79,10 +79,10 @@ def run(config: DemoConfig) -> dict:
         return res
 
     common = dict(dataset=c.dataset, protocol=c.protocol)
-    _, k_prep = timed(
+    prep, k_prep = timed(
         "prepare",
         prepare,
-        prepare.PrepareConfig(dataset=c.dataset, protocols=(c.protocol,), out=str(out / "prepare")),
+        prepare.PrepareConfig(dataset=c.dataset, out=str(out / "prepare")),
         out / "prepare",
         [],
         "stats.json",
@@ -138,9 +138,16 @@ def run(config: DemoConfig) -> dict:
         "report.json",
     )
     report["demo"] = {"seconds": time.perf_counter() - t0, "step_seconds": timings}
+    report["prepare"] = prep
     write_json(out / "demo.json", report["demo"])
     return report
 
 
 def format_summary(report: dict) -> str:
-    return benchmark.format_summary(report) + f"\ndemo took {report['demo']['seconds']:.0f}s"
+    return "\n\n".join(
+        [
+            prepare.format_summary(report["prepare"]),
+            benchmark.format_summary(report),
+            f"demo took {report['demo']['seconds']:.0f}s",
+        ]
+    )

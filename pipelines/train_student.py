@@ -70,6 +70,12 @@ class TrainStudentConfig:
     history_len: int = field(
         default=50, metadata={"help": "history items pooled by the user tower"}
     )
+    use_user_id: bool = field(
+        default=True,
+        metadata={
+            "help": "user id embedding in the user tower (False: the user is their history and features)"
+        },
+    )
     dropout: float = field(default=0.1, metadata={"help": "dropout in the towers"})
     use_features: bool = field(
         default=True,
@@ -97,6 +103,12 @@ class TrainStudentConfig:
     w_margin: float = field(default=0.0, metadata={"help": "weight of margin-MSE"})
     w_rank: float = field(default=0.0, metadata={"help": "weight of rank distillation (DLLM2Rec)"})
     w_embed: float = field(default=0.0, metadata={"help": "weight of item embedding distillation"})
+    teacher_norm: str = field(
+        default="list",
+        metadata={
+            "help": "none: teacher logits as stored; list: standardise them within each user's list before the KL"
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "listwise KL temperature T"})
     rank_k: int = field(default=10, metadata={"help": "teacher top-K used by rank distillation"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
@@ -124,6 +136,10 @@ class TrainStudentConfig:
                 raise ValueError(
                     f"TrainStudentConfig.{name}={getattr(self, name)!r}; expected >= 1"
                 )
+        if self.teacher_norm not in ("none", "list"):
+            raise ValueError(
+                f"TrainStudentConfig.teacher_norm={self.teacher_norm!r}; expected 'none' or 'list'"
+            )
         if self.temperature <= 0:
             raise ValueError(f"TrainStudentConfig.temperature={self.temperature}; expected > 0")
         if not self.no_teacher and not self.labels:
@@ -218,6 +234,7 @@ def build_student(
         user_hidden=(config.hidden,),
         item_hidden=(config.hidden,),
         out_dim=config.out_dim,
+        use_user_id=config.use_user_id,
         dropout=config.dropout,
     )
     return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
@@ -374,7 +391,14 @@ def _soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_em
     s = model.score(model.encode_users(u, hist[u]), model.encode_items(uniq)[inv])  # [Bu, L]
     terms = {}
     if weights.listwise_kl > 0:
-        terms["listwise_kl"] = listwise_kl_loss(s, t_scores, c.temperature, mask=mask)
+        t_kl = t_scores
+        if c.teacher_norm == "list":
+            m = mask.float()
+            n = m.sum(1, keepdim=True).clamp_min(1.0)
+            mean = (t_scores * m).sum(1, keepdim=True) / n
+            std = (((t_scores - mean) ** 2 * m).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-6)
+            t_kl = (t_scores - mean) / std
+        terms["listwise_kl"] = listwise_kl_loss(s, t_kl, c.temperature, mask=mask)
     if weights.soft_bce > 0:
         terms["soft_bce"] = soft_bce_loss(s, torch.as_tensor(lists.probs[users]), mask=mask)
     if weights.margin_mse > 0:

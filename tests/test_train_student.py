@@ -67,6 +67,7 @@ def test_hard_only_is_deterministic_and_saves(tmp_path):
         dict(w_kl=1.0, temperature=2.0),
         dict(w_kl=0.0, w_bce=1.0, w_margin=0.5, w_rank=0.5, w_embed=0.1),
         dict(w_kl=1.0, use_text=True, soft_observed=False),
+        dict(w_kl=1.0, teacher_norm="list", use_user_id=False),
     ],
 )
 def test_distilled_losses_train(tmp_path, label_dir, weights):
@@ -100,6 +101,8 @@ def test_config_errors():
         TrainStudentConfig()
     with pytest.raises(ValueError, match="temperature"):
         TrainStudentConfig(no_teacher=True, temperature=0)
+    with pytest.raises(ValueError, match="teacher_norm"):
+        TrainStudentConfig(no_teacher=True, teacher_norm="zscore")
     with pytest.raises(ValueError, match="hard_loss"):
         TrainStudentConfig(no_teacher=True, hard_loss="hinge")
 
