@@ -10,16 +10,16 @@ difference to JSON. Timings are measured here and never asserted in tests.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipelines.config import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -163,15 +163,6 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -202,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         template=args.template,
         seed=args.seed,
     )
-    _write_json(args.out, result)
+    write_json(args.out, result)
     logger.info(
         "naive %.1f pairs/s, shared prefix %.1f pairs/s, speedup %.2fx, max |diff| %.2e -> %s",
         result["pairs_per_s"]["naive"],

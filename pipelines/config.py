@@ -99,19 +99,34 @@ def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
     return from_dict(cls, data, source=path or "command line")
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    """Write JSON atomically (temporary file in the same folder, then rename)."""
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash (or full disk) leaves the old file untouched and no partial file behind."""
+    import contextlib
     import os
     import tempfile
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=_json_default)
-        fh.write("\n")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp"
+    )
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text))
 
 
 def _json_default(o):

@@ -297,15 +297,19 @@ def fit_teacher(
     return FittedTeacher(parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp))
 
 
-def warm_text_part(part, valid_users: np.ndarray) -> None:
-    """Replay ``fit_teacher``'s user encoding on a freshly built text part.
+def warm_text_part(part, batches: list[np.ndarray]) -> None:
+    """Replay the user encodings of an uninterrupted in-process run on a text part.
 
     An embedding teacher pads each batch to its longest text, so a user's embedding can differ
-    in the last bits with the batch it was encoded in; encoding the validation users as one
-    batch, as ``fit_teacher`` did, makes every later score identical to the in-process job.
-    The causal-LM part scores each user on its own: nothing to replay."""
-    if isinstance(part, EmbeddingPart) and len(valid_users):
-        part.user_emb(valid_users)
+    in the last bits with the batch it was encoded in. The in-process job encodes the
+    validation users in one batch (``fit_teacher``), then each shard's new users; replaying
+    those ``batches`` (``[n_u]`` user indices each, in order) on a text part built elsewhere (a
+    Ray actor) or resumed after a crash makes its scores identical to that run. A user already
+    cached is not encoded again. The causal-LM part scores each user on its own: no-op."""
+    if isinstance(part, EmbeddingPart):
+        for users in batches:
+            if len(users):
+                part.user_emb(np.asarray(users))
 
 
 def shard_name(i: int) -> str:
@@ -465,6 +469,12 @@ def run(config: GenerateLabelsConfig) -> dict:
         if isinstance(text, EmbeddingPart):
             np.save(final / "item_embeddings.npy", text.item_emb.astype(np.float32))
             meta["item_embeddings"] = "item_embeddings.npy"
+        if all(hasattr(p, "score_matrix") for p in parts):
+            # users of shards scored elsewhere (Ray, or before a crash) are encoded here
+            # shard by shard, as an uninterrupted in-process run did, so the top-k is the same
+            warm_text_part(text, [cand.user[cand.user.isin(s)].to_numpy() for s in shards])
+            np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK))
+            meta["teacher_topk"] = "teacher_topk.npy"
         meta["seconds"] = time.perf_counter() - t0
         write_json(final / META_FILE, meta)
         if out.exists():
@@ -483,6 +493,23 @@ def run(config: GenerateLabelsConfig) -> dict:
         "wrote %d pairs for %d users to %s in %.1fs", len(ds), len(users), out, meta["seconds"]
     )
     return meta
+
+
+TOPK = 100
+
+
+def teacher_topk(parts, mix, split, k: int, batch: int = 256) -> np.ndarray:
+    """[n_users, k] int32: the teacher's best items over the full catalogue, train items
+    excluded (for the report's teacher metrics and top-10 agreement)."""
+    from pipelines.metrics import topk
+
+    seen = split.matrix("train")
+    out = []
+    for s in range(0, split.n_users, batch):
+        users = np.arange(s, min(s + batch, split.n_users))
+        scores = mix.score({p.name: p.score_matrix(users) for p in parts})
+        out.append(topk(scores, k, seen, rows=users))
+    return np.concatenate(out).astype(np.int32)
 
 
 def _score_local(partial: Path, cand, shards, todo, parts, mix, data) -> int:

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from pipelines.config import write_json
 from student.serving import IndexConfig, ItemIndex
 
 logger = logging.getLogger(__name__)
@@ -491,7 +489,7 @@ def run_scale(
         "wall_s": time.perf_counter() - t_all,
     }
     if out is not None:
-        write_json_atomic(report, out)
+        write_json(out, report)
     return report
 
 
@@ -527,30 +525,6 @@ def check_targets(indexes: dict[str, Any], float_bytes: int, k: int = 10) -> dic
             "ok": best is not None and best[2] >= ANN_SPEEDUP_TARGET * base,
         }
     return out
-
-
-def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """json.dump ``obj`` to a temp file beside ``path`` then os.replace it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, default=_json_default)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def _int_list(text: str) -> list[int]:

@@ -14,12 +14,10 @@ for a model that has no teacher. Plots use matplotlib's Agg canvas (no pyplot st
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,8 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from pipelines.config import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -307,20 +307,6 @@ PLOTS: dict[str, Callable[[dict[str, Any]], Figure | None]] = {
 
 
 # ------------------------------------------------------------------------ write
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def _jsonable(o: Any) -> Any:
     """numpy scalars/arrays -> Python; non-finite floats -> None (strict JSON)."""
     if isinstance(o, dict):
@@ -345,7 +331,7 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_jsonable(report), indent=2, allow_nan=False)
-    written = [_atomic_write(out / "report.json", lambda p: p.write_text(text))]
+    written = [atomic_write(out / "report.json", lambda p: p.write_text(text))]
     plots = []
     for fname, make in PLOTS.items():
         fig = make(report)
@@ -353,9 +339,9 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Pat
             logger.info("skipping %s: no data to plot", fname)
             continue
         fig.tight_layout()
-        written.append(_atomic_write(out / fname, lambda p, f=fig: f.savefig(p, format="png")))
+        written.append(atomic_write(out / fname, lambda p, f=fig: f.savefig(p, format="png")))
         plots.append(fname)
     md = render_markdown(report, plots)
-    written.append(_atomic_write(out / "report.md", lambda p: p.write_text(md)))
+    written.append(atomic_write(out / "report.md", lambda p: p.write_text(md)))
     logger.info("wrote report to %s (%d files)", out, len(written))
     return written
