@@ -81,8 +81,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, nargs="*", type=elem, **kw)
         elif isinstance(default, (int, float)):
             parser.add_argument(flag, type=type(default), **kw)
-        else:
+        elif default is None:  # optional field: "none"/"null" on the command line means None
             parser.add_argument(flag, type=_none_or_str, **kw)
+        else:
+            parser.add_argument(flag, type=str, **kw)
 
 
 def _none_or_str(s: str):
