@@ -43,6 +43,9 @@ class BenchmarkConfig:
     student_int8: str | None = field(
         default=None, metadata={"help": "int8 student folder (save_quantized)"}
     )
+    student_int8_fast: str | None = field(
+        default=None, metadata={"help": "latency-aware int8 student folder (compress --int8 auto)"}
+    )
     indexes: tuple[str, ...] = field(
         default=INDEX_KINDS, metadata={"help": f"index kinds, from {INDEX_KINDS}"}
     )
@@ -167,6 +170,7 @@ def run(config: BenchmarkConfig) -> dict:
         ("student_distilled", c.student_distilled, TwoTower.from_pretrained),
         ("student_pruned", c.student_pruned, TwoTower.from_pretrained),
         ("student_int8", c.student_int8, load_quantized),
+        ("student_int8_fast", c.student_int8_fast, load_quantized),
     ):
         if not path:
             continue

@@ -127,6 +127,7 @@ def run(config: DemoConfig) -> dict:
         student_distilled=str(out / "student_distilled" / "model"),
         student_pruned=str(out / "compressed" / "pruned"),
         student_int8=str(out / "compressed" / "int8"),
+        student_int8_fast=str(out / "compressed" / "int8_fast"),
         out=str(out / "benchmark"),
     )
     report, _ = timed(

@@ -46,7 +46,6 @@ def test_compress_makes_smaller_models(tmp_path, student_dir):
             dataset=DATASET,
             out=str(tmp_path / "c"),
             finetune_epochs=1,
-            int8="all",
             threads=1,
         )
     )
@@ -67,7 +66,12 @@ def test_compress_makes_smaller_models(tmp_path, student_dir):
         "finetune",
         "magnitude_prune",
         "int8",
+        "int8_fast",
     }
+    # the latency-aware variant says, per part, whether int8 was kept and why
+    decisions = s["int8_fast"]["record"]["decisions"]
+    assert all("reason" in d for d in decisions.values())
+    assert load_quantized(tmp_path / "c" / "int8_fast").config.n_items == 90
 
 
 def test_compress_refuses_other_dataset(tmp_path, student_dir):
