@@ -53,6 +53,7 @@ def test_compress_makes_smaller_models(tmp_path, student_dir):
     assert s["structured_prune"]["params"] < s["original"]["params"]
     # feature buffers and biases stay fp32, a large share of a tiny model
     assert s["int8"]["bytes"] < s["structured_prune"]["bytes"] / 1.5
+    assert s["int8"]["params"] == s["finetune"]["params"]  # same weights, stored in int8
     assert s["magnitude_prune"]["bytes"] == s["original"]["bytes"]  # zeros do not shrink a model
     assert "neither smaller nor faster" in s["magnitude_prune"]["note"]
     pruned = TwoTower.from_pretrained(tmp_path / "c" / "pruned")
