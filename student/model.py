@@ -552,10 +552,14 @@ def load_state_strict(
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of weight elements: parameters, plus int8 weights (stored as buffers after
     quantization) unless ``trainable_only``; scales and feature buffers are not counted."""
-    n = sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-    if not trainable_only:
-        n += sum(b.numel() for name, b in model.named_buffers() if name.endswith("weight_int8"))
-    return n
+    if trainable_only:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    static = ("user_features", "item_features", "item_text")
+    return sum(
+        t.numel()
+        for name, t in model.state_dict().items()
+        if name not in static and not name.endswith("weight_scale")
+    )
 
 
 def model_bytes(model: nn.Module) -> int:
