@@ -199,6 +199,28 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     parts += ["## Protocol", "", report["protocol"] or "-", ""]
     parts += ["## Models", ""]
     parts += [headline_table(report) if report["models"] else "(no models)", ""]
+    comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
+    if comp:
+        parts += [
+            f"Distilled minus hard-only NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
+            f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}].",
+            "",
+        ]
+    tq = report.get("teacher_quality")
+    if tq and tq.get("parts"):
+        parts += [
+            "## Teacher parts",
+            "",
+            f"What each part of the teacher knows on its own, and the mix, on {tq.get('validation_pairs', '?')} "
+            f"validation pairs of {tq.get('users', '?')} users (AUC: validation positives vs sampled "
+            "unseen items; NDCG@10: ranking each user's validation candidates).",
+            "",
+        ]
+        rows = [
+            [n, fmt_float(q.get("auc")), fmt_float(q.get("list_ndcg@10"))]
+            for n, q in tq["parts"].items()
+        ]
+        parts += [_md_table(["part", "AUC", "list NDCG@10"], rows), ""]
     parts += ["## Indexes", ""]
     parts += [index_table(report) if report["indexes"] else "(no indexes)", ""]
     sweeps = {n: m["sweep"] for n, m in report["indexes"].items() if m.get("sweep")}
