@@ -216,6 +216,9 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             "unseen items; NDCG@10: ranking each user's validation candidates).",
             "",
         ]
+        weights = (report["models"].get("teacher") or {}).get("mix")
+        if weights:
+            parts += [f"Mix weights (chosen on validation): {weights}", ""]
         rows = [
             [n, fmt_float(q.get("auc")), fmt_float(q.get("list_ndcg@10"))]
             for n, q in tq["parts"].items()
