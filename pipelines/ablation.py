@@ -199,7 +199,7 @@ def format_summary(result: dict) -> str:
             lines.append(
                 f"| {name} | "
                 + " | ".join(cells)
-                + f" | {'-' if ov is None else f'{ov:.3f}'} | {row.get('params', '-')} | {row.get('train_seconds', 0):.0f} |"
+                + f" | {'-' if ov is None else f'{ov:.3f}'} | {row.get('params', '-')} | {'-' if row.get('train_seconds') is None else format(row['train_seconds'], '.0f')} |"
             )
         d = r["distilled_minus_hard"]["ndcg@10"]
         lines += [
