@@ -678,3 +678,39 @@ def retrieve(
 def _filter(rows: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
     keep = rows[(rows >= 0) & ~np.isin(rows, seen)]
     return keep[:k]
+
+
+class Retriever:
+    """The serving entry point: user indices -> top-k original item ids, seen items excluded.
+
+    ``model`` is a two-tower student (anything with ``encode_users(user_idx, history)``),
+    ``index`` an :class:`ItemIndex` built from its item tower, ``histories`` the
+    ``[n_users, L]`` history matrix the user tower reads (padded with ``n_items``), and
+    ``seen`` a ``[n_users, n_items]`` sparse matrix of items never to return.
+    """
+
+    def __init__(self, model: Any, index: ItemIndex, histories: np.ndarray, seen: Any) -> None:
+        seen = sp.csr_matrix(seen)
+        if seen.shape[1] != index.n:
+            raise ValueError(
+                f"seen has {seen.shape[1]} item columns but the index holds {index.n} items"
+            )
+        if len(histories) != seen.shape[0]:
+            raise ValueError(f"histories has {len(histories)} users but seen has {seen.shape[0]}")
+        self.model, self.index, self.seen = model, index, seen
+        self.histories = np.asarray(histories, dtype=np.int64)
+
+    def retrieve(self, user_idx: Any, k: int) -> np.ndarray:
+        """user_idx [B] -> original item ids [B, k]."""
+        import torch
+
+        users = np.asarray(user_idx, dtype=np.int64).reshape(-1)
+        if users.size and (users.min() < 0 or users.max() >= len(self.histories)):
+            raise ValueError(
+                f"user_idx must lie in [0, {len(self.histories) - 1}]; got {users.min()}..{users.max()}"
+            )
+        with torch.no_grad():
+            emb = self.model.encode_users(
+                torch.as_tensor(users), torch.as_tensor(self.histories[users])
+            )
+        return retrieve(emb.numpy().astype(np.float32), k, self.seen[users], self.index)

@@ -329,3 +329,45 @@ def test_retrieve_errors(unit_data) -> None:
     assert max(invlists.list_size(i) for i in range(invlists.nlist)) < 300
     with pytest.raises(RuntimeError, match="nprobe"):
         retrieve(queries[:3], 300, None, ivf)
+
+
+def test_retriever_encodes_users_and_never_returns_seen_items():
+    import scipy.sparse as sp
+    import torch
+
+    from student.model import TwoTower, TwoTowerConfig
+    from student.serving import Retriever
+
+    torch.manual_seed(0)
+    n_users, n_items = 6, 40
+    model = TwoTower(
+        TwoTowerConfig(
+            n_users=n_users,
+            n_items=n_items,
+            id_dim=8,
+            history_len=3,
+            user_hidden=(8,),
+            item_hidden=(8,),
+            out_dim=8,
+        )
+    ).eval()
+    with torch.no_grad():
+        items = model.encode_items(torch.arange(n_items)).numpy()
+    ids = np.array([f"m{j}" for j in range(n_items)])
+    index = ItemIndex.build(items, ids, IndexConfig(kind="flat"))
+    hist = np.full((n_users, 3), n_items)
+    hist[:, 0] = np.arange(n_users)
+    seen = sp.csr_matrix(
+        (np.ones(n_users), (np.arange(n_users), np.arange(n_users))), shape=(n_users, n_items)
+    )
+    out = Retriever(model, index, hist, seen).retrieve([0, 3, 5], k=10)
+    assert out.shape == (3, 10)
+    for u, row in zip([0, 3, 5], out):
+        assert f"m{u}" not in row and len(set(row)) == 10
+    with torch.no_grad():
+        q = model.encode_users(torch.tensor([3]), torch.as_tensor(hist[[3]])).numpy()
+    scores = q @ items.T
+    scores[0, 3] = -np.inf
+    assert list(out[1]) == [f"m{j}" for j in np.argsort(-scores[0])[:10]]
+    with pytest.raises(ValueError, match="item columns"):
+        Retriever(model, index, hist, seen[:, :10])
