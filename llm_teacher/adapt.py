@@ -220,6 +220,19 @@ def _model_name(model: Any) -> str:
     return str(getattr(config, "_name_or_path", "") or type(model).__name__)
 
 
+def _step(loss, optimizer, trainable, losses: list[float], bar, error: str) -> None:
+    """One optimizer step with gradient clipping; a non-finite loss raises ``error``."""
+    if not torch.isfinite(loss):
+        raise FloatingPointError(error.format(loss.item()))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    optimizer.step()
+    losses.append(float(loss.item()))
+    bar.update(1)
+    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+
+
 # --------------------------------------------------------------------------- causal LM
 def adapt_causal_lm(
     model: Any,
@@ -288,18 +301,15 @@ def adapt_causal_lm(
             logits_to_keep=1,
         )
         loss = yes_no_loss(out.logits[:, -1, :], label_t[idx].to(device), yes_id, no_id)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"adapt_causal_lm: loss is {loss.item()} at step {len(losses)}; lower lr "
-                f"(now {config.lr}) or check the model dtype"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        losses.append(float(loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        _step(
+            loss,
+            optimizer,
+            trainable,
+            losses,
+            bar,
+            f"adapt_causal_lm: loss is {{}} at step {len(losses)}; lower lr "
+            f"(now {config.lr}) or check the model dtype",
+        )
     bar.close()
     peft_model.eval()
 
@@ -419,18 +429,15 @@ def adapt_embedding_model(
         q = embed(users)
         d = embed(items)
         loss = info_nce_loss(q, d, config.temperature, exclude)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"adapt_embedding_model: loss is {loss.item()} at step {len(losses)}; lower lr "
-                f"(now {config.lr}) or raise temperature (now {config.temperature})"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        losses.append(float(loss.item()))
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        _step(
+            loss,
+            optimizer,
+            trainable,
+            losses,
+            bar,
+            f"adapt_embedding_model: loss is {{}} at step {len(losses)}; lower lr "
+            f"(now {config.lr}) or raise temperature (now {config.temperature})",
+        )
     bar.close()
     model.eval()
 
