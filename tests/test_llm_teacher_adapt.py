@@ -197,3 +197,16 @@ def test_adapt_embedding_model_saves_and_reloads(tiny_st_dir, tmp_path, full):
         return info_nce_loss(users, items, config.temperature).item()
 
     assert eval_loss(after) < eval_loss(before)  # the reloaded model learnt the pairs
+
+
+def test_non_finite_loss_stops_training_with_advice():
+    import pytest
+    import torch
+
+    from llm_teacher.adapt import _step
+
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 0; lower lr"):
+        _step((w * float("nan")).sum(), opt, [w], [], None, "loss is {} at step 0; lower lr")
+    assert torch.equal(w.detach(), torch.ones(2))  # no update was applied
