@@ -11,43 +11,43 @@ import importlib
 import logging
 import sys
 
-from pipelines.config import add_config_args, config_from_args
+from pipelines.core.config import add_config_args, config_from_args
 
 # subcommand -> (module, config class, one-line help). Modules are imported on use so that
 # `recdistill prepare` does not pay for torch/transformers imports.
 JOBS: dict[str, tuple[str, str, str]] = {
     "prepare": (
-        "pipelines.prepare",
+        "pipelines.data.prepare",
         "PrepareConfig",
         "load and split a dataset; print statistics and baselines",
     ),
     "adapt-teacher": (
-        "pipelines.adapt_teacher",
+        "pipelines.labels.adapt_teacher",
         "AdaptTeacherConfig",
         "LoRA-adapt the LLM teacher to the train interactions (yes/no or contrastive)",
     ),
     "generate-labels": (
-        "pipelines.generate_labels",
+        "pipelines.labels.generate_labels",
         "GenerateLabelsConfig",
         "score candidates with the teacher; write the soft-label dataset",
     ),
     "train-student": (
-        "pipelines.train_student",
+        "pipelines.training.train_student",
         "TrainStudentConfig",
         "train the two-tower student (distilled, or --no-teacher)",
     ),
     "ablation": (
-        "pipelines.ablation",
+        "pipelines.evaluation.ablation",
         "AblationConfig",
         "hard-only vs distilled students over seeds and protocols, with bootstrap intervals",
     ),
     "compress": (
-        "pipelines.compress",
+        "pipelines.compression.compress",
         "CompressConfig",
         "prune (physically smaller layers) and int8-quantize a student",
     ),
     "benchmark": (
-        "pipelines.benchmark",
+        "pipelines.evaluation.benchmark",
         "BenchmarkConfig",
         "quality and cost of teacher, baselines, students and FAISS indexes in one report",
     ),

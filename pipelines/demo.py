@@ -15,8 +15,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines import benchmark, compress, generate_labels, prepare, train_student
-from pipelines.config import to_dict, write_json
+from pipelines.compression import compress
+from pipelines.core.config import to_dict
+from pipelines.core.io import write_json
+from pipelines.data import prepare
+from pipelines.evaluation import benchmark
+from pipelines.labels import generate_labels
+from pipelines.training import train_student
 
 logger = logging.getLogger(__name__)
 

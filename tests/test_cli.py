@@ -40,8 +40,8 @@ def test_unknown_flags_and_fields_are_rejected(tmp_path):
 def test_string_none_stays_a_string_for_choices():
     import argparse
 
-    from pipelines.config import add_config_args, config_from_args
-    from pipelines.generate_labels import GenerateLabelsConfig
+    from pipelines.core.config import add_config_args, config_from_args
+    from pipelines.labels.generate_labels import GenerateLabelsConfig
 
     parser = argparse.ArgumentParser()
     add_config_args(parser, GenerateLabelsConfig)

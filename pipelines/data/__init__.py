@@ -1,6 +1,7 @@
-"""Interaction data: the data model, loaders, synthetic data, splits and candidate sets."""
+"""Stage 1, data: the interaction data model, loaders (ML-100K, GroupLens, CSV/Parquet,
+synthetic), splits, user and item features, the collaborative baselines (popularity, EASE^R) and
+the `prepare` job. Reads raw files; writes statistics."""
 
-from pipelines.data.candidates import STRATEGIES, CandidateConfig, make_candidates
 from pipelines.data.dataset import DataError, InteractionData, build_data, render_item_text
 from pipelines.data.loaders import load_dataset, load_grouplens, load_ml100k, load_table
 from pipelines.data.splits import PROTOCOLS, Split, histories, make_split, to_csr
@@ -8,8 +9,6 @@ from pipelines.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     "PROTOCOLS",
-    "STRATEGIES",
-    "CandidateConfig",
     "DataError",
     "InteractionData",
     "Split",
@@ -20,7 +19,6 @@ __all__ = [
     "load_grouplens",
     "load_ml100k",
     "load_table",
-    "make_candidates",
     "make_split",
     "make_synthetic",
     "render_item_text",

@@ -80,11 +80,6 @@ class InteractionData:
             "fingerprint": self.fingerprint(),
         }
 
-    def item_text(self, j: int) -> str:
-        """One line of text for item ``j``: title (year), genres and free text."""
-        row = self.items.iloc[j]
-        return render_item_text(row)
-
 
 def render_item_text(row) -> str:
     year = row["year"]

@@ -1,0 +1,197 @@
+"""`recdistill compress`: prune and int8-quantize a trained student.
+
+Steps (each a function ``model -> model`` from ``student.compress``):
+1. structured pruning: physically smaller layers (and optionally embedding dims);
+2. a short distillation fine-tune of the pruned model from the unpruned student
+   (listwise KL over the full catalogue for batches of users, plus the observed positives);
+3. int8: ``all`` quantizes every part (smallest; written to ``int8/``); ``auto`` times each
+   part (user tower at batch 1, item tower at batch 1024), says where int8 is slower on this
+   CPU and keeps fp32 there (written to ``int8_fast/``); ``both`` (default) writes both;
+   ``none`` skips it.
+Unstructured magnitude pruning can be run for comparison: it zeroes weights but makes the
+model neither smaller nor faster. Everything it did is recorded in ``compression.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.core.config import to_dict
+from pipelines.core.io import write_json
+from pipelines.core.metrics import evaluate
+from pipelines.data import histories, load_dataset, make_split
+from pipelines.training.scoring import score_fn
+from student.compress import (
+    choose_int8_parts,
+    magnitude_prune,
+    quantize_int8,
+    save_quantized,
+    structured_prune,
+)
+from student.losses import listwise_kl_loss
+from student.model import TwoTower, count_parameters, model_bytes
+
+logger = logging.getLogger(__name__)
+
+INT8_MODES = ("both", "all", "auto", "none")
+
+
+@dataclass
+class CompressConfig:
+    model: str = field(
+        default="runs/student/model", metadata={"help": "trained student folder (save_pretrained)"}
+    )
+    dataset: str = field(
+        default="ml-100k", metadata={"help": "dataset spec the student was trained on"}
+    )
+    protocol: str = field(default="random", metadata={"help": "split protocol"})
+    split_seed: int = field(default=0, metadata={"help": "split seed"})
+    out: str = field(default="runs/compressed", metadata={"help": "output folder"})
+    keep_ratio: float = field(
+        default=0.5,
+        metadata={"help": "fraction of hidden units kept by structured pruning (1 = no pruning)"},
+    )
+    prune_embeddings: bool = field(
+        default=True, metadata={"help": "also prune id-embedding dims by keep_ratio"}
+    )
+    finetune_epochs: int = field(
+        default=20, metadata={"help": "distillation fine-tune epochs after pruning (0 = none)"}
+    )
+    finetune_lr: float = field(default=2e-3, metadata={"help": "fine-tune learning rate"})
+    temperature: float = field(default=1.0, metadata={"help": "fine-tune listwise KL temperature"})
+    int8: str = field(default="both", metadata={"help": f"int8 mode: one of {INT8_MODES}"})
+    magnitude_sparsity: float = field(
+        default=0.5, metadata={"help": "sparsity of the unstructured comparison (0 = skip)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (latency checks use 1)"})
+
+    def __post_init__(self):
+        if not 0 < self.keep_ratio <= 1:
+            raise ValueError(
+                f"CompressConfig.keep_ratio={self.keep_ratio}; expected a value in (0, 1]"
+            )
+        if self.int8 not in INT8_MODES:
+            raise ValueError(f"CompressConfig.int8={self.int8!r}; expected one of {INT8_MODES}")
+        if not 0 <= self.magnitude_sparsity < 1:
+            raise ValueError(
+                f"CompressConfig.magnitude_sparsity={self.magnitude_sparsity}; expected [0, 1)"
+            )
+        if self.finetune_epochs < 0:
+            raise ValueError(
+                f"CompressConfig.finetune_epochs={self.finetune_epochs}; expected >= 0"
+            )
+
+
+def distill_finetune(
+    student: TwoTower,
+    teacher: TwoTower,
+    split,
+    hist,
+    epochs: int,
+    lr: float,
+    temperature: float,
+    seed: int,
+) -> list[float]:
+    """Fine-tune ``student`` to reproduce ``teacher``'s full-catalogue ranking (listwise KL)."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    users = np.unique(split.train["user"].to_numpy())
+    items = torch.arange(student.config.n_items)
+    teacher.eval()
+    losses = []
+    for _ in range(epochs):
+        student.train()
+        total = 0.0
+        for b in np.array_split(rng.permutation(users), max(1, len(users) // 64)):
+            u = torch.as_tensor(b)
+            with torch.no_grad():
+                t = teacher.score(teacher.encode_users(u, hist[u]), teacher.encode_items(items))
+            s = student.score(student.encode_users(u, hist[u]), student.encode_items(items))
+            loss = listwise_kl_loss(s, t, temperature)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        losses.append(total)
+    student.eval()
+    return losses
+
+
+def run(config: CompressConfig) -> dict:
+    c = config
+    torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    t0 = time.perf_counter()
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    base = TwoTower.from_pretrained(c.model)
+    if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
+        raise ValueError(
+            f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
+            f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
+        )
+    hist = torch.as_tensor(
+        histories(split.train, data.n_users, base.config.history_len, data.n_items)
+    )
+    out = Path(c.out)
+
+    def quality(m) -> dict:
+        fn = score_fn(m, hist)
+        v = evaluate(fn, split.matrix("valid"), split.seen_for("valid"))
+        return {
+            "valid_ndcg@10": v["ndcg@10"],
+            "params": count_parameters(m),
+            "bytes": model_bytes(m),
+        }
+
+    steps: dict = {"original": quality(base)}
+    model = base
+    if c.keep_ratio < 1:
+        model, rec = structured_prune(base, c.keep_ratio, prune_embeddings_dim=c.prune_embeddings)
+        steps["structured_prune"] = {**quality(model), "record": rec}
+        if c.finetune_epochs:
+            losses = distill_finetune(
+                model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed
+            )
+            steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    model.save_pretrained(out / "pruned")
+    if c.magnitude_sparsity > 0:
+        mag, rec = magnitude_prune(base, c.magnitude_sparsity)
+        steps["magnitude_prune"] = {
+            **quality(mag),
+            "record": rec,
+            "note": "unstructured zeros: same tensor shapes, so the model is neither smaller nor faster",
+        }
+    outputs = {"pruned": str(out / "pruned")}
+    if c.int8 in ("all", "both"):
+        q, rec = quantize_int8(model)
+        save_quantized(q, out / "int8")
+        steps["int8"] = {**quality(q), "mode": "all", "record": rec}
+        outputs["int8"] = str(out / "int8")
+    if c.int8 in ("auto", "both"):
+        q, rec = choose_int8_parts(model, num_threads=1)
+        save_quantized(q, out / "int8_fast")
+        steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
+        outputs["int8_fast"] = str(out / "int8_fast")
+    result = {
+        "config": to_dict(c),
+        "steps": steps,
+        "seconds": time.perf_counter() - t0,
+        "outputs": outputs,
+    }
+    write_json(out / "compression.json", result)
+    return result
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"{'step':<18} {'valid ndcg@10':>14} {'params':>10} {'bytes':>10}"]
+    for name, s in result["steps"].items():
+        lines.append(f"{name:<18} {s['valid_ndcg@10']:>14.4f} {s['params']:>10} {s['bytes']:>10}")
+    return "\n".join(lines)

@@ -1,0 +1,124 @@
+"""The one atomic writer of ``pipelines``: files and folders are built at a temporary path
+beside their target and moved into place, so a crash or a full disk never leaves a
+half-written artifact where a reader looks.
+
+Replacing an existing folder takes two renames (target -> ``.NAME.<id>.old``, temp -> target).
+Recovery rule for a crash between them: the next :func:`atomic_dir` (or :func:`recover`) on the
+same path finds the target missing and the ``.old`` copy present, and moves that copy back
+before it does anything else; stale ``.tmp`` folders of the same target are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_SUFFIX = ".tmp"
+OLD_SUFFIX = ".old"
+
+
+def _siblings(path: Path, suffix: str) -> list[Path]:
+    if not path.parent.exists():
+        return []
+    return sorted(path.parent.glob(f".{path.name}.*{suffix}"), key=lambda p: p.stat().st_mtime)
+
+
+def recover(path: str | Path) -> Path:
+    """Undo a crash between the two renames of a folder swap, and remove stale temporaries.
+
+    If ``path`` is missing and a ``.NAME.*.old`` copy exists, the newest copy is moved back
+    (it is the only complete artifact left); otherwise leftover ``.old`` copies are deleted.
+    Stale ``.NAME.*.tmp`` files and folders (a kill during a save) are deleted too."""
+    path = Path(path)
+    olds = _siblings(path, OLD_SUFFIX)
+    if olds and not path.exists():
+        os.replace(olds.pop(), path)
+    for p in olds + _siblings(path, TMP_SUFFIX):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def _mode(p: Path, folder: bool) -> None:
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(p, (0o777 if folder else 0o666) & ~mask)  # mkdtemp/mkstemp make 0700/0600
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
+
+    A crash (or full disk) leaves the old file untouched and no partial file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        _mode(Path(tmp), folder=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it becomes ``path``.
+
+    An existing ``path`` is replaced (see the module docstring for the recovery rule). On an
+    error the temporary folder is removed and ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX))
+    try:
+        _mode(tmp, folder=True)
+        yield tmp
+        if path.exists():
+            old = Path(
+                tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=OLD_SUFFIX)
+            )
+            os.replace(path, old)  # replaces the empty placeholder folder
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write JSON atomically (see :func:`atomic_write`)."""
+    text = json.dumps(data, indent=2, default=_json_default) + "\n"
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write text atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

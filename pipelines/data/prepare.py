@@ -1,0 +1,86 @@
+"""`recdistill prepare`: load a dataset, split it, print statistics and the baselines.
+
+Popularity and EASE^R under each protocol tell a user whether a distilled student is worth
+anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipelines.core.config import to_dict
+from pipelines.core.io import write_json
+from pipelines.core.metrics import evaluate
+from pipelines.data import PROTOCOLS, load_dataset, make_split
+from pipelines.data.baselines import Popularity, fit_ease
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepareConfig:
+    dataset: str = field(
+        default="ml-100k",
+        metadata={"help": "dataset spec (ml-100k, grouplens:/path, synthetic:..., file.csv)"},
+    )
+    protocols: tuple[str, ...] = field(
+        default=("random", "temporal"), metadata={"help": f"split protocols, from {PROTOCOLS}"}
+    )
+    seed: int = field(default=0, metadata={"help": "split seed"})
+    out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
+
+    def __post_init__(self):
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad or not self.protocols:
+            raise ValueError(
+                f"PrepareConfig.protocols={self.protocols!r}; expected a non-empty subset of {PROTOCOLS}"
+            )
+
+
+def run(config: PrepareConfig) -> dict:
+    t0 = time.perf_counter()
+    data = load_dataset(config.dataset)
+    result = {"config": to_dict(config), "stats": data.stats(), "protocols": {}}
+    for protocol in config.protocols:
+        split = make_split(data, protocol, config.seed)
+        truth, exclude = split.matrix("test"), split.seen_for("test")
+        ease, ease_info = fit_ease(split)
+        result["protocols"][protocol] = {
+            "sizes": {p: len(split.part(p)) for p in ("train", "valid", "test")},
+            "popularity": _strip(evaluate(Popularity(split.matrix("train")), truth, exclude)),
+            "ease": {**_strip(evaluate(ease, truth, exclude)), "lambda": ease_info["lambda"]},
+        }
+    result["seconds"] = time.perf_counter() - t0
+    write_json(Path(config.out) / "stats.json", result)
+    return result
+
+
+def _strip(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k in ("users",) or "@" in k}
+
+
+def format_summary(result: dict) -> str:
+    s = result["stats"]
+    lines = [
+        f"dataset {s['name']}: {s['users']} users, {s['items']} items, {s['interactions']} "
+        f"interactions (density {s['density']:.4f}, fingerprint {s['fingerprint']})",
+        f"{'protocol':<10} {'model':<11} {'users':>6} "
+        + " ".join(
+            f"{m:>10}" for m in ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "ndcg@20")
+        ),
+    ]
+    for protocol, r in result["protocols"].items():
+        for name in ("popularity", "ease"):
+            m = r[name]
+            label = name if name != "ease" else f"ease(l={m['lambda']:g})"
+            lines.append(
+                f"{protocol:<10} {label:<11} {m['users']:>6} "
+                + " ".join(
+                    f"{m[k]:>10.4f}"
+                    for k in ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "ndcg@20")
+                )
+            )
+    return "\n".join(lines)

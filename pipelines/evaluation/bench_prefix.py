@@ -1,0 +1,209 @@
+"""Benchmark: naive vs shared-prefix yes/no scoring with a real causal LM teacher.
+
+    python -m pipelines.evaluation.bench_prefix --users 4 --candidates 50 --out runs/bench/prefix.json
+
+Builds realistic prompts (fake movie titles, ``--history`` items per user), scores every
+(user, candidate) pair both ways, and writes pairs/s, the speedup and the largest score
+difference to JSON. Timings are measured here and never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipelines.core.io import write_json
+
+logger = logging.getLogger(__name__)
+
+_ADJ = (
+    "Silent Crimson Last Hidden Broken Golden Distant Electric Frozen Wild Secret Midnight "
+    "Burning Lonely Savage Velvet Iron Paper Glass Northern"
+).split()
+_NOUN = (
+    "River Kingdom Detective Garden Horizon Machine Summer Empire Promise Station Harbor "
+    "Witness Orchard Frontier Symphony Lantern Voyage Mirror Tide Circus"
+).split()
+_GENRES = (
+    "Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
+    "Film-Noir Horror Musical Mystery Romance Sci-Fi Thriller War Western"
+).split()
+
+
+def fake_items(n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """``n`` fake movies: title, year, 1-3 genres."""
+    items = []
+    for _ in range(n):
+        title = f"The {rng.choice(_ADJ)} {rng.choice(_NOUN)}"
+        if rng.random() < 0.3:
+            title += f" {int(rng.integers(2, 5))}"
+        genres = list(rng.choice(_GENRES, size=int(rng.integers(1, 4)), replace=False))
+        items.append({"title": title, "year": int(rng.integers(1930, 1999)), "genres": genres})
+    return items
+
+
+def run_bench(
+    *,
+    source: str = "smollm2",
+    users: int = 4,
+    candidates: int = 50,
+    history: int = 20,
+    batch_size: int = 16,
+    threads: int = 2,
+    max_history_tokens: int = 512,
+    template: str = "yes_no_v1",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score ``users x candidates`` pairs naive and shared-prefix; return the numbers."""
+    import torch
+
+    from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
+    from llm_teacher.loading import load_causal_lm
+    from llm_teacher.prompts import encode_prefix
+
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    model, tokenizer = load_causal_lm(source)
+    load_s = time.perf_counter() - start
+    config = CausalLMScorerConfig(
+        batch_size=batch_size, max_history_tokens=max_history_tokens, template=template
+    )
+    scorer = CausalLMScorer(model, tokenizer, config)
+
+    rng = np.random.default_rng(seed)
+    occupations = ["student", "engineer", "writer", "educator", "programmer", "artist"]
+    workload = []
+    for u in range(users):
+        hist = fake_items(history, rng)
+        for h in hist:
+            h["rating"] = float(rng.integers(1, 6))
+        features = {
+            "age": int(rng.integers(18, 70)),
+            "gender": str(rng.choice(["M", "F"])),
+            "occupation": occupations[u % len(occupations)],
+        }
+        prefix = encode_prefix(tokenizer, scorer.render_prefix(hist, features))
+        workload.append((prefix, fake_items(candidates, rng)))
+
+    scorer.score(workload[0][0], workload[0][1][:2], shared_prefix=False)  # warm-up
+    scorer.score(workload[0][0], workload[0][1][:2], shared_prefix=True)
+
+    # Users alternate between the two paths so both see the same machine load.
+    results: dict[str, list[np.ndarray]] = {"naive": [], "shared_prefix": []}
+    seconds = {"naive": 0.0, "shared_prefix": 0.0}
+    cpu_seconds = {"naive": 0.0, "shared_prefix": 0.0}
+    load_before = os.getloadavg()
+    for i, (prefix, cands) in enumerate(workload):
+        for name, shared in (("naive", False), ("shared_prefix", True)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            results[name].append(scorer.score(prefix, cands, shared_prefix=shared, user=i))
+            seconds[name] += time.perf_counter() - t0
+            cpu_seconds[name] += time.process_time() - c0
+        logger.info(
+            "user %d/%d: naive %.1f s, shared prefix %.1f s so far",
+            i + 1,
+            users,
+            seconds["naive"],
+            seconds["shared_prefix"],
+        )
+    pairs = users * candidates
+    naive_all = np.concatenate(results["naive"])
+    shared_all = np.concatenate(results["shared_prefix"])
+    suffix_lens = [len(s) for _, c in workload for s in scorer.suffix_ids(c)]
+    out = {
+        "pairs": pairs,
+        "pairs_per_s": {k: pairs / v for k, v in seconds.items()},
+        "seconds": seconds,
+        "speedup": seconds["naive"] / seconds["shared_prefix"],
+        # CPU time of this process: less sensitive to other jobs on a shared machine
+        "cpu_seconds": cpu_seconds,
+        "speedup_cpu_time": cpu_seconds["naive"] / cpu_seconds["shared_prefix"],
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
+        "max_abs_diff": float(np.max(np.abs(naive_all - shared_all))),
+        "score_mean": float(shared_all.mean()),
+        "score_std": float(shared_all.std()),
+        "prefix_tokens_mean": float(np.mean([len(p) for p, _ in workload])),
+        "suffix_tokens_mean": float(np.mean(suffix_lens)),
+        "model_load_s": load_s,
+        "settings": {
+            "source": source,
+            "users": users,
+            "candidates": candidates,
+            "history": history,
+            "batch_size": batch_size,
+            "threads": threads,
+            "max_history_tokens": max_history_tokens,
+            "seed": seed,
+            "dtype": str(next(model.parameters()).dtype),
+        },
+        "teacher": scorer.info(),
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+    }
+    return out
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+    import torch
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--source", default="smollm2", help="teacher: 'smollm2', .gguf, folder or hub id"
+    )
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--candidates", type=int, default=50, help="candidates per user")
+    parser.add_argument("--history", type=int, default=20, help="history items per user")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--max-history-tokens", type=int, default=512)
+    parser.add_argument("--template", default="yes_no_v1")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/prefix.json"))
+    args = parser.parse_args(argv)
+    for name in ("users", "candidates", "history", "batch_size", "threads", "max_history_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} is {getattr(args, name)}; expected >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = run_bench(
+        source=args.source,
+        users=args.users,
+        candidates=args.candidates,
+        history=args.history,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        max_history_tokens=args.max_history_tokens,
+        template=args.template,
+        seed=args.seed,
+    )
+    write_json(args.out, result)
+    logger.info(
+        "naive %.1f pairs/s, shared prefix %.1f pairs/s, speedup %.2fx, max |diff| %.2e -> %s",
+        result["pairs_per_s"]["naive"],
+        result["pairs_per_s"]["shared_prefix"],
+        result["speedup"],
+        result["max_abs_diff"],
+        args.out,
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""`recdistill benchmark`: quality and cost of every model and index, side by side.
+
+On one split (test part; the user's train items are excluded, and validation items too):
+popularity, EASE^R, the teacher (where it ranked the catalogue), the hard-only, distilled,
+pruned and int8 students; then the distilled student's item embeddings in each FAISS index.
+Writes ``report.json`` (the interface; see README), ``report.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.core.config import to_dict
+from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
+from pipelines.data import histories, load_dataset, make_split
+from pipelines.data.baselines import Popularity, fit_ease
+from pipelines.evaluation.report import headline_table, index_table, write_report
+
+logger = logging.getLogger(__name__)
+
+INDEX_KINDS = ("flat", "sq8", "ivf_sq8", "hnsw_sq8")
+
+
+@dataclass
+class BenchmarkConfig:
+    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
+    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    split_seed: int = field(default=0, metadata={"help": "split seed"})
+    labels: str | None = field(
+        default=None, metadata={"help": "soft-label folder (teacher metrics)"}
+    )
+    student_hard: str | None = field(default=None, metadata={"help": "hard-only student folder"})
+    student_distilled: str | None = field(
+        default=None, metadata={"help": "distilled student folder (its items fill the indexes)"}
+    )
+    student_pruned: str | None = field(default=None, metadata={"help": "pruned student folder"})
+    student_int8: str | None = field(
+        default=None, metadata={"help": "int8 student folder (save_quantized)"}
+    )
+    student_int8_fast: str | None = field(
+        default=None, metadata={"help": "latency-aware int8 student folder (compress --int8 auto)"}
+    )
+    indexes: tuple[str, ...] = field(
+        default=INDEX_KINDS, metadata={"help": f"index kinds, from {INDEX_KINDS}"}
+    )
+    n_single: int = field(default=200, metadata={"help": "queries timed one at a time (p50/p99)"})
+    bootstrap: int = field(
+        default=1000, metadata={"help": "bootstrap resamples for the NDCG@10 interval"}
+    )
+    threads: int = field(default=1, metadata={"help": "threads for timing (torch and faiss)"})
+    scale: bool = field(
+        default=False,
+        metadata={
+            "help": "also run the index part on synthetic 64-d catalogues of scale_sizes items"
+        },
+    )
+    scale_sizes: tuple[int, ...] = field(
+        default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
+    )
+    out: str = field(default="runs/benchmark", metadata={"help": "output folder"})
+
+    def __post_init__(self):
+        bad = [k for k in self.indexes if k not in INDEX_KINDS]
+        if bad:
+            raise ValueError(f"BenchmarkConfig.indexes has {bad}; allowed: {INDEX_KINDS}")
+        if self.protocol not in ("random", "temporal"):
+            raise ValueError(
+                f"BenchmarkConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
+            )
+
+
+def _latency_ms(fn, users: np.ndarray, n: int) -> float:
+    """Median ms to score the full catalogue for one user (batch 1)."""
+    times = []
+    for u in users[:n]:
+        t0 = time.perf_counter()
+        fn(np.array([u]))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def run(config: BenchmarkConfig) -> dict:
+    from pipelines.labels.schema import load_labels
+    from pipelines.training.scoring import score_fn
+    from student.compress import load_quantized
+    from student.model import TwoTower, count_parameters, model_bytes
+
+    c = config
+    torch.set_num_threads(c.threads)
+    t0 = time.perf_counter()
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    truth, seen = split.matrix("test"), split.seen_for("test")
+    test_users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    models: dict[str, dict] = {}
+    per_user: dict[str, np.ndarray] = {}
+    tops: dict[str, np.ndarray] = {}
+
+    def add(name: str, fn, params, nbytes, latency=True):
+        m = evaluate(fn, truth, seen, return_per_user=True, return_topk=True)
+        per_user[name] = m["per_user"]["ndcg@10"]
+        tops[name] = m["topk"][:, :10]
+        _, lo, hi = bootstrap_ci(per_user[name], n=c.bootstrap)
+        models[name] = {
+            **{
+                k: m[k]
+                for k in ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "ndcg@20", "recall@20")
+            },
+            "ndcg@10_ci": [lo, hi],
+            "params": params,
+            "bytes": nbytes,
+            "teacher_top10_overlap": None,
+            "latency_ms_batch1": _latency_ms(fn, test_users, c.n_single) if latency else None,
+        }
+        logger.info("%s: ndcg@10 %.4f", name, m["ndcg@10"])
+
+    train = split.matrix("train")
+    add("popularity", Popularity(train), params=train.shape[1], nbytes=4 * train.shape[1])
+    ease, info = fit_ease(split)
+    add("ease", ease, params=int(ease.B.size), nbytes=int(ease.B.nbytes))
+    models["ease"]["lambda"] = info["lambda"]
+
+    teacher_meta = None
+    if c.labels:
+        _, teacher_meta = load_labels(
+            c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
+        )
+        if teacher_meta.get("teacher_topk"):
+            ranked = np.load(Path(c.labels) / teacher_meta["teacher_topk"])  # train items excluded
+            full = np.zeros((len(test_users), ranked.shape[1]), dtype=np.int64)
+            for r, u in enumerate(test_users):
+                keep = ~np.isin(ranked[u], seen[u].indices)
+                row = ranked[u][keep]
+                full[r, : len(row)] = row
+            from pipelines.core.metrics import per_user_metrics
+
+            rel = [truth[u].indices for u in test_users]
+            per = per_user_metrics(full[:, :20], rel)
+            per_user["teacher"] = per["ndcg@10"]
+            tops["teacher"] = full[:, :10]
+            _, lo, hi = bootstrap_ci(per["ndcg@10"], n=c.bootstrap)
+            models["teacher"] = {
+                **{
+                    k: float(v.mean())
+                    for k, v in per.items()
+                    if k
+                    in ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "ndcg@20", "recall@20")
+                },
+                "ndcg@10_ci": [lo, hi],
+                "params": None,
+                "bytes": None,
+                "teacher_top10_overlap": 1.0,
+                "latency_ms_batch1": None,
+                "parts": teacher_meta["teacher"]["parts"],
+                "mix": teacher_meta["teacher"]["mix"]["weights"],
+            }
+        teacher_quality = teacher_meta.get("teacher_quality")
+    else:
+        teacher_quality = None
+
+    students = {}
+    for name, path, loader in (
+        ("student_hard", c.student_hard, TwoTower.from_pretrained),
+        ("student_distilled", c.student_distilled, TwoTower.from_pretrained),
+        ("student_pruned", c.student_pruned, TwoTower.from_pretrained),
+        ("student_int8", c.student_int8, load_quantized),
+        ("student_int8_fast", c.student_int8_fast, load_quantized),
+    ):
+        if not path:
+            continue
+        model = loader(path)
+        students[name] = model
+        hist = torch.as_tensor(
+            histories(split.train, data.n_users, model.config.history_len, data.n_items)
+        )
+        add(name, score_fn(model, hist), params=count_parameters(model), nbytes=model_bytes(model))
+
+    if "teacher" in tops:
+        for name in models:
+            if name != "teacher":
+                models[name]["teacher_top10_overlap"] = topk_overlap(tops[name], tops["teacher"])
+    comparisons = {}
+    if "student_hard" in per_user and "student_distilled" in per_user:
+        d, lo, hi = paired_bootstrap(
+            per_user["student_distilled"], per_user["student_hard"], n=c.bootstrap
+        )
+        comparisons["distilled_minus_hard_ndcg@10"] = {
+            "mean": d,
+            "ci": [lo, hi],
+            "relative": d / models["student_hard"]["ndcg@10"],
+        }
+    if "student_distilled" in models and "student_int8" in models:
+        comparisons["int8_vs_distilled"] = {
+            "ndcg@10_kept": models["student_int8"]["ndcg@10"]
+            / models["student_distilled"]["ndcg@10"],
+            "bytes_ratio": models["student_distilled"]["bytes"] / models["student_int8"]["bytes"],
+        }
+
+    indexes = {}
+    if "student_distilled" in students and c.indexes:
+        indexes = bench_indexes(
+            students["student_distilled"], split, data, test_users, truth, seen, c
+        )
+
+    scale = None
+    if c.scale:
+        from pipelines.evaluation.index_scale import run_scale
+
+        scale = run_scale(sizes=c.scale_sizes, threads=c.threads, out=Path(c.out) / "scale.json")
+
+    report = {
+        "dataset": {
+            **data.stats(),
+            "split": {
+                "protocol": c.protocol,
+                "seed": c.split_seed,
+                "fingerprint": split.fingerprint(),
+                "test_users": int(len(test_users)),
+                "test_interactions": int(truth.nnz),
+            },
+        },
+        "protocol": c.protocol,
+        "models": models,
+        "indexes": indexes,
+        "comparisons": comparisons,
+        "teacher_quality": teacher_quality,
+        "scale": scale,
+        "config": to_dict(c),
+        "seconds": time.perf_counter() - t0,
+    }
+    write_report(report, c.out)
+    return report
+
+
+def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfig) -> dict:
+    from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep
+    from student.serving import IndexConfig, ItemIndex, retrieve
+
+    hist = torch.as_tensor(
+        histories(split.train, data.n_users, model.config.history_len, data.n_items)
+    )
+    with torch.no_grad():
+        items = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
+        queries = (
+            model.encode_users(torch.as_tensor(test_users), hist[torch.as_tensor(test_users)])
+            .numpy()
+            .astype(np.float32)
+        )
+    normalized = bool(model.config.normalize)
+    _, exact = exact_topk(items, queries, 10)
+    out = {}
+    for kind in c.indexes:
+        cfg = IndexConfig(kind=kind, normalize=normalized)
+        index = ItemIndex.build(items, data.items.item_id.to_numpy(), cfg, threads=c.threads)
+        m = bench_index(index, queries, exact, k=10, n_single=c.n_single, threads=c.threads)
+        entry = {
+            k: m.get(k)
+            for k in (
+                "recall@10_vs_exact",
+                "qps_batch1",
+                "qps_batch256",
+                "p50_ms",
+                "p99_ms",
+                "bytes",
+            )
+        }
+        # ranking quality through the index, seen items filtered out
+        ids = retrieve(queries, 10, seen[test_users], index)
+        pos = {iid: j for j, iid in enumerate(data.items.item_id)}
+        rows = np.vectorize(pos.get)(ids)
+        from pipelines.core.metrics import per_user_metrics
+
+        per = per_user_metrics(rows, [truth[u].indices for u in test_users], ks=(10,))
+        entry["ndcg@10"] = float(per["ndcg@10"].mean())
+        entry["config"] = cfg.to_dict()
+        if cfg.is_ivf:
+            entry["sweep"] = sweep(
+                index,
+                queries,
+                exact,
+                "nprobe",
+                [1, 2, 4, 8, 16, 32],
+                k=10,
+                n_single=c.n_single,
+                threads=c.threads,
+            )
+        elif cfg.is_hnsw:
+            entry["sweep"] = sweep(
+                index,
+                queries,
+                exact,
+                "ef_search",
+                [8, 16, 32, 64, 128],
+                k=10,
+                n_single=c.n_single,
+                threads=c.threads,
+            )
+        out[kind] = entry
+        logger.info("index %s: recall@10 vs exact %.4f", kind, entry["recall@10_vs_exact"])
+    return out
+
+
+def format_summary(report: dict) -> str:
+    lines = [headline_table(report), "", index_table(report)]
+    comp = report.get("comparisons", {}).get("distilled_minus_hard_ndcg@10")
+    if comp:
+        lines.append(
+            f"\ndistilled - hard NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
+            f"95% paired bootstrap [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}]"
+        )
+    for r in (report.get("scale") or {}).get("results", []):
+        t = r.get("targets")
+        if t:
+            best = t["ann_qps_batch1"]["best"]
+            lines.append(
+                f"scale {r['n_items']:,} x {r['dim']} (norm sigma {r['norm_sigma']}): SQ8 recall@10 {t['sq8_recall']:.4f} "
+                f"at {t['sq8_bytes_fraction']:.0%} of float32 bytes; {best['index']} recall {best['recall']:.4f} "
+                f"at {t['ann_qps_batch1']['speedup']:.1f}x exact QPS (batch 1)"
+            )
+    lines.append(f"report: {Path(report['config']['out']) / 'report.md'}")
+    return "\n".join(lines)

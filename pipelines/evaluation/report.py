@@ -1,0 +1,372 @@
+"""Render a benchmark report dict as JSON, markdown tables and PNG plots.
+
+The report dict (``validate_report`` checks it)::
+
+    {"dataset": {...}, "protocol": str,
+     "models": {name: {"ndcg@10", "recall@10", "mrr@10", "params", "bytes",
+                       "teacher_top10_overlap", "latency_ms_batch1"?, "ndcg@10_ci"?: [lo, hi]}},
+     "indexes": {name: {"recall@10_vs_exact", "qps_batch1", "qps_batch256", "p50_ms", "p99_ms",
+                        "bytes", "sweep"?: [{"param", "value"?, "recall", "qps"}]}}}
+
+Required keys must be present; their value may be None (shown as "-"), e.g. a teacher overlap
+for a model that has no teacher. Plots use matplotlib's Agg canvas (no pyplot state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pipelines.core.io import atomic_write, write_text
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEYS = ("ndcg@10", "recall@10", "mrr@10", "params", "bytes", "teacher_top10_overlap")
+MODEL_OPTIONAL = ("latency_ms_batch1", "ndcg@10_ci")
+INDEX_KEYS = ("recall@10_vs_exact", "qps_batch1", "qps_batch256", "p50_ms", "p99_ms", "bytes")
+SWEEP_KEYS = ("param", "recall", "qps")
+TOP_KEYS = ("dataset", "protocol", "models", "indexes")
+
+
+class ReportSchemaError(ValueError):
+    """The report dict lacks a required key or holds a value of the wrong type."""
+
+
+# ------------------------------------------------------------------- validation
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_number(where: str, key: str, v: Any) -> None:
+    if v is not None and not _is_number(v):
+        raise ReportSchemaError(f"{where}[{key!r}]={v!r}: expected a number or None")
+
+
+def validate_report(report: Any) -> None:
+    """Raise :class:`ReportSchemaError` naming the first missing key or badly typed value."""
+    if not isinstance(report, dict):
+        raise ReportSchemaError(f"report: expected a dict, got {type(report).__name__}")
+    for key in TOP_KEYS:
+        if key not in report:
+            raise ReportSchemaError(f"report: missing key {key!r} (required: {list(TOP_KEYS)})")
+    if not isinstance(report["dataset"], dict):
+        raise ReportSchemaError("report['dataset']: expected a dict")
+    if not isinstance(report["protocol"], str):
+        raise ReportSchemaError(f"report['protocol']={report['protocol']!r}: expected a str")
+    for section, keys in (("models", MODEL_KEYS), ("indexes", INDEX_KEYS)):
+        entries = report[section]
+        if not isinstance(entries, dict):
+            raise ReportSchemaError(f"report[{section!r}]: expected a dict of name -> metrics")
+        for name, metrics in entries.items():
+            where = f"report[{section!r}][{name!r}]"
+            if not isinstance(metrics, dict):
+                raise ReportSchemaError(f"{where}: expected a dict of metrics")
+            for key in keys:
+                if key not in metrics:
+                    raise ReportSchemaError(
+                        f"{where}: missing key {key!r} (required: {list(keys)})"
+                    )
+                _check_number(where, key, metrics[key])
+            if section == "models":
+                _check_number(where, "latency_ms_batch1", metrics.get("latency_ms_batch1"))
+                ci = metrics.get("ndcg@10_ci")
+                if ci is not None and not (
+                    isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_is_number, ci))
+                ):
+                    raise ReportSchemaError(f"{where}['ndcg@10_ci']={ci!r}: expected [lo, hi]")
+            else:
+                _validate_sweep(where, metrics.get("sweep"))
+
+
+def _validate_sweep(where: str, sweep: Any) -> None:
+    if sweep is None:
+        return
+    if not isinstance(sweep, list):
+        raise ReportSchemaError(f"{where}['sweep']: expected a list of points")
+    for i, point in enumerate(sweep):
+        if not isinstance(point, dict):
+            raise ReportSchemaError(f"{where}['sweep'][{i}]: expected a dict")
+        for key in SWEEP_KEYS:
+            if key not in point:
+                raise ReportSchemaError(
+                    f"{where}['sweep'][{i}]: missing key {key!r} (required: {list(SWEEP_KEYS)})"
+                )
+        _check_number(f"{where}['sweep'][{i}]", "recall", point["recall"])
+        _check_number(f"{where}['sweep'][{i}]", "qps", point["qps"])
+
+
+# ------------------------------------------------------------------- formatting
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+
+
+def fmt_float(v: Any, digits: int = 4) -> str:
+    return "-" if _missing(v) else f"{float(v):.{digits}f}"
+
+
+def fmt_count(v: Any) -> str:
+    """1234567 -> '1.23M'."""
+    if _missing(v):
+        return "-"
+    v = float(v)
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.3g}{unit}"
+    return f"{v:.0f}"
+
+
+def fmt_bytes(v: Any) -> str:
+    """Bytes in binary units: 3355443 -> '3.2 MiB'."""
+    if _missing(v):
+        return "-"
+    v = float(v)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(v) < 1024 or unit == "GiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    raise AssertionError("unreachable")
+
+
+def fmt_qps(v: Any) -> str:
+    return "-" if _missing(v) else f"{float(v):,.0f}"
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def headline_table(report: dict[str, Any]) -> str:
+    """Markdown table of the models (one row each, in the dict's order)."""
+    header = ["model", "NDCG@10", "95% CI", "Recall@10", "MRR@10", "teacher top-10 overlap"]
+    header += ["params", "size", "latency ms (batch 1)"]
+    rows = []
+    for name, m in report["models"].items():
+        ci = m.get("ndcg@10_ci")
+        ci_s = "-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]"
+        rows.append(
+            [
+                str(name),
+                fmt_float(m["ndcg@10"]),
+                ci_s,
+                fmt_float(m["recall@10"]),
+                fmt_float(m["mrr@10"]),
+                fmt_float(m["teacher_top10_overlap"], 3),
+                fmt_count(m["params"]),
+                fmt_bytes(m["bytes"]),
+                fmt_float(m.get("latency_ms_batch1"), 3),
+            ]
+        )
+    return _md_table(header, rows)
+
+
+def index_table(report: dict[str, Any]) -> str:
+    """Markdown table of the index settings."""
+    header = ["index", "recall@10 vs exact", "QPS batch 1", "QPS batch 256", "p50 ms", "p99 ms"]
+    header.append("size")
+    rows = [
+        [
+            str(name),
+            fmt_float(m["recall@10_vs_exact"]),
+            fmt_qps(m["qps_batch1"]),
+            fmt_qps(m["qps_batch256"]),
+            fmt_float(m["p50_ms"], 3),
+            fmt_float(m["p99_ms"], 3),
+            fmt_bytes(m["bytes"]),
+        ]
+        for name, m in report["indexes"].items()
+    ]
+    return _md_table(header, rows)
+
+
+def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> str:
+    """The whole ``report.md`` text; ``plots`` are PNG file names to embed."""
+    parts = ["# recdistill report", ""]
+    if report["dataset"]:
+        parts += ["## Dataset", ""]
+        parts += [f"- **{k}**: {_fmt_value(v)}" for k, v in report["dataset"].items()]
+        parts.append("")
+    parts += ["## Protocol", "", report["protocol"] or "-", ""]
+    parts += ["## Models", ""]
+    parts += [headline_table(report) if report["models"] else "(no models)", ""]
+    comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
+    if comp:
+        parts += [
+            f"Distilled minus hard-only NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
+            f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}].",
+            "",
+        ]
+    tq = report.get("teacher_quality")
+    if tq and tq.get("parts"):
+        parts += [
+            "## Teacher parts",
+            "",
+            f"What each part of the teacher knows on its own, and the mix, on {tq.get('validation_pairs', '?')} "
+            f"validation pairs of {tq.get('users', '?')} users (AUC: validation positives vs sampled "
+            "unseen items; NDCG@10: ranking each user's validation candidates).",
+            "",
+        ]
+        weights = (report["models"].get("teacher") or {}).get("mix")
+        if weights:
+            parts += [f"Mix weights (chosen on validation): {weights}", ""]
+        rows = [
+            [n, fmt_float(q.get("auc")), fmt_float(q.get("list_ndcg@10"))]
+            for n, q in tq["parts"].items()
+        ]
+        parts += [_md_table(["part", "AUC", "list NDCG@10"], rows), ""]
+    parts += ["## Indexes", ""]
+    parts += [index_table(report) if report["indexes"] else "(no indexes)", ""]
+    sweeps = {n: m["sweep"] for n, m in report["indexes"].items() if m.get("sweep")}
+    for name, points in sweeps.items():
+        parts += [f"Sweep for `{name}`:", ""]
+        rows = [[_sweep_label(p), fmt_float(p["recall"]), fmt_qps(p["qps"])] for p in points]
+        parts += [_md_table(["setting", "recall@10", "QPS"], rows), ""]
+    if plots:
+        parts += ["## Plots", ""]
+        parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _fmt_value(v: Any) -> str:
+    if _is_number(v) and not isinstance(v, (int, np.integer)):
+        return fmt_float(v)
+    return "-" if v is None else str(v)
+
+
+def _sweep_label(p: dict[str, Any]) -> str:
+    return f"{p['param']}={p['value']}" if "value" in p else str(p["param"])
+
+
+# ------------------------------------------------------------------------ plots
+def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
+    fig = Figure(figsize=(6.4, 4.4), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def _scatter_models(ax: Any, report: dict[str, Any], xkey: str) -> int:
+    n = 0
+    for name, m in report["models"].items():
+        x, y = m.get(xkey), m["ndcg@10"]
+        if _missing(x) or _missing(y) or (xkey == "bytes" and x <= 0):
+            continue
+        ax.scatter([x], [y], s=30)
+        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ci = m.get("ndcg@10_ci")
+        if ci is not None:
+            ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="none", alpha=0.5)
+        n += 1
+    return n
+
+
+def plot_quality_vs_latency(report: dict[str, Any]) -> Figure | None:
+    """NDCG@10 against batch-1 latency per model; None when no model has a latency."""
+    fig, ax = _new_axes("Quality vs latency", "latency per query, batch 1 (ms)", "NDCG@10")
+    return fig if _scatter_models(ax, report, "latency_ms_batch1") else None
+
+
+def plot_quality_vs_bytes(report: dict[str, Any]) -> Figure | None:
+    """NDCG@10 against model size (log x); None when no model has both."""
+    fig, ax = _new_axes("Quality vs size", "model size (bytes, log scale)", "NDCG@10")
+    if not _scatter_models(ax, report, "bytes"):
+        return None
+    ax.set_xscale("log")
+    return fig
+
+
+def plot_recall_vs_qps(report: dict[str, Any]) -> Figure | None:
+    """Recall@10 vs QPS (log y): one curve per index sweep, one point per plain index."""
+    fig, ax = _new_axes("Index recall vs throughput", "recall@10 vs exact", "QPS (log scale)")
+    n = 0
+    for name, m in report["indexes"].items():
+        pts = [p for p in m.get("sweep") or [] if not _missing(p["recall"]) and _pos(p["qps"])]
+        if pts:
+            xs = [p["recall"] for p in pts]
+            ys = [p["qps"] for p in pts]
+            (line,) = ax.plot(xs, ys, marker="o", label=str(name))
+            for p in pts:
+                ax.annotate(
+                    str(p.get("value", p["param"])),
+                    (p["recall"], p["qps"]),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=7,
+                    color=line.get_color(),
+                )
+            n += 1
+        elif not _missing(m["recall@10_vs_exact"]) and _pos(m["qps_batch1"]):
+            ax.scatter([m["recall@10_vs_exact"]], [m["qps_batch1"]], marker="s", label=str(name))
+            n += 1
+    if not n:
+        return None
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _pos(v: Any) -> bool:
+    return not _missing(v) and float(v) > 0
+
+
+PLOTS: dict[str, Callable[[dict[str, Any]], Figure | None]] = {
+    "quality_vs_latency.png": plot_quality_vs_latency,
+    "quality_vs_bytes.png": plot_quality_vs_bytes,
+    "recall_vs_qps.png": plot_recall_vs_qps,
+}
+
+
+# ------------------------------------------------------------------------ write
+def _jsonable(o: Any) -> Any:
+    """numpy scalars/arrays -> Python; non-finite floats -> None (strict JSON)."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _jsonable(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
+    """Validate, then write report.json, the PNG plots that have data, and report.md.
+
+    Every file is written atomically. Returns the written paths (json, plots..., md).
+    """
+    validate_report(report)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_jsonable(report), indent=2, allow_nan=False)
+    written = [write_text(out / "report.json", text)]
+    plots = []
+    for fname, make in PLOTS.items():
+        fig = make(report)
+        if fig is None:
+            logger.info("skipping %s: no data to plot", fname)
+            continue
+        fig.tight_layout()
+        written.append(atomic_write(out / fname, lambda p, f=fig: f.savefig(p, format="png")))
+        plots.append(fname)
+    md = render_markdown(report, plots)
+    written.append(write_text(out / "report.md", md))
+    logger.info("wrote report to %s (%d files)", out, len(written))
+    return written

@@ -1,0 +1,184 @@
+"""`recdistill adapt-teacher`: adapt the LLM teacher to the train interactions with LoRA.
+
+- ``causal_lm``: TALLRec-style yes/no instruction tuning. For a user's train positive, the
+  prompt shows the user's other train items (most recent first, the target left out) and the
+  target as the candidate (answer Yes); sampled items the user never interacted with are the
+  No examples.
+- ``embedding``: contrastive tuning (in-batch negatives) of user text -> item text, the user
+  text being their other train items.
+
+Only the train split is used: validation and test items are never seen in adaptation. The
+adapter (peft) is written to ``out``; pass it to ``generate-labels --adapter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.core.config import to_dict
+from pipelines.core.io import write_json
+from pipelines.data import load_dataset, make_split, render_item_text
+from pipelines.labels.teacher import user_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AdaptTeacherConfig:
+    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
+    protocol: str = field(default="random", metadata={"help": "split protocol"})
+    split_seed: int = field(default=0, metadata={"help": "split seed"})
+    teacher: str = field(default="embedding", metadata={"help": "embedding or causal_lm"})
+    model: str | None = field(
+        default=None, metadata={"help": "base model (default: packaged MiniLM / SmolLM2)"}
+    )
+    max_users: int = field(
+        default=300, metadata={"help": "users whose train items make the examples (0 = all)"}
+    )
+    positives_per_user: int = field(default=8, metadata={"help": "train positives per user"})
+    negatives_per_user: int = field(
+        default=8, metadata={"help": "causal_lm: sampled No examples per user"}
+    )
+    history_items: int = field(default=20, metadata={"help": "history items shown per example"})
+    max_history_tokens: int = field(
+        default=256, metadata={"help": "causal_lm: history token budget"}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "embedding: tokens per text"})
+    r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lr: float = field(default=3e-4, metadata={"help": "learning rate"})
+    epochs: int = field(default=1, metadata={"help": "passes over the examples"})
+    batch_size: int = field(default=16, metadata={"help": "examples per step"})
+    max_steps: int = field(
+        default=0, metadata={"help": "stop after this many steps (0 = all epochs)"}
+    )
+    full_finetune: bool = field(
+        default=False, metadata={"help": "embedding: train all weights, not LoRA"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    out: str = field(default="runs/adapter", metadata={"help": "adapter output folder"})
+
+    def __post_init__(self):
+        if self.teacher not in ("embedding", "causal_lm"):
+            raise ValueError(
+                f"AdaptTeacherConfig.teacher={self.teacher!r}; expected 'embedding' or 'causal_lm'"
+            )
+        for name in ("positives_per_user", "history_items", "r", "epochs", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"AdaptTeacherConfig.{name}={getattr(self, name)!r}; expected >= 1"
+                )
+
+
+def _examples(c: AdaptTeacherConfig, data, split, rng):
+    """(user, target item, other train items most recent first, label) from the train split."""
+    train = split.train.sort_values(["user", "timestamp"], ascending=[True, False])
+    by_user = train.groupby("user")["item"].apply(lambda s: s.to_numpy())
+    users = by_user.index.to_numpy()
+    if c.max_users and c.max_users < len(users):
+        users = np.sort(rng.choice(users, c.max_users, replace=False))
+    blocked = (split.matrix("train") + split.matrix("valid") + split.matrix("test")).tocsr()
+    out = []
+    for u in users:
+        items = by_user[u]
+        if len(items) < 2:
+            continue
+        for t in rng.choice(len(items), min(c.positives_per_user, len(items)), replace=False):
+            others = np.r_[items[:t], items[t + 1 :]][: c.history_items]
+            out.append((u, items[t], others, 1))
+        if c.teacher == "causal_lm":
+            seen = set(blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]])
+            negs = [
+                j
+                for j in rng.permutation(data.n_items)[: 4 * c.negatives_per_user]
+                if j not in seen
+            ]
+            for j in negs[: c.negatives_per_user]:
+                out.append((u, j, items[: c.history_items], 0))
+    return out
+
+
+def run(config: AdaptTeacherConfig) -> dict:
+    import torch
+
+    c = config
+    torch.set_num_threads(c.threads)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(c.seed)
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    examples = _examples(c, data, split, rng)
+    logger.info("%d adaptation examples from the train split", len(examples))
+    out = Path(c.out)
+    if c.teacher == "embedding":
+        from llm_teacher.adapt import EmbeddingLoRAConfig, adapt_embedding_model
+        from llm_teacher.embedding import load_sentence_transformer
+
+        st = load_sentence_transformer(c.model or "minilm")
+        st.max_seq_length = c.max_seq_length
+        item_text = [render_item_text(r) for _, r in data.items.iterrows()]
+        pad = np.full(c.history_items, data.n_items)
+        pairs = [
+            (user_text(data, np.r_[h, pad][: c.history_items]), item_text[j])
+            for _, j, h, _ in examples
+        ]
+        cfg = EmbeddingLoRAConfig(
+            r=c.r,
+            lr=c.lr,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            max_steps=c.max_steps or None,
+            seed=c.seed,
+            full_finetune=c.full_finetune,
+        )
+        metrics = adapt_embedding_model(st, pairs, cfg, out)
+    else:
+        from llm_teacher.adapt import CausalLoRAConfig, adapt_causal_lm
+        from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
+        from llm_teacher.loading import load_causal_lm
+
+        model, tok = load_causal_lm(c.model or "smollm2")
+        scorer = CausalLMScorer(
+            model, tok, CausalLMScorerConfig(max_history_tokens=c.max_history_tokens)
+        )
+        from pipelines.labels.teacher import CausalPart
+
+        part = CausalPart(scorer, data, split, c.history_items)
+        ratings = part.ratings
+        rows = []
+        for u, j, hist, label in examples:
+            history = [part.item_dict(i, ratings.get((u, i))) for i in hist]
+            rows.append(
+                (scorer.render_prefix(history, part.user_features(u)), part.item_dict(j), label)
+            )
+        cfg = CausalLoRAConfig(
+            r=c.r,
+            lr=c.lr,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            max_steps=c.max_steps or None,
+            seed=c.seed,
+        )
+        metrics = adapt_causal_lm(scorer.model, tok, rows, cfg, out)
+    result = {
+        "config": to_dict(c),
+        "examples": len(examples),
+        "metrics": metrics,
+        "seconds": time.perf_counter() - t0,
+        "adapter": str(out),
+    }
+    write_json(out / "adapt_teacher.json", result)
+    return result
+
+
+def format_summary(result: dict) -> str:
+    m = result["metrics"]
+    losses = m.get("losses") or m.get("loss_curve") or []
+    first = f"{losses[0]:.4f}" if losses else "-"
+    last = f"{losses[-1]:.4f}" if losses else "-"
+    return f"adapter -> {result['adapter']}: {result['examples']} examples, loss {first} -> {last}, {result['seconds']:.0f}s"

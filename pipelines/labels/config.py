@@ -1,0 +1,154 @@
+"""Config of the label job (`recdistill generate-labels`): what the teacher is, which
+candidates it scores, where the labels go. Shared by the job and its engines."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from pipelines.core.config import to_dict
+from pipelines.labels.candidates import CandidateConfig
+
+TEACHERS = ("embedding", "causal_lm")
+
+
+COLLAB = ("ease", "none")
+
+
+ENGINES = ("local", "ray")
+
+
+# Fields that choose where and how fast the job runs, never what it computes: not hashed.
+RUN_FIELDS = (
+    "out",
+    "overwrite",
+    "threads",
+    "batch_size",
+    "engine",
+    "ray_concurrency",
+    "ray_num_cpus",
+    "ray_num_gpus",
+    "ray_address",
+)
+
+
+SLEEP_ENV = "RECDISTILL_SHARD_SLEEP"  # test hook: seconds to sleep after each shard
+
+
+@dataclass
+class GenerateLabelsConfig:
+    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
+    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    split_seed: int = field(default=0, metadata={"help": "split seed"})
+    teacher: str = field(default="embedding", metadata={"help": f"LLM part: one of {TEACHERS}"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model: 'minilm' / 'smollm2' (packaged defaults), a local folder, a .gguf, or a hub id"
+        },
+    )
+    adapter: str | None = field(
+        default=None, metadata={"help": "peft (LoRA) adapter folder from adapt-teacher"}
+    )
+    template: str = field(default="yes_no_v1", metadata={"help": "prompt template (causal_lm)"})
+    collab: str = field(
+        default="ease",
+        metadata={"help": f"collaborative part joined with the LLM: one of {COLLAB}"},
+    )
+    popularity: bool = field(default=True, metadata={"help": "add a popularity part to the mix"})
+    history_items: int = field(default=20, metadata={"help": "history items rendered per user"})
+    max_history_tokens: int = field(
+        default=256, metadata={"help": "token budget of the causal-LM history"}
+    )
+    temperature: float = field(
+        default=0.05, metadata={"help": "embedding teacher: score = cosine / temperature"}
+    )
+    max_seq_length: int = field(
+        default=128, metadata={"help": "embedding teacher: tokens per text"}
+    )
+    batch_size: int = field(default=32, metadata={"help": "teacher batch size"})
+    n_negatives: int = field(default=100, metadata={"help": "sampled negatives per user"})
+    max_positives: int = field(
+        default=20, metadata={"help": "most recent train positives per user"}
+    )
+    strategy: str = field(
+        default="mixed", metadata={"help": "negative sampling: uniform, popularity, hard, mixed"}
+    )
+    candidate_seed: int = field(default=0, metadata={"help": "candidate sampling seed"})
+    max_users: int = field(
+        default=0, metadata={"help": "score only this many users (seeded sample; 0 = all)"}
+    )
+    eval_users: int = field(
+        default=300, metadata={"help": "users for the teacher-quality check and mix fitting"}
+    )
+    eval_negatives: int = field(
+        default=50, metadata={"help": "negatives per validation user in that check"}
+    )
+    shard_users: int = field(default=100, metadata={"help": "users per shard"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    out: str = field(default="runs/labels", metadata={"help": "output dataset folder"})
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace an existing output made with another config"}
+    )
+    engine: str = field(
+        default="local",
+        metadata={
+            "help": f"where the teacher runs: one of {ENGINES} ('ray' needs pip install 'recdistill[ray]')"
+        },
+    )
+    ray_concurrency: int = field(
+        default=2, metadata={"help": "ray engine: teacher actors (each loads the teacher once)"}
+    )
+    ray_num_cpus: float = field(
+        default=1.0, metadata={"help": "ray engine: CPUs per actor (also its torch threads)"}
+    )
+    ray_num_gpus: float = field(
+        default=0.0,
+        metadata={"help": "ray engine: GPUs per actor; > 0 runs the teacher on CUDA"},
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "ray engine: cluster to join (default $RAY_ADDRESS, else a local Ray)"},
+    )
+
+    def __post_init__(self):
+        if self.teacher not in TEACHERS:
+            raise ValueError(
+                f"GenerateLabelsConfig.teacher={self.teacher!r}; expected one of {TEACHERS}"
+            )
+        if self.collab not in COLLAB:
+            raise ValueError(
+                f"GenerateLabelsConfig.collab={self.collab!r}; expected one of {COLLAB}"
+            )
+        for name in ("shard_users", "eval_users", "batch_size", "history_items", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected >= 1"
+                )
+        if self.max_users < 0:
+            raise ValueError(f"GenerateLabelsConfig.max_users={self.max_users}; expected >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"GenerateLabelsConfig.temperature={self.temperature}; expected > 0")
+        if self.engine not in ENGINES:
+            raise ValueError(
+                f"GenerateLabelsConfig.engine={self.engine!r}; expected one of {ENGINES}"
+            )
+        if self.ray_concurrency < 1:
+            raise ValueError(
+                f"GenerateLabelsConfig.ray_concurrency={self.ray_concurrency!r}; expected >= 1"
+            )
+        for name in ("ray_num_cpus", "ray_num_gpus"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(
+                    f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected a number >= 0"
+                )
+        CandidateConfig(
+            self.n_negatives, self.max_positives, self.strategy, seed=self.candidate_seed
+        )
+
+    def job_hash(self) -> str:
+        d = to_dict(self)
+        for k in RUN_FIELDS:
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

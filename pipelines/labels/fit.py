@@ -1,0 +1,161 @@
+"""Fit the teacher on the train split: build its text part, pick the mix weights on
+validation pairs, and compute the teacher's own full-catalogue top-k."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.labels.config import GenerateLabelsConfig
+from pipelines.labels.teacher import (
+    CausalPart,
+    EasePart,
+    EmbeddingPart,
+    Mix,
+    PopularityPart,
+    fit_mix,
+    quality,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
+    """The LLM part named by the config, loaded on ``device``; returns ``(part, info)``."""
+    if c.teacher == "embedding":
+        from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
+
+        t = EmbeddingTeacher(
+            EmbeddingTeacherConfig(
+                model=c.model or "minilm",
+                batch_size=c.batch_size,
+                temperature=c.temperature,
+                max_seq_length=c.max_seq_length,
+                adapter=c.adapter,
+                device=device,
+            )
+        )
+        limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
+        t.model.max_seq_length = min(c.max_seq_length, int(limit))
+        return EmbeddingPart(t, data, split, c.history_items), t.info()
+    from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
+    from llm_teacher.loading import load_causal_lm
+
+    model, tok = load_causal_lm(c.model or "smollm2", adapter=c.adapter)
+    scorer = CausalLMScorer(
+        model,
+        tok,
+        CausalLMScorerConfig(
+            batch_size=c.batch_size,
+            max_history_tokens=c.max_history_tokens,
+            template=c.template,
+            device=device,
+        ),
+    )
+    return CausalPart(scorer, data, split, c.history_items), scorer.info()
+
+
+def validation_pairs(split, users: np.ndarray, n_neg: int, seed: int) -> pd.DataFrame:
+    """Each user's validation positives plus ``n_neg`` items they never interacted with."""
+    rng = np.random.default_rng(seed + 1)
+    blocked = (split.matrix("train") + split.matrix("valid") + split.matrix("test")).tocsr()
+    valid = split.matrix("valid").tocsr()
+    rows = []
+    for u in users:
+        pos = valid.indices[valid.indptr[u] : valid.indptr[u + 1]]
+        if len(pos) == 0:
+            continue
+        free = np.setdiff1d(
+            np.arange(split.n_items), blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]]
+        )
+        neg = rng.choice(free, min(n_neg, len(free)), replace=False)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "user": u,
+                    "item": np.r_[pos, neg],
+                    "label": np.r_[np.ones(len(pos)), np.zeros(len(neg))],
+                }
+            )
+        )
+    return pd.concat(rows, ignore_index=True)
+
+
+@dataclass
+class FittedTeacher:
+    """The teacher both engines score with: parts fit on train, their mix fit on validation.
+
+    ``valid_users`` (``[U_v]``, sorted) are the users whose validation pairs fit the mix; an
+    engine that rebuilds the text part elsewhere encodes them first, in one batch, so that its
+    cached user embeddings match this process's bit for bit (see ``warm_text_part``)."""
+
+    parts: list
+    text_info: dict
+    mix: Mix
+    mix_search: dict
+    quality: dict
+    valid_users: np.ndarray
+    n_valid_pairs: int
+
+
+def fit_teacher(
+    c: GenerateLabelsConfig, data, split, users: np.ndarray, rng: np.random.Generator
+) -> FittedTeacher:
+    """Build the parts (LLM, EASE^R, popularity) and fit their mix on validation pairs of a
+    seeded sample of ``users`` (never on test)."""
+    text, text_info = build_text_part(c, data, split)
+    parts = [text]
+    if c.collab == "ease":
+        parts.append(EasePart(split))
+    if c.popularity:
+        parts.append(PopularityPart(split))
+    eval_users = (
+        users
+        if len(users) <= c.eval_users
+        else np.sort(rng.choice(users, c.eval_users, replace=False))
+    )
+    vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed)
+    vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
+    logger.info(
+        "teacher quality check: %d validation pairs of %d users", len(vp), len(np.unique(vu))
+    )
+    v_parts = {p.name: p.score(vu, vi) for p in parts}
+    mix, mix_search = fit_mix(v_parts, vu, vl)
+    teacher_quality = quality(v_parts, mix, vu, vl)
+    logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
+    return FittedTeacher(parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp))
+
+
+def warm_text_part(part, batches: list[np.ndarray]) -> None:
+    """Replay the user encodings of an uninterrupted in-process run on a text part.
+
+    An embedding teacher pads each batch to its longest text, so a user's embedding can differ
+    in the last bits with the batch it was encoded in. The in-process job encodes the
+    validation users in one batch (``fit_teacher``), then each shard's new users; replaying
+    those ``batches`` (``[n_u]`` user indices each, in order) on a text part built elsewhere (a
+    Ray actor) or resumed after a crash makes its scores identical to that run. A user already
+    cached is not encoded again. The causal-LM part scores each user on its own: no-op."""
+    if isinstance(part, EmbeddingPart):
+        for users in batches:
+            if len(users):
+                part.user_emb(np.asarray(users))
+
+
+TOPK = 100
+
+
+def teacher_topk(parts, mix, split, k: int, batch: int = 256) -> np.ndarray:
+    """[n_users, k] int32: the teacher's best items over the full catalogue, train items
+    excluded (for the report's teacher metrics and top-10 agreement)."""
+    from pipelines.core.metrics import topk
+
+    seen = split.matrix("train")
+    out = []
+    for s in range(0, split.n_users, batch):
+        users = np.arange(s, min(s + batch, split.n_users))
+        scores = mix.score({p.name: p.score_matrix(users) for p in parts})
+        out.append(topk(scores, k, seen, rows=users))
+    return np.concatenate(out).astype(np.int32)

@@ -1,0 +1,208 @@
+"""`recdistill generate-labels`: the offline soft-label generation job.
+
+Scores each user's candidates (train positives plus sampled negatives) with the teacher and
+writes a Hugging Face ``datasets`` dataset to ``out`` (schema: ``pipelines.labels.schema``).
+
+Sharded and resumable: users are processed in shards of ``shard_users``; each finished shard
+is written to ``<out>.partial/shard-NNNNN`` through a temporary folder and an atomic rename,
+so a crash (even ``kill -9``) leaves only complete shards. A rerun with the same config skips
+them and gives the same result as an uninterrupted run. The final dataset is assembled in a
+temporary folder and renamed to ``out``. An ``out`` made by another teacher or config is
+refused unless ``--overwrite``; the same config reuses it.
+
+Two engines score the shards with the same code (``score_shard``): ``local`` (in this
+process, the default) and ``ray`` (a Ray Data actor pool, ``pipelines.labels.ray_engine``; shards
+are written as ``shard-NNNNN.parquet``). The engine does not change the result, so it is not
+part of ``job_hash`` and either engine resumes shards the other left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.core.config import to_dict
+from pipelines.core.io import atomic_dir, write_json
+from pipelines.data import load_dataset, make_split
+from pipelines.labels.candidates import CandidateConfig, make_candidates
+from pipelines.labels.config import (
+    GenerateLabelsConfig,
+)
+from pipelines.labels.fit import (
+    TOPK,
+    fit_teacher,
+    teacher_topk,
+    warm_text_part,
+)
+from pipelines.labels.schema import (
+    META_FILE,
+    SCHEMA_VERSION,
+    LabelError,
+    validate_table,
+    versions,
+)
+from pipelines.labels.shards import (
+    load_shard,
+    score_local,
+    shard_done,
+)
+from pipelines.labels.teacher import (
+    EmbeddingPart,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def run(config: GenerateLabelsConfig) -> dict:
+    c = config
+    if c.engine == "ray":
+        from pipelines.labels.ray_engine import import_ray
+
+        import_ray()  # fail before any work, with the command that installs Ray
+    import torch
+
+    torch.set_num_threads(c.threads)
+    t0 = time.perf_counter()
+    out = Path(c.out)
+    partial = out.with_name(out.name + ".partial")
+    job_hash = c.job_hash()
+    if (out / META_FILE).exists():
+        meta = json.loads((out / META_FILE).read_text())
+        if meta.get("job_hash") == job_hash:
+            logger.info("%s already holds these labels (job %s); reusing them", out, job_hash)
+            return {**meta, "reused": True}
+        if not c.overwrite:
+            raise LabelError(
+                f"{out} holds labels from another teacher or config (job {meta.get('job_hash')}, "
+                f"teacher {meta.get('teacher', {}).get('kind')}); choose another --out or pass --overwrite"
+            )
+    elif out.exists() and any(out.iterdir()) and not c.overwrite:
+        raise LabelError(
+            f"{out} exists and is not a soft-label dataset; choose another --out or pass --overwrite"
+        )
+
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    partial.mkdir(parents=True, exist_ok=True)
+    job_file = partial / "job.json"
+    if job_file.exists():
+        prev = json.loads(job_file.read_text()).get("job_hash")
+        if prev != job_hash:
+            logger.warning(
+                "%s holds shards of another config (job %s); discarding them", partial, prev
+            )
+            shutil.rmtree(partial)
+            partial.mkdir(parents=True)
+    write_json(
+        job_file,
+        {"job_hash": job_hash, "config": to_dict(c), "dataset_fingerprint": data.fingerprint()},
+    )
+
+    rng = np.random.default_rng(c.candidate_seed)
+    users = np.arange(data.n_users)
+    if c.max_users and c.max_users < data.n_users:
+        users = np.sort(rng.choice(data.n_users, c.max_users, replace=False))
+
+    # --- the teacher and its mix, fit on validation pairs (never on test) -------------------
+    fitted = fit_teacher(c, data, split, users, rng)
+    parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
+
+    # --- candidates and shards ---------------------------------------------------------------
+    cand = make_candidates(
+        split,
+        CandidateConfig(c.n_negatives, c.max_positives, c.strategy, seed=c.candidate_seed),
+        users,
+    )
+    shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
+    todo = [i for i in range(len(shards)) if not shard_done(partial, i)]
+    logger.info(
+        "%d shards (%d done before), %d pairs", len(shards), len(shards) - len(todo), len(cand)
+    )
+    t_score = time.perf_counter()
+    if c.engine == "ray":
+        from pipelines.labels.ray_engine import score_shards
+
+        n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
+    else:
+        n_scored = score_local(partial, cand, shards, todo, parts, mix, data)
+        engine_info = {"name": "local"}
+    score_seconds = time.perf_counter() - t_score
+
+    # --- assemble ----------------------------------------------------------------------------
+    from datasets import concatenate_datasets
+
+    ds = concatenate_datasets([load_shard(partial, i) for i in range(len(shards))])
+    ds = ds.sort(["user", "rank"])
+    validate_table(ds, str(partial), data.n_users, data.n_items)
+    text_info = fitted.text_info
+    meta = {
+        "schema_version": SCHEMA_VERSION,
+        "job_hash": job_hash,
+        "teacher": {
+            "kind": c.teacher,
+            "model": c.model or ("minilm" if c.teacher == "embedding" else "smollm2"),
+            "adapter": c.adapter,
+            "template": text_info.get("template"),
+            "template_hash": text_info.get("template_hash"),
+            "info": text_info,
+            "parts": [p.name for p in parts],
+            "mix": mix.to_dict(),
+            "ease_lambda": next((p.info["lambda"] for p in parts if p.name == "ease"), None),
+        },
+        "teacher_quality": {
+            "validation_pairs": fitted.n_valid_pairs,
+            "users": int(len(fitted.valid_users)),
+            "parts": fitted.quality,
+        },
+        "mix_search": fitted.mix_search,
+        "candidates": {
+            k: getattr(c, k)
+            for k in ("n_negatives", "max_positives", "strategy", "candidate_seed", "max_users")
+        },
+        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
+        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
+        "seed": c.candidate_seed,
+        "versions": versions(),
+        "config": to_dict(c),
+        "n_pairs": len(ds),
+        "n_users": int(len(users)),
+        "pairs_per_second": n_scored / score_seconds if n_scored else None,
+        "engine": engine_info,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    with atomic_dir(out) as final:
+        ds.save_to_disk(str(final))
+        if isinstance(text, EmbeddingPart):
+            np.save(final / "item_embeddings.npy", text.item_emb.astype(np.float32))
+            meta["item_embeddings"] = "item_embeddings.npy"
+        if all(hasattr(p, "score_matrix") for p in parts):
+            # users of shards scored elsewhere (Ray, or before a crash) are encoded here
+            # shard by shard, as an uninterrupted in-process run did, so the top-k is the same
+            warm_text_part(text, [cand.user[cand.user.isin(s)].to_numpy() for s in shards])
+            np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK))
+            meta["teacher_topk"] = "teacher_topk.npy"
+        meta["seconds"] = time.perf_counter() - t0
+        write_json(final / META_FILE, meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    logger.info(
+        "wrote %d pairs for %d users to %s in %.1fs", len(ds), len(users), out, meta["seconds"]
+    )
+    return meta
+
+
+def format_summary(meta: dict) -> str:
+    q = meta["teacher_quality"]["parts"]
+    took = "reused" if meta.get("reused") else f"{meta.get('seconds', 0):.0f}s"
+    lines = [
+        f"soft labels: {meta['n_pairs']} pairs for {meta['n_users']} users ({took})",
+        f"teacher mix weights {meta['teacher']['mix']['weights']}",
+        "validation quality (AUC, NDCG@10 over each user's validation candidates):",
+    ]
+    for name, m in q.items():
+        lines.append(f"  {name:<11} auc {m['auc']:.4f}  list_ndcg@10 {m['list_ndcg@10']:.4f}")
+    return "\n".join(lines)

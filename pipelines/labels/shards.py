@@ -1,0 +1,132 @@
+"""Label shards: score one shard of candidates with the fitted teacher, write and read it
+atomically (``<out>.partial/shard-NNNNN``); both engines use these."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from pipelines.core.io import atomic_dir
+from pipelines.labels.config import SLEEP_ENV
+from pipelines.labels.schema import (
+    LabelError,
+    features,
+)
+from pipelines.labels.teacher import (
+    Mix,
+)
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+def shard_done(partial: Path, i: int) -> bool:
+    """A complete shard: a ``datasets`` folder (local engine) or a Parquet file (ray engine)."""
+    name = shard_name(i)
+    return (partial / name / "dataset_info.json").exists() or (partial / f"{name}.parquet").exists()
+
+
+def load_shard(partial: Path, i: int):
+    """Shard ``i`` as a ``datasets.Dataset`` in the label schema, whichever engine wrote it."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    name = shard_name(i)
+    if (partial / name / "dataset_info.json").exists():
+        return load_from_disk(str(partial / name))
+    import pyarrow.parquet as pq
+
+    path = partial / f"{name}.parquet"
+    table = pq.read_table(path)
+    schema = features().arrow_schema
+    if table.schema.names != schema.names:
+        raise LabelError(f"{path}: columns {table.schema.names}; expected {schema.names}")
+    return Dataset(table.cast(schema), info=DatasetInfo(features=features()))
+
+
+def score_local(partial: Path, cand, shards, todo, parts, mix, data) -> int:
+    """The local engine: score and write the ``todo`` shards in this process; returns pairs."""
+    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
+    t_score = time.perf_counter()
+    n_scored = 0
+    with tqdm(
+        total=int(cand.user.isin(np.concatenate([shards[i] for i in todo]) if todo else []).sum()),
+        unit="pair",
+        desc="soft labels",
+        disable=None,
+    ) as bar:
+        for i in todo:
+            sub = cand[cand.user.isin(shards[i])]
+            write_shard(partial / shard_name(i), sub, parts, mix, data)
+            n_scored += len(sub)
+            bar.update(len(sub))
+            bar.set_postfix(
+                pairs_per_s=f"{n_scored / max(1e-9, time.perf_counter() - t_score):.0f}"
+            )
+            if sleep:
+                time.sleep(sleep)
+    return n_scored
+
+
+def score_shard(sub: pd.DataFrame, parts, mix: Mix, data):
+    """Score one shard: ``sub`` holds candidate rows (``user``, ``item``, ``observed``,
+    ``source``; all candidates of each of its users). Returns a ``pyarrow.Table`` in the label
+    schema (``features()``), one row per row of ``sub``, in the same order; ``rank`` is the
+    position in the user's list by score (0 = best, ties by row order)."""
+    import pyarrow as pa
+
+    u, i = sub.user.to_numpy(), sub.item.to_numpy()
+    scores = mix.score({p.name: p.score(u, i) for p in parts})
+    if not np.isfinite(scores).all():
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise LabelError(
+            f"teacher gave a non-finite score for user {data.users.user_id.iat[u[bad]]!r}, item {data.items.item_id.iat[i[bad]]!r}"
+        )
+    frame = pd.DataFrame({"user": u, "score": scores})
+    rank = (
+        frame.groupby("user")["score"]
+        .rank(ascending=False, method="first")
+        .to_numpy()
+        .astype(np.int32)
+        - 1
+    )
+    columns = {
+        "user_id": data.users.user_id.to_numpy()[u].tolist(),
+        "item_id": data.items.item_id.to_numpy()[i].tolist(),
+        "user": u.astype(np.int32),
+        "item": i.astype(np.int32),
+        "score": scores,
+        "prob": (1.0 / (1.0 + np.exp(-scores.astype(np.float64)))).astype(np.float32),
+        "observed": sub.observed.to_numpy(),
+        "rank": rank,
+        "source": sub.source.tolist(),
+    }
+    return pa.table(columns, schema=features().arrow_schema)
+
+
+@contextlib.contextmanager
+def quiet_datasets():
+    """No per-shard "Saving the dataset" bars: the job has its own progress bar."""
+    from datasets.utils import logging as ds_logging
+
+    was = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            ds_logging.enable_progress_bar()
+
+
+def write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
+    from datasets import Dataset, DatasetInfo
+
+    ds = Dataset(score_shard(sub, parts, mix, data), info=DatasetInfo(features=features()))
+    with quiet_datasets(), atomic_dir(path) as tmp:
+        ds.save_to_disk(str(tmp))

@@ -1,0 +1,23 @@
+"""Full-catalogue scoring with a trained student: the one scorer that validation, the
+compression fine-tune and the benchmark share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from student.model import TwoTower
+
+
+def score_fn(model: TwoTower, hist: torch.Tensor):
+    """Full-catalogue scorer for ``pipelines.core.metrics.evaluate``: users [B] -> [B, I]."""
+    model.eval()
+    with torch.no_grad():
+        items = model.encode_items(torch.arange(model.config.n_items))
+
+    def fn(users: np.ndarray) -> np.ndarray:
+        u = torch.as_tensor(users, dtype=torch.long)
+        with torch.no_grad():
+            return model.score(model.encode_users(u, hist[u]), items).numpy()
+
+    return fn

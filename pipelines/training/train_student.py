@@ -1,0 +1,298 @@
+"""`recdistill train-student`: train the two-tower student on hard labels, plus soft labels.
+
+Hard labels: the observed train interactions, with a logQ-corrected sampled softmax over
+in-batch positives plus shared popularity-sampled negatives (or BPR). Soft labels: the
+teacher's scores over each user's candidate list (listwise KL at temperature T, pointwise
+soft BCE, margin-MSE, DLLM2Rec-style rank distillation), and optionally the teacher's item
+embeddings. Early stopping on validation NDCG@10; the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from pipelines.core.config import to_dict
+from pipelines.core.io import write_json
+from pipelines.core.metrics import evaluate
+from pipelines.data import InteractionData, histories, load_dataset, make_split
+from pipelines.data.features import item_features, user_features
+from pipelines.training.objective import hard_loss, soft_terms
+from pipelines.training.scoring import score_fn
+from pipelines.training.soft_lists import soft_lists
+from student.losses import (
+    DistillLossWeights,
+    total_loss,
+)
+from student.model import TwoTower, TwoTowerConfig, count_parameters
+
+logger = logging.getLogger(__name__)
+
+HARD_LOSSES = ("softmax", "bpr")
+
+
+@dataclass
+class TrainStudentConfig:
+    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
+    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    split_seed: int = field(default=0, metadata={"help": "split seed"})
+    labels: str | None = field(
+        default=None, metadata={"help": "soft-label dataset folder (from generate-labels)"}
+    )
+    no_teacher: bool = field(
+        default=False, metadata={"help": "hard labels only (the baseline distillation must beat)"}
+    )
+    out: str = field(
+        default="runs/student", metadata={"help": "output folder: model + metrics.json"}
+    )
+    seed: int = field(default=0, metadata={"help": "training seed"})
+    epochs: int = field(default=40, metadata={"help": "maximum epochs"})
+    patience: int = field(
+        default=5, metadata={"help": "early stopping: epochs without validation gain"}
+    )
+    batch_size: int = field(default=512, metadata={"help": "train interactions per step"})
+    lr: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    id_dim: int = field(default=64, metadata={"help": "id embedding size"})
+    hidden: int = field(default=256, metadata={"help": "hidden units of each tower"})
+    out_dim: int = field(default=64, metadata={"help": "embedding size of both towers"})
+    history_len: int = field(
+        default=50, metadata={"help": "history items pooled by the user tower"}
+    )
+    use_user_id: bool = field(
+        default=True,
+        metadata={
+            "help": "user id embedding in the user tower (False: the user is their history and features)"
+        },
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the towers"})
+    use_features: bool = field(
+        default=True,
+        metadata={"help": "user (age, gender, occupation) and item (genres, year) features"},
+    )
+    use_text: bool = field(
+        default=False,
+        metadata={
+            "help": "feed the teacher's frozen item text embedding to the item tower (needs labels with item_embeddings)"
+        },
+    )
+    hard_loss: str = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
+    n_negatives: int = field(
+        default=512, metadata={"help": "shared popularity-sampled negatives per step"}
+    )
+    soft_users: int = field(
+        default=128, metadata={"help": "users whose candidate lists enter each step's soft loss"}
+    )
+    soft_observed: bool = field(
+        default=True, metadata={"help": "keep observed train positives in the soft lists"}
+    )
+    w_hard: float = field(default=1.0, metadata={"help": "weight of the hard-label loss"})
+    w_kl: float = field(default=1.0, metadata={"help": "weight of the listwise KL"})
+    w_bce: float = field(default=0.0, metadata={"help": "weight of the pointwise soft BCE"})
+    w_margin: float = field(default=0.0, metadata={"help": "weight of margin-MSE"})
+    w_rank: float = field(default=0.0, metadata={"help": "weight of rank distillation (DLLM2Rec)"})
+    w_embed: float = field(default=0.0, metadata={"help": "weight of item embedding distillation"})
+    teacher_norm: str = field(
+        default="list",
+        metadata={
+            "help": "none: teacher logits as stored; list: standardise them within each user's list before the KL"
+        },
+    )
+    temperature: float = field(default=1.0, metadata={"help": "listwise KL temperature T"})
+    rank_k: int = field(default=10, metadata={"help": "teacher top-K used by rank distillation"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+
+    def __post_init__(self):
+        if self.protocol not in ("random", "temporal"):
+            raise ValueError(
+                f"TrainStudentConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
+            )
+        if self.hard_loss not in HARD_LOSSES:
+            raise ValueError(
+                f"TrainStudentConfig.hard_loss={self.hard_loss!r}; expected one of {HARD_LOSSES}"
+            )
+        for name in (
+            "epochs",
+            "batch_size",
+            "id_dim",
+            "hidden",
+            "out_dim",
+            "n_negatives",
+            "soft_users",
+            "threads",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(
+                    f"TrainStudentConfig.{name}={getattr(self, name)!r}; expected >= 1"
+                )
+        if self.teacher_norm not in ("none", "list"):
+            raise ValueError(
+                f"TrainStudentConfig.teacher_norm={self.teacher_norm!r}; expected 'none' or 'list'"
+            )
+        if self.temperature <= 0:
+            raise ValueError(f"TrainStudentConfig.temperature={self.temperature}; expected > 0")
+        if not self.no_teacher and not self.labels:
+            raise ValueError(
+                "TrainStudentConfig: give --labels <folder> from generate-labels, or --no-teacher"
+            )
+        if self.use_text and (self.no_teacher or not self.labels):
+            raise ValueError("TrainStudentConfig.use_text needs --labels with item embeddings")
+
+    def weights(self) -> DistillLossWeights:
+        if self.no_teacher:
+            return DistillLossWeights(hard=self.w_hard)
+        return DistillLossWeights(
+            hard=self.w_hard,
+            listwise_kl=self.w_kl,
+            soft_bce=self.w_bce,
+            margin_mse=self.w_margin,
+            rank=self.w_rank,
+            embed=self.w_embed,
+            temperature=self.temperature,
+        )
+
+
+def build_student(
+    config: TrainStudentConfig, data: InteractionData, text: np.ndarray | None
+) -> TwoTower:
+    uf = user_features(data) if config.use_features else None
+    itf = item_features(data) if config.use_features else None
+    mc = TwoTowerConfig(
+        n_users=data.n_users,
+        n_items=data.n_items,
+        n_user_features=0 if uf is None else uf.shape[1],
+        n_item_features=0 if itf is None else itf.shape[1],
+        text_dim=0 if text is None else text.shape[1],
+        id_dim=config.id_dim,
+        history_len=config.history_len,
+        user_hidden=(config.hidden,),
+        item_hidden=(config.hidden,),
+        out_dim=config.out_dim,
+        use_user_id=config.use_user_id,
+        dropout=config.dropout,
+    )
+    return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
+
+
+def run(config: TrainStudentConfig) -> dict:
+    c = config
+    torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    rng = np.random.default_rng(c.seed)
+    t_start = time.perf_counter()
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    lists, meta = (None, None)
+    if not c.no_teacher:
+        lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
+    text = lists.item_embeddings if (lists is not None and c.use_text) else None
+    if c.use_text and text is None:
+        raise ValueError(
+            f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
+        )
+    model = build_student(c, data, text)
+    weights = c.weights()
+    proj = None
+    if weights.embed > 0:
+        if lists is None or lists.item_embeddings is None:
+            raise ValueError(f"{c.labels}: w_embed > 0 needs item embeddings in the labels")
+        proj = torch.nn.Linear(c.out_dim, lists.item_embeddings.shape[1])
+    params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+
+    pad = data.n_items
+    hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, pad))
+    tr_u = split.train["user"].to_numpy().astype(np.int64)
+    tr_i = split.train["item"].to_numpy().astype(np.int64)
+    pop = np.bincount(tr_i, minlength=data.n_items).astype(np.float64)
+    p_data = pop / pop.sum()
+    p_neg = (pop + 1) ** 0.5
+    p_neg /= p_neg.sum()
+    valid_truth, valid_seen = split.matrix("valid"), split.seen_for("valid")
+    teacher_emb = torch.as_tensor(lists.item_embeddings) if proj is not None else None
+
+    best, best_state, bad, history_log = -1.0, None, 0, []
+    steps = (len(tr_u) + c.batch_size - 1) // c.batch_size
+    for epoch in range(1, c.epochs + 1):
+        model.train()
+        perm = rng.permutation(len(tr_u))
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=None)
+        for s in bar:
+            idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
+            u = torch.as_tensor(tr_u[idx])
+            pos = torch.as_tensor(tr_i[idx])
+            h = hist[u].clone()
+            h[h == pos[:, None]] = pad  # the target never sits in its own history
+            neg = torch.as_tensor(rng.choice(data.n_items, c.n_negatives, p=p_neg))
+            terms = {"hard": hard_loss(model, u, h, pos, neg, p_data, p_neg, c)}
+            if lists is not None:
+                terms.update(soft_terms(model, lists, hist, rng, c, weights, proj, teacher_emb))
+            loss, log = total_loss(terms, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in log.items():
+                sums[k] = sums.get(k, 0.0) + v
+        metrics = evaluate(score_fn(model, hist), valid_truth, valid_seen)
+        row = {
+            "epoch": epoch,
+            **{f"loss_{k}": v / steps for k, v in sums.items()},
+            "valid_ndcg@10": metrics["ndcg@10"],
+        }
+        history_log.append(row)
+        logger.info(
+            "epoch %d loss %.4f valid ndcg@10 %.4f", epoch, row["loss_total"], metrics["ndcg@10"]
+        )
+        if metrics["ndcg@10"] > best:
+            best, bad = metrics["ndcg@10"], 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_epoch = epoch
+        else:
+            bad += 1
+            if bad >= c.patience:
+                logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    train_seconds = time.perf_counter() - t_start
+    fn = score_fn(model, hist)
+    valid = evaluate(fn, valid_truth, valid_seen)
+    test = evaluate(fn, split.matrix("test"), split.seen_for("test"))
+    out = Path(c.out)
+    model.save_pretrained(out / "model")
+    result = {
+        "config": to_dict(c),
+        "mode": "hard" if c.no_teacher else "distilled",
+        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
+        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
+        "teacher": None if meta is None else meta.get("teacher"),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history_log),
+        "train_seconds": train_seconds,
+        "params": count_parameters(model),
+        "valid": _metrics(valid),
+        "test": _metrics(test),
+        "history": history_log,
+    }
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def _metrics(m: dict) -> dict:
+    return {k: v for k, v in m.items() if "@" in k or k == "users"}
+
+
+def format_summary(result: dict) -> str:
+    t = result["test"]
+    return (
+        f"student ({result['mode']}) {result['split']['protocol']} split: test ndcg@10 {t['ndcg@10']:.4f} "
+        f"recall@10 {t['recall@10']:.4f} mrr@10 {t['mrr@10']:.4f} | best epoch {result['best_epoch']} "
+        f"| {result['params']} params | {result['train_seconds']:.0f}s"
+    )

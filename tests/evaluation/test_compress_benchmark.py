@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines.compression.compress import CompressConfig
+from pipelines.compression.compress import run as compress
+from pipelines.demo import STEP_FILE, DemoConfig
+from pipelines.demo import run as demo
+from pipelines.evaluation.benchmark import BenchmarkConfig
+from pipelines.evaluation.benchmark import run as benchmark
+from pipelines.evaluation.report import validate_report
+from pipelines.training.train_student import TrainStudentConfig
+from pipelines.training.train_student import run as train
+from student.compress import load_quantized
+from student.model import TwoTower
+
+DATASET = "synthetic:users=60,items=90,per_user=12,seed=5"
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("st")
+    train(
+        TrainStudentConfig(
+            dataset=DATASET,
+            no_teacher=True,
+            epochs=2,
+            hidden=32,
+            id_dim=16,
+            out_dim=16,
+            history_len=10,
+            n_negatives=16,
+            threads=1,
+            out=str(out),
+        )
+    )
+    return out / "model"
+
+
+def test_compress_makes_smaller_models(tmp_path, student_dir):
+    res = compress(
+        CompressConfig(
+            model=str(student_dir),
+            dataset=DATASET,
+            out=str(tmp_path / "c"),
+            finetune_epochs=1,
+            threads=1,
+        )
+    )
+    s = res["steps"]
+    assert s["structured_prune"]["params"] < s["original"]["params"]
+    # feature buffers and biases stay fp32, a large share of a tiny model
+    assert s["int8"]["bytes"] < s["structured_prune"]["bytes"] / 1.5
+    assert s["int8"]["params"] == s["finetune"]["params"]  # same weights, stored in int8
+    assert s["magnitude_prune"]["bytes"] == s["original"]["bytes"]  # zeros do not shrink a model
+    assert "neither smaller nor faster" in s["magnitude_prune"]["note"]
+    pruned = TwoTower.from_pretrained(tmp_path / "c" / "pruned")
+    assert pruned.config.user_hidden[0] == 16
+    q = load_quantized(tmp_path / "c" / "int8")
+    assert q.config.n_items == 90
+    saved = json.loads((tmp_path / "c" / "compression.json").read_text())
+    assert set(saved["steps"]) == {
+        "original",
+        "structured_prune",
+        "finetune",
+        "magnitude_prune",
+        "int8",
+        "int8_fast",
+    }
+    # the latency-aware variant says, per part, whether int8 was kept and why
+    decisions = s["int8_fast"]["record"]["decisions"]
+    assert all("reason" in d for d in decisions.values())
+    assert load_quantized(tmp_path / "c" / "int8_fast").config.n_items == 90
+
+
+def test_compress_refuses_other_dataset(tmp_path, student_dir):
+    with pytest.raises(ValueError, match="compress with the dataset it was trained on"):
+        compress(
+            CompressConfig(
+                model=str(student_dir),
+                dataset="synthetic:users=10,items=20,per_user=5",
+                out=str(tmp_path / "x"),
+            )
+        )
+
+
+def test_benchmark_report_schema(tmp_path, student_dir):
+    c = tmp_path / "c"
+    compress(
+        CompressConfig(
+            model=str(student_dir),
+            dataset=DATASET,
+            out=str(c),
+            finetune_epochs=0,
+            magnitude_sparsity=0,
+            int8="all",
+            threads=1,
+        )
+    )
+    rep = benchmark(
+        BenchmarkConfig(
+            dataset=DATASET,
+            student_hard=str(student_dir),
+            student_distilled=str(student_dir),
+            student_pruned=str(c / "pruned"),
+            student_int8=str(c / "int8"),
+            n_single=20,
+            bootstrap=100,
+            out=str(tmp_path / "b"),
+        )
+    )
+    validate_report(rep)
+    assert set(rep["models"]) == {
+        "popularity",
+        "ease",
+        "student_hard",
+        "student_distilled",
+        "student_pruned",
+        "student_int8",
+    }
+    assert set(rep["indexes"]) == {"flat", "sq8", "ivf_sq8", "hnsw_sq8"}
+    assert rep["indexes"]["flat"]["recall@10_vs_exact"] == 1.0
+    assert rep["comparisons"]["distilled_minus_hard_ndcg@10"]["mean"] == 0.0  # same model twice
+    for f in ("report.json", "report.md"):
+        assert (tmp_path / "b" / f).exists()
+    assert list((tmp_path / "b").glob("*.png"))
+
+
+def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir, monkeypatch):
+    import pipelines.labels.generate_labels as gl
+
+    monkeypatch.setattr(
+        gl.GenerateLabelsConfig,
+        "__post_init__",
+        _small_labels(gl.GenerateLabelsConfig.__post_init__),
+    )
+    cfg = DemoConfig(
+        dataset=DATASET, teacher_model=str(tiny_st_dir), epochs=1, out=str(tmp_path / "demo")
+    )
+    rep = demo(cfg)
+    validate_report(rep)
+    assert "teacher" in rep["models"] and "student_int8" in rep["models"]
+    marker = tmp_path / "demo" / "student_hard" / STEP_FILE
+    before = marker.stat().st_mtime_ns
+    demo(cfg)
+    assert marker.stat().st_mtime_ns == before  # reused
+    demo(DemoConfig(**{**cfg.__dict__, "epochs": 2}))
+    assert marker.stat().st_mtime_ns != before  # config changed: redone
+
+
+def _small_labels(orig):
+    def post_init(self):
+        self.max_seq_length = 32
+        self.n_negatives = 10
+        self.eval_users = 20
+        self.threads = 1
+        orig(self)
+
+    return post_init

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from ranx import Qrels, Run
+from ranx import evaluate as ranx_evaluate
+
+from pipelines.core.metrics import (
+    bootstrap_ci,
+    evaluate,
+    paired_bootstrap,
+    per_user_metrics,
+    topk,
+    topk_overlap,
+)
+from pipelines.data import SyntheticConfig, make_split, make_synthetic
+from pipelines.data.baselines import EASE, Popularity, fit_ease
+
+
+def test_hand_computed_example():
+    top = np.array([[3, 1, 2, 0]])
+    per = per_user_metrics(top, [np.array([1, 0])], ks=(2, 4))
+    assert per["recall@2"][0] == pytest.approx(0.5)
+    assert per["mrr@2"][0] == pytest.approx(0.5)
+    idcg2 = 1 + 1 / np.log2(3)
+    assert per["ndcg@2"][0] == pytest.approx((1 / np.log2(3)) / idcg2)
+    assert per["ndcg@4"][0] == pytest.approx((1 / np.log2(3) + 1 / np.log2(5)) / idcg2)
+    assert per["hit_rate@2"][0] == 1.0
+
+
+def test_topk_excludes_and_orders():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7]], dtype=np.float32)
+    ex = sp.csr_matrix(np.array([[0, 1, 0, 0]]))
+    assert topk(scores, 2, ex).tolist() == [[3, 2]]
+
+
+def test_metrics_agree_with_ranx():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 60
+    scores = rng.normal(size=(n_users, n_items)).astype(np.float32)
+    truth = sp.random(n_users, n_items, density=0.08, random_state=1, format="csr")
+    truth.data[:] = 1
+    truth = truth + sp.csr_matrix(
+        (np.ones(n_users), (np.arange(n_users), np.arange(n_users))), shape=truth.shape
+    )
+    truth.data[:] = 1
+    ours = evaluate(lambda u: scores[u], truth.tocsr(), None, ks=(10, 20))
+    qrels = {f"u{u}": {f"i{i}": 1 for i in truth[u].indices} for u in range(n_users)}
+    run = {f"u{u}": {f"i{i}": float(scores[u, i]) for i in range(n_items)} for u in range(n_users)}
+    names = {
+        "ndcg@10": "ndcg@10",
+        "recall@10": "recall@10",
+        "mrr@10": "mrr@10",
+        "hit_rate@10": "hit_rate@10",
+        "ndcg@20": "ndcg@20",
+        "recall@20": "recall@20",
+    }
+    theirs = ranx_evaluate(Qrels(qrels), Run(run), list(names.values()))
+    for ours_name, ranx_name in names.items():
+        assert ours[ours_name] == pytest.approx(theirs[ranx_name], abs=1e-6), ours_name
+
+
+def test_evaluate_rejects_bad_scores():
+    truth = sp.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="shape"):
+        evaluate(lambda u: np.zeros((len(u), 2)), truth, None)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(lambda u: np.full((len(u), 3), np.nan), truth, None)
+
+
+def test_bootstrap_and_overlap():
+    v = np.r_[np.zeros(50), np.ones(50)]
+    mean, lo, hi = bootstrap_ci(v, n=500)
+    assert mean == 0.5 and lo < 0.5 < hi
+    d, lo, hi = paired_bootstrap(v + 0.1, v)
+    assert d == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    assert topk_overlap(np.array([[1, 2], [3, 4]]), np.array([[2, 9], [3, 4]])) == 0.75
+
+
+def test_ease_beats_popularity_on_planted_structure():
+    data = make_synthetic(SyntheticConfig(users=200, items=150, per_user=20, seed=0))
+    split = make_split(data, "random")
+    truth, ex = split.matrix("test"), split.seen_for("test")
+    ease, info = fit_ease(split, lambdas=(10.0, 100.0))
+    pop = evaluate(Popularity(split.matrix("train")), truth, ex)
+    got = evaluate(ease, truth, ex)
+    assert got["ndcg@10"] > pop["ndcg@10"]
+    assert info["lambda"] in (10.0, 100.0)
+    with pytest.raises(ValueError, match="lambda"):
+        EASE(split.matrix("train"), lam=0)
+
+
+def test_seen_items_never_ranked():
+    data = make_synthetic(SyntheticConfig(users=30, items=120, per_user=10))
+    split = make_split(data, "random")
+    ex = split.seen_for("test")
+    out = evaluate(Popularity(split.matrix("train")), split.matrix("test"), ex, return_topk=True)
+    for u, row in zip(np.flatnonzero(np.diff(split.matrix("test").indptr)), out["topk"]):
+        assert not set(row) & set(ex[u].indices)

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipelines.data import load_dataset, make_split
+from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
+from pipelines.labels.generate_labels import run
+from pipelines.labels.schema import COLUMNS, META_FILE, LabelError, columns, load_labels
+
+DATASET = "synthetic:users=40,items=60,per_user=12,seed=2"
+
+
+def config(tmp: Path, model: Path, **kw) -> GenerateLabelsConfig:
+    base = dict(
+        dataset=DATASET,
+        model=str(model),
+        n_negatives=8,
+        max_positives=5,
+        eval_users=20,
+        eval_negatives=10,
+        shard_users=10,
+        threads=1,
+        max_seq_length=32,
+        out=str(tmp / "labels"),
+    )
+    base.update(kw)
+    return GenerateLabelsConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def labels(tmp_path_factory, tiny_st_dir):
+    tmp = tmp_path_factory.mktemp("labels")
+    cfg = config(tmp, tiny_st_dir)
+    meta = run(cfg)
+    return cfg, meta
+
+
+def test_embedding_labels_follow_the_schema(labels):
+    cfg, meta = labels
+    data = load_dataset(DATASET)
+    split = make_split(data, "random", 0)
+    ds, meta2 = load_labels(
+        cfg.out, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
+    )
+    assert list(ds.features) == list(COLUMNS)
+    t = columns(ds)
+    assert set(t["user"]) == set(range(data.n_users))
+    # sorted by user then rank; ranks follow scores within a user
+    order = np.lexsort((t["rank"], t["user"]))
+    assert (order == np.arange(len(order))).all()
+    for u in range(3):
+        s = t["score"][t["user"] == u]
+        assert (np.diff(s) <= 0).all()
+    assert np.allclose(t["prob"], 1 / (1 + np.exp(-t["score"].astype(float))), atol=1e-6)
+    train = set(zip(split.train.user, split.train.item))
+    assert all(((u, i) in train) == o for u, i, o in zip(t["user"], t["item"], t["observed"]))
+    held = set(zip(split.valid.user, split.valid.item)) | set(zip(split.test.user, split.test.item))
+    assert not held & set(zip(t["user"], t["item"]))
+    assert meta2["teacher"]["parts"] == ["text", "ease", "popularity"]
+    assert set(meta2["teacher"]["mix"]["weights"]) == {"text", "ease", "popularity"}
+    q = meta2["teacher_quality"]["parts"]
+    assert 0.0 <= q["mix"]["auc"] <= 1.0 and "text" in q
+    emb = np.load(Path(cfg.out) / meta2["item_embeddings"])
+    assert emb.shape[0] == data.n_items
+
+
+def test_rerun_reuses_and_other_teacher_is_refused(labels, tiny_st_dir):
+    cfg, meta = labels
+    again = run(cfg)
+    assert again.get("reused") and again["job_hash"] == meta["job_hash"]
+    other = GenerateLabelsConfig(**{**cfg.__dict__, "collab": "none"})
+    with pytest.raises(LabelError, match="another teacher or config"):
+        run(other)
+    assert (Path(cfg.out) / META_FILE).exists()  # nothing was lost
+
+
+def test_labels_for_other_data_are_refused(labels):
+    cfg, _ = labels
+    with pytest.raises(LabelError, match="dataset fingerprint"):
+        load_labels(cfg.out, dataset_fingerprint="0" * 16)
+    with pytest.raises(LabelError, match="split fingerprint"):
+        load_labels(cfg.out, split_fingerprint="f" * 16)
+    with pytest.raises(LabelError, match="not a soft-label dataset"):
+        load_labels(Path(cfg.out).parent)
+
+
+def test_causal_lm_teacher_with_shared_prefix(tmp_path, tiny_llama_dir):
+    cfg = config(
+        tmp_path,
+        tiny_llama_dir,
+        teacher="causal_lm",
+        max_users=6,
+        eval_users=4,
+        n_negatives=3,
+        max_positives=2,
+        collab="none",
+        popularity=False,
+        batch_size=4,
+    )
+    meta = run(cfg)
+    ds, _ = load_labels(cfg.out)
+    assert meta["n_users"] == 6 and len(ds) == meta["n_pairs"]
+    assert meta["teacher"]["template_hash"]
+    assert meta["teacher"]["parts"] == ["text"]
+
+
+def test_kill_minus_9_then_resume_matches_uninterrupted_run(tmp_path, tiny_st_dir):
+    ref = config(tmp_path / "ref", tiny_st_dir, shard_users=5)
+    run(ref)
+    out = tmp_path / "killed" / "labels"
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "generate-labels",
+        "--dataset",
+        DATASET,
+        "--model",
+        str(tiny_st_dir),
+        "--n-negatives",
+        "8",
+        "--max-positives",
+        "5",
+        "--eval-users",
+        "20",
+        "--eval-negatives",
+        "10",
+        "--shard-users",
+        "5",
+        "--threads",
+        "1",
+        "--max-seq-length",
+        "32",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, SLEEP_ENV: "1.0"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = out.with_name("labels.partial")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(partial.glob("shard-*"))) < 2:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in partial.glob("shard-*"))
+    assert 2 <= len(done_before) < 8, done_before  # killed mid-run
+    assert not (out / META_FILE).exists()
+    env.pop(SLEEP_ENV)
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    a, _ = load_labels(ref.out)
+    b, _ = load_labels(out)
+    ta, tb = columns(a), columns(b)
+    for name in COLUMNS:
+        assert (ta[name] == tb[name]).all(), name
+    assert len(set(zip(tb["user"], tb["item"]))) == len(b)  # no duplicated pairs
+    assert not partial.exists()
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ValueError, match="teacher='gpt'"):
+        GenerateLabelsConfig(teacher="gpt")
+    with pytest.raises(ValueError, match="strategy"):
+        GenerateLabelsConfig(strategy="best")
+    with pytest.raises(ValueError, match="shard_users=0"):
+        GenerateLabelsConfig(shard_users=0)
+
+
+def test_unknown_model_path_is_named(tmp_path):
+    cfg = config(tmp_path, tmp_path / "no-such-model")
+    with pytest.raises((OSError, ValueError), match="no-such-model"):
+        run(cfg)

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipelines.cli import main
+from pipelines.labels.generate_labels import GenerateLabelsConfig
+from pipelines.labels.generate_labels import run as generate
+from pipelines.labels.schema import LabelError
+from pipelines.training.train_student import TrainStudentConfig, run
+from student.model import TwoTower
+
+DATASET = "synthetic:users=50,items=70,per_user=12,seed=4"
+SMALL = dict(
+    dataset=DATASET,
+    epochs=3,
+    patience=2,
+    batch_size=64,
+    id_dim=8,
+    hidden=16,
+    out_dim=8,
+    history_len=10,
+    n_negatives=16,
+    soft_users=16,
+    threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def label_dir(tmp_path_factory, tiny_st_dir):
+    out = tmp_path_factory.mktemp("tl") / "labels"
+    generate(
+        GenerateLabelsConfig(
+            dataset=DATASET,
+            model=str(tiny_st_dir),
+            n_negatives=10,
+            max_positives=5,
+            eval_users=20,
+            eval_negatives=10,
+            threads=1,
+            max_seq_length=32,
+            out=str(out),
+        )
+    )
+    return out
+
+
+def test_hard_only_is_deterministic_and_saves(tmp_path):
+    a = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "a")))
+    b = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "b")))
+    assert a["test"] == b["test"] and a["mode"] == "hard"
+    ma = TwoTower.from_pretrained(tmp_path / "a" / "model")
+    mb = TwoTower.from_pretrained(tmp_path / "b" / "model")
+    for (k, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert torch.equal(va, vb), k
+    saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert {"ndcg@10", "recall@10", "mrr@10"} <= set(saved["test"]) and saved["params"] > 0
+    assert 0 < saved["best_epoch"] <= 3
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        dict(w_kl=1.0, temperature=2.0),
+        dict(w_kl=0.0, w_bce=1.0, w_margin=0.5, w_rank=0.5, w_embed=0.1),
+        dict(w_kl=1.0, use_text=True, soft_observed=False),
+        dict(w_kl=1.0, teacher_norm="list", use_user_id=False),
+    ],
+)
+def test_distilled_losses_train(tmp_path, label_dir, weights):
+    res = run(
+        TrainStudentConfig(**SMALL, labels=str(label_dir), out=str(tmp_path / "d"), **weights)
+    )
+    assert res["mode"] == "distilled" and res["teacher"]["parts"] == ["text", "ease", "popularity"]
+    assert all(v == v for v in res["test"].values())  # no NaN
+    hist = res["history"][0]
+    for term, w in (
+        ("listwise_kl", "w_kl"),
+        ("soft_bce", "w_bce"),
+        ("rank", "w_rank"),
+        ("embed", "w_embed"),
+    ):
+        if weights.get(w, 1.0 if w == "w_kl" else 0.0) > 0:
+            assert f"loss_{term}" in hist, term
+
+
+def test_labels_for_another_split_are_refused(tmp_path, label_dir):
+    with pytest.raises(LabelError, match="split fingerprint"):
+        run(
+            TrainStudentConfig(
+                **{**SMALL, "protocol": "temporal"}, labels=str(label_dir), out=str(tmp_path / "x")
+            )
+        )
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="--labels"):
+        TrainStudentConfig()
+    with pytest.raises(ValueError, match="temperature"):
+        TrainStudentConfig(no_teacher=True, temperature=0)
+    with pytest.raises(ValueError, match="teacher_norm"):
+        TrainStudentConfig(no_teacher=True, teacher_norm="zscore")
+    with pytest.raises(ValueError, match="hard_loss"):
+        TrainStudentConfig(no_teacher=True, hard_loss="hinge")
+
+
+def test_cli_in_process(tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = [
+        "train-student",
+        "--no-teacher",
+        "--out",
+        str(out),
+        "--dataset",
+        DATASET,
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--id-dim",
+        "8",
+        "--out-dim",
+        "8",
+        "--threads",
+        "1",
+        "--hard-loss",
+        "bpr",
+    ]
+    res = main(argv)
+    assert res["config"]["hard_loss"] == "bpr"
+    assert "student (hard)" in capsys.readouterr().out
+    assert Path(out / "model" / "model.safetensors").exists()
