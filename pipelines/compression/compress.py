@@ -25,7 +25,7 @@ import torch
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import histories, load_dataset, make_split
+from pipelines.data import histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
 from student.compress import (
     choose_int8_parts,
@@ -130,7 +130,7 @@ def run(config: CompressConfig) -> dict:
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)
-    split = make_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed)
     base = TwoTower.from_pretrained(c.model)
     if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
         raise ValueError(

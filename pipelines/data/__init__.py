@@ -4,13 +4,22 @@ the `prepare` job. Reads raw files; writes statistics."""
 
 from pipelines.data.dataset import DataError, InteractionData, build_data, render_item_text
 from pipelines.data.loaders import load_dataset, load_grouplens, load_ml100k, load_table
-from pipelines.data.splits import PROTOCOLS, Split, histories, make_split, to_csr
+from pipelines.data.splits import (
+    PROTOCOLS,
+    LeakError,
+    Split,
+    histories,
+    make_split,
+    to_csr,
+    training_split,
+)
 from pipelines.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     "PROTOCOLS",
     "DataError",
     "InteractionData",
+    "LeakError",
     "Split",
     "SyntheticConfig",
     "build_data",
@@ -23,4 +32,5 @@ __all__ = [
     "make_synthetic",
     "render_item_text",
     "to_csr",
+    "training_split",
 ]

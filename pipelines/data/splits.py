@@ -5,12 +5,18 @@
 - ``temporal``: leave-last-out per user: the last interaction is test, the second-to-last
   validation. Realistic, but one test item per user.
 Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
+
+The future is unknown at training time: the training side (candidates, labels, adaptation,
+students, compression fine-tunes) gets ``training_split(...)``, a view with no test part at
+all, so reading it raises :class:`LeakError` instead of being merely avoided. Only evaluation
+calls ``make_split``. ``Split.fingerprint`` covers protocol, seed, train and validation, so an
+artifact made from the training view carries the same fingerprint as the full split.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -21,9 +27,15 @@ from pipelines.data.dataset import InteractionData
 PROTOCOLS = ("random", "temporal")
 
 
+class LeakError(RuntimeError):
+    """The training side asked for the test part, which its view of the split does not have."""
+
+
 @dataclass
 class Split:
-    """Train/validation/test interaction frames (same columns as ``InteractionData.interactions``)."""
+    """Train/validation/test interaction frames (same columns as ``InteractionData.interactions``).
+
+    ``test`` is ``None`` in the training view (:meth:`training_view`)."""
 
     protocol: str
     seed: int
@@ -31,11 +43,24 @@ class Split:
     n_items: int
     train: pd.DataFrame
     valid: pd.DataFrame
-    test: pd.DataFrame
+    test: pd.DataFrame | None
+
+    @property
+    def has_test(self) -> bool:
+        return self.test is not None
+
+    def training_view(self) -> Split:
+        """The same split without its test part: what training-side code may see."""
+        return replace(self, test=None)
 
     def part(self, name: str) -> pd.DataFrame:
         if name not in ("train", "valid", "test"):
             raise ValueError(f"split part {name!r}; expected 'train', 'valid' or 'test'")
+        if name == "test" and self.test is None:
+            raise LeakError(
+                "the training view of the split has no test part: training-side code must not "
+                "read it (evaluation builds the full split with make_split)"
+            )
         return getattr(self, name)
 
     def matrix(self, name: str, binary: bool = True) -> sp.csr_matrix:
@@ -49,8 +74,10 @@ class Split:
         return seen
 
     def fingerprint(self) -> str:
+        """Hash of protocol, seed, train and validation (the test part follows from the
+        dataset, protocol and seed, and the training view has none)."""
         h = hashlib.sha256(f"{self.protocol}:{self.seed}".encode())
-        for name in ("train", "valid", "test"):
+        for name in ("train", "valid"):
             f = self.part(name)
             h.update(f["user"].to_numpy().tobytes())
             h.update(f["item"].to_numpy().tobytes())
@@ -86,6 +113,11 @@ def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -
         label[ok & (pos == n_u - 2)] = 1
     parts = [inter[label == i].reset_index(drop=True) for i in range(3)]
     return Split(protocol, seed, data.n_users, data.n_items, *parts)
+
+
+def training_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:
+    """The split as the training side sees it: train and validation, no test part."""
+    return make_split(data, protocol, seed).training_view()
 
 
 def to_csr(frame: pd.DataFrame, n_users: int, n_items: int, binary: bool = True) -> sp.csr_matrix:

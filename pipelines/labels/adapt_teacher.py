@@ -22,7 +22,7 @@ import numpy as np
 
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
-from pipelines.data import load_dataset, make_split, render_item_text
+from pipelines.data import load_dataset, render_item_text, training_split
 from pipelines.labels.teacher import user_text
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _examples(c: AdaptTeacherConfig, data, split, rng):
     users = by_user.index.to_numpy()
     if c.max_users and c.max_users < len(users):
         users = np.sort(rng.choice(users, c.max_users, replace=False))
-    blocked = (split.matrix("train") + split.matrix("valid") + split.matrix("test")).tocsr()
+    blocked = split.matrix("train")  # negatives: anything not in the user's train part
     out = []
     for u in users:
         items = by_user[u]
@@ -111,7 +111,7 @@ def run(config: AdaptTeacherConfig) -> dict:
     t0 = time.perf_counter()
     rng = np.random.default_rng(c.seed)
     data = load_dataset(c.dataset)
-    split = make_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed)
     examples = _examples(c, data, split, rng)
     logger.info("%d adaptation examples from the train split", len(examples))
     out = Path(c.out)

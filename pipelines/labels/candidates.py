@@ -6,7 +6,8 @@ Per user: observed train positives (up to ``max_positives``, most recent first) 
 - ``popularity``: proportional to train popularity (``count ** alpha``);
 - ``hard``: the top unseen items of a cheap retriever (item co-occurrence on train);
 - ``mixed``: a third of each.
-Seeded. A user's validation and test items are never candidates.
+Seeded. Negatives exclude only the user's train items: which items a user will interact with
+later is unknown at training time, so validation and test items may be drawn like any other.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def make_candidates(split: Split, config: CandidateConfig, users=None) -> pd.Dat
     c = config
     rng = np.random.default_rng(c.seed)
     train = split.matrix("train").tocsr()
-    blocked = (train + split.matrix("valid") + split.matrix("test")).tocsr()
+    blocked = train  # only what the user interacted with in train: the future is unknown
     pop = np.asarray(train.sum(0)).ravel()
     p_pop = (pop + 1.0) ** c.popularity_alpha
     hard_scores = None

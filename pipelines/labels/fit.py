@@ -16,7 +16,9 @@ from pipelines.labels.teacher import (
     EmbeddingPart,
     Mix,
     PopularityPart,
+    auc,
     fit_mix,
+    list_ndcg,
     quality,
 )
 
@@ -59,9 +61,10 @@ def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
 
 
 def validation_pairs(split, users: np.ndarray, n_neg: int, seed: int) -> pd.DataFrame:
-    """Each user's validation positives plus ``n_neg`` items they never interacted with."""
+    """Each user's validation positives plus ``n_neg`` items outside their train and validation
+    parts (the training view has no test part to exclude)."""
     rng = np.random.default_rng(seed + 1)
-    blocked = (split.matrix("train") + split.matrix("valid") + split.matrix("test")).tocsr()
+    blocked = (split.matrix("train") + split.matrix("valid")).tocsr()
     valid = split.matrix("valid").tocsr()
     rows = []
     for u in users:
@@ -124,9 +127,37 @@ def fit_teacher(
     )
     v_parts = {p.name: p.score(vu, vi) for p in parts}
     mix, mix_search = fit_mix(v_parts, vu, vl)
-    teacher_quality = quality(v_parts, mix, vu, vl)
+    teacher_quality = cross_fit_quality(v_parts, vu, vl, seed=c.candidate_seed)
     logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
     return FittedTeacher(parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp))
+
+
+def cross_fit_quality(
+    parts: dict[str, np.ndarray], users: np.ndarray, labels: np.ndarray, seed: int, folds: int = 2
+) -> dict:
+    """Teacher quality never measured on the pairs its mix weights were fit on.
+
+    Each part alone needs no fitting: its AUC and list NDCG@10 are over all validation pairs.
+    The mix is cross-fit: the validation users are split into ``folds`` seeded folds; the
+    weights and Platt scale are fit on the other folds and the mix is scored on the held-out
+    one; pairs are [P] arrays (``users``, ``labels``), each part's scores [P]."""
+    out = quality(parts, None, users, labels)
+    uniq = np.unique(users)
+    fold_of = dict(zip(uniq, np.random.default_rng(seed + 2).permutation(len(uniq)) % folds))
+    f = np.array([fold_of[u] for u in users])
+    held = np.zeros(len(users))
+    for k in range(folds):
+        fit, test = f != k, f == k
+        if not fit.any() or not test.any():
+            continue
+        m, _ = fit_mix({n: v[fit] for n, v in parts.items()}, users[fit], labels[fit])
+        held[test] = m.z({n: v[test] for n, v in parts.items()})
+    out["mix"] = {
+        "auc": auc(labels, held),
+        "list_ndcg@10": list_ndcg(users, labels, held),
+        "protocol": f"{folds}-fold cross-fit over validation users (weights fit on the other folds)",
+    }
+    return out
 
 
 def warm_text_part(part, batches: list[np.ndarray]) -> None:

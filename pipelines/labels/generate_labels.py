@@ -28,7 +28,7 @@ import numpy as np
 
 from pipelines.core.config import to_dict
 from pipelines.core.io import atomic_dir, write_json
-from pipelines.data import load_dataset, make_split
+from pipelines.data import load_dataset, training_split
 from pipelines.labels.candidates import CandidateConfig, make_candidates
 from pipelines.labels.config import (
     GenerateLabelsConfig,
@@ -87,7 +87,7 @@ def run(config: GenerateLabelsConfig) -> dict:
         )
 
     data = load_dataset(c.dataset)
-    split = make_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed)
     partial.mkdir(parents=True, exist_ok=True)
     job_file = partial / "job.json"
     if job_file.exists():

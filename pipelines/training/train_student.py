@@ -4,7 +4,8 @@ Hard labels: the observed train interactions, with a logQ-corrected sampled soft
 in-batch positives plus shared popularity-sampled negatives (or BPR). Soft labels: the
 teacher's scores over each user's candidate list (listwise KL at temperature T, pointwise
 soft BCE, margin-MSE, DLLM2Rec-style rank distillation), and optionally the teacher's item
-embeddings. Early stopping on validation NDCG@10; the best epoch's weights are kept.
+embeddings. Early stopping on validation NDCG@10; the best epoch's weights are kept. It sees the
+training view of the split (no test part): test quality is the benchmark's job.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import InteractionData, histories, load_dataset, make_split
+from pipelines.data import InteractionData, histories, load_dataset, training_split
 from pipelines.data.features import item_features, user_features
 from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.scoring import score_fn
@@ -187,7 +188,7 @@ def run(config: TrainStudentConfig) -> dict:
     rng = np.random.default_rng(c.seed)
     t_start = time.perf_counter()
     data = load_dataset(c.dataset)
-    split = make_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed)
     lists, meta = (None, None)
     if not c.no_teacher:
         lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
@@ -264,7 +265,6 @@ def run(config: TrainStudentConfig) -> dict:
     train_seconds = time.perf_counter() - t_start
     fn = score_fn(model, hist)
     valid = evaluate(fn, valid_truth, valid_seen)
-    test = evaluate(fn, split.matrix("test"), split.seen_for("test"))
     out = Path(c.out)
     model.save_pretrained(out / "model")
     result = {
@@ -278,7 +278,6 @@ def run(config: TrainStudentConfig) -> dict:
         "train_seconds": train_seconds,
         "params": count_parameters(model),
         "valid": _metrics(valid),
-        "test": _metrics(test),
         "history": history_log,
     }
     write_json(out / "metrics.json", result)
@@ -290,9 +289,9 @@ def _metrics(m: dict) -> dict:
 
 
 def format_summary(result: dict) -> str:
-    t = result["test"]
+    t = result["valid"]
     return (
-        f"student ({result['mode']}) {result['split']['protocol']} split: test ndcg@10 {t['ndcg@10']:.4f} "
+        f"student ({result['mode']}) {result['split']['protocol']} split: validation ndcg@10 {t['ndcg@10']:.4f} "
         f"recall@10 {t['recall@10']:.4f} mrr@10 {t['mrr@10']:.4f} | best epoch {result['best_epoch']} "
         f"| {result['params']} params | {result['train_seconds']:.0f}s"
     )

@@ -51,13 +51,13 @@ def label_dir(tmp_path_factory, tiny_st_dir):
 def test_hard_only_is_deterministic_and_saves(tmp_path):
     a = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "a")))
     b = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "b")))
-    assert a["test"] == b["test"] and a["mode"] == "hard"
+    assert a["valid"] == b["valid"] and a["mode"] == "hard"
     ma = TwoTower.from_pretrained(tmp_path / "a" / "model")
     mb = TwoTower.from_pretrained(tmp_path / "b" / "model")
     for (k, va), (_, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
         assert torch.equal(va, vb), k
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert {"ndcg@10", "recall@10", "mrr@10"} <= set(saved["test"]) and saved["params"] > 0
+    assert {"ndcg@10", "recall@10", "mrr@10"} <= set(saved["valid"]) and saved["params"] > 0
     assert 0 < saved["best_epoch"] <= 3
 
 
@@ -75,7 +75,7 @@ def test_distilled_losses_train(tmp_path, label_dir, weights):
         TrainStudentConfig(**SMALL, labels=str(label_dir), out=str(tmp_path / "d"), **weights)
     )
     assert res["mode"] == "distilled" and res["teacher"]["parts"] == ["text", "ease", "popularity"]
-    assert all(v == v for v in res["test"].values())  # no NaN
+    assert all(v == v for v in res["valid"].values())  # no NaN
     hist = res["history"][0]
     for term, w in (
         ("listwise_kl", "w_kl"),
