@@ -1,4 +1,4 @@
-"""Serve item embeddings with FAISS: build, search, save/load an item index, and retrieve.
+"""The FAISS item index: build, search, save/load (with its id map and checks), MIPS transform.
 
 Works on numpy arrays only (the caller encodes users and items with the student).
 
@@ -8,7 +8,7 @@ Scores are always inner products (higher is better). Two regimes:
   L2-normalised, so inner product == cosine and every index kind (SQ8, IVF, HNSW) keeps its
   recall.
 * ``normalize=False`` (raw dot products, norms spread like popularity). Measured with
-  ``pipelines.index_bench`` (log-normal norms, sigma 0.5, 100k x 64): flat SQ8 over inner
+  ``pipelines.evaluation.index_scale`` (log-normal norms, sigma 0.5, 100k x 64): flat SQ8 over inner
   product holds when its ranges are trained on all vectors (``sq_train_on_all``); HNSW over inner
   product holds; IVF over inner product collapses (a partition by direction misses the
   large-norm items a query prefers). ``mips_transform=True`` appends ``sqrt(M^2 - |x|^2)``
@@ -26,169 +26,25 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
-import shutil
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
-import scipy.sparse as sp
 from tqdm.auto import tqdm
+
+from student._io import atomic_dir
+from student.serving.config import NORM_SPREAD_WARN, IndexConfig, default_nlist, factory_string
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8")
-METRICS = ("ip",)
 FORMAT_NAME = "recdistill.item_index"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.npy"
 META_FILE = "meta.json"
-# Norm spread (std / mean) above which un-normalised approximate IP search is flagged.
-NORM_SPREAD_WARN = 0.05
 _ADD_CHUNK = 100_000
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"IndexConfig.{name}={value!r} is invalid; expected {allowed}")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"IndexConfig.{name}={value!r} is invalid; expected True or False")
-
-
-@dataclass
-class IndexConfig:
-    """How to index item embeddings; stored in the index's ``meta.json``."""
-
-    kind: str = field(
-        default="flat",
-        metadata={"help": f"Index kind, one of {INDEX_KINDS}. 'flat' is exact search."},
-    )
-    metric: str = field(
-        default="ip", metadata={"help": "Similarity; only 'ip' (inner product) is supported."}
-    )
-    normalize: bool = field(
-        default=True,
-        metadata={
-            "help": "L2-normalise items and queries (IP == cosine). True for cosine-trained "
-            "embeddings; approximate IP search on un-normalised vectors loses recall."
-        },
-    )
-    mips_transform: bool = field(
-        default=False,
-        metadata={
-            "help": "For normalize=False: append sqrt(M^2-|x|^2) so MIPS becomes L2 search. "
-            "Use with refine=True when the codes are 8-bit."
-        },
-    )
-    nlist: int | None = field(
-        default=None,
-        metadata={
-            "help": "IVF cells; None = round(4*sqrt(N)), capped at N//39 (faiss's minimum "
-            "training points per centroid) and 65536."
-        },
-    )
-    nprobe: int = field(default=32, metadata={"help": "IVF cells visited per query."})
-    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node (M)."})
-    ef_construction: int = field(default=80, metadata={"help": "HNSW efConstruction."})
-    ef_search: int = field(default=128, metadata={"help": "HNSW efSearch (>= k is used)."})
-    refine: bool = field(
-        default=False,
-        metadata={
-            "help": "Re-rank a k*refine_factor shortlist exactly on float vectors "
-            "(faiss.IndexRefineFlat; stores a float copy, so it costs 4 bytes/dim)."
-        },
-    )
-    refine_factor: int = field(default=4, metadata={"help": "Shortlist size factor for refine."})
-    sq_train_on_all: bool = field(
-        default=True,
-        metadata={
-            "help": "Train the scalar-quantizer ranges (and IVF) on all vectors; False = a "
-            "seeded sample of train_sample rows (outliers may be clipped)."
-        },
-    )
-    train_sample: int = field(
-        default=100_000, metadata={"help": "Sample size when sq_train_on_all is False."}
-    )
-    kmeans_points_per_centroid: int = field(
-        default=256,
-        metadata={"help": "IVF k-means subsamples to this many points per centroid (faiss)."},
-    )
-    seed: int = field(default=0, metadata={"help": "Seed for sampling and k-means."})
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"IndexConfig.kind={self.kind!r} is invalid; allowed: {INDEX_KINDS}")
-        if self.metric not in METRICS:
-            raise ValueError(f"IndexConfig.metric={self.metric!r} is invalid; allowed: {METRICS}")
-        for name in ("normalize", "mips_transform", "refine", "sq_train_on_all"):
-            _check_bool(name, getattr(self, name))
-        if self.nlist is not None:
-            _check_int("nlist", self.nlist, 1, 1 << 20)
-        _check_int("nprobe", self.nprobe, 1)
-        _check_int("hnsw_m", self.hnsw_m, 2, 512)
-        _check_int("ef_construction", self.ef_construction, 1)
-        _check_int("ef_search", self.ef_search, 1)
-        _check_int("refine_factor", self.refine_factor, 1)
-        _check_int("train_sample", self.train_sample, 1)
-        _check_int("kmeans_points_per_centroid", self.kmeans_points_per_centroid, 1)
-        _check_int("seed", self.seed, 0)
-        if self.normalize and self.mips_transform:
-            raise ValueError(
-                "IndexConfig.mips_transform=True is invalid with normalize=True; the transform "
-                "is for un-normalised vectors (set normalize=False) or leave it False"
-            )
-        if self.refine and self.kind == "flat":
-            raise ValueError(
-                "IndexConfig.refine=True is invalid with kind='flat' (already exact); "
-                f"use refine with one of {INDEX_KINDS[1:]}"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"IndexConfig: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
-
-    @property
-    def is_ivf(self) -> bool:
-        return self.kind.startswith("ivf")
-
-    @property
-    def is_hnsw(self) -> bool:
-        return self.kind.startswith("hnsw")
-
-
-def default_nlist(n: int) -> int:
-    """round(4*sqrt(n)), capped at n // 39 (>= 1) and 65536."""
-    return int(max(1, min(round(4 * math.sqrt(n)), n // 39, 65536)))
-
-
-def factory_string(config: IndexConfig, nlist: int | None = None) -> str:
-    """The ``faiss.index_factory`` string for ``config`` (refine is wrapped separately)."""
-    codes = "SQ8" if config.kind.endswith("sq8") else "Flat"
-    if config.kind in ("flat", "sq8"):
-        return codes
-    if config.is_ivf:
-        if nlist is None:
-            raise ValueError("factory_string: an IVF kind needs nlist")
-        return f"IVF{nlist},{codes}"
-    return f"HNSW{config.hnsw_m},{codes}"
 
 
 def embedding_fingerprint(emb: np.ndarray) -> str:
@@ -444,22 +300,10 @@ class ItemIndex:
                     f"ItemIndex.save: {target} is a non-empty folder without {META_FILE}; "
                     "refusing to replace it (choose an empty or new folder)"
                 )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             np.save(tmp / IDS_FILE, self.item_ids, allow_pickle=False)
             (tmp / META_FILE).write_text(json.dumps(self.meta(), indent=2))
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-                os.replace(target, old / "index")
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         logger.info("saved %s index (%d items) to %s", self.config.kind, self.n, target)
         return target
 
@@ -588,129 +432,3 @@ def mips_augment(x: np.ndarray) -> tuple[np.ndarray, float]:
     max_norm = float(np.sqrt(norms2.max()))
     extra = np.sqrt(np.maximum(max_norm**2 - norms2, 0.0)).astype(np.float32)
     return np.hstack([x, extra[:, None]]), max_norm
-
-
-def _seen_rows(seen: Any, n_queries: int) -> list[np.ndarray]:
-    """Normalise ``seen`` (None, CSR matrix, or per-query sets/arrays) to int64 arrays."""
-    if seen is None:
-        return [np.empty(0, np.int64)] * n_queries
-    if sp.issparse(seen):
-        csr = sp.csr_matrix(seen)
-        if csr.shape[0] != n_queries:
-            raise ValueError(
-                f"seen: sparse matrix has {csr.shape[0]} rows, expected one per query ({n_queries})"
-            )
-        return [
-            csr.indices[csr.indptr[i] : csr.indptr[i + 1]].astype(np.int64)
-            for i in range(n_queries)
-        ]
-    if not isinstance(seen, Sequence) and not isinstance(seen, np.ndarray):
-        raise ValueError(
-            f"seen: expected None, a scipy sparse matrix or a list of item-row sets, got "
-            f"{type(seen).__name__}"
-        )
-    if len(seen) != n_queries:
-        raise ValueError(f"seen: has {len(seen)} entries, expected one per query ({n_queries})")
-    out = []
-    for i, s in enumerate(seen):
-        arr = np.fromiter(s, dtype=np.int64) if isinstance(s, (set, frozenset)) else np.asarray(s)
-        if arr.size and arr.dtype.kind not in "iu":
-            raise ValueError(f"seen[{i}]: expected integer item rows, got dtype {arr.dtype}")
-        out.append(np.unique(arr.astype(np.int64).ravel()))
-    return out
-
-
-def retrieve(
-    query_emb: np.ndarray,
-    k: int,
-    seen: Any,
-    index: ItemIndex,
-) -> np.ndarray:
-    """Top-k original item ids per query, excluding seen items.
-
-    query_emb [B, D]; ``seen``: None, a scipy sparse matrix [B, N] of item rows, or a list of B
-    sets/arrays of item ROWS. Over-fetches k + max seen count (capped at N), filters, and
-    re-fetches more for a query that is still short. Returns ids [B, k] (dtype of the id map).
-    """
-    _check_int_arg("k", k)
-    n = index.n
-    seen_rows = _seen_rows(seen, len(np.asarray(query_emb)))
-    for i, s in enumerate(seen_rows):
-        if s.size and (s.min() < 0 or s.max() >= n):
-            bad = int(s[(s < 0) | (s >= n)][0])
-            raise ValueError(f"seen[{i}]: item row {bad} is outside the catalogue [0, {n})")
-        if n - len(s) < k:
-            raise ValueError(
-                f"retrieve: query {i} has {len(s)} seen items; the catalogue of {n} items leaves "
-                f"{n - len(s)} unseen, fewer than k={k}"
-            )
-    max_seen = max((len(s) for s in seen_rows), default=0)
-    fetch = min(k + max_seen, n)
-    _, rows = index.search(query_emb, fetch)
-    out = np.empty((len(seen_rows), k), dtype=np.int64)
-    short = []
-    for i, s in enumerate(seen_rows):
-        picked = _filter(rows[i], s, k)
-        if len(picked) < k:
-            short.append(i)
-        else:
-            out[i] = picked
-    q_all = np.asarray(query_emb)
-    while short:
-        if fetch >= n:
-            raise RuntimeError(
-                f"retrieve: the index returned fewer than k={k} unseen items for query "
-                f"{short[0]} even when asked for all {n}; raise nprobe / ef_search"
-            )
-        fetch = min(2 * fetch, n)
-        _, rows = index.search(q_all[short], fetch)
-        still = []
-        for j, i in enumerate(short):
-            picked = _filter(rows[j], seen_rows[i], k)
-            if len(picked) < k:
-                still.append(i)
-            else:
-                out[i] = picked
-        short = still
-    return index.item_ids[out]
-
-
-def _filter(rows: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
-    keep = rows[(rows >= 0) & ~np.isin(rows, seen)]
-    return keep[:k]
-
-
-class Retriever:
-    """The serving entry point: user indices -> top-k original item ids, seen items excluded.
-
-    ``model`` is a two-tower student (anything with ``encode_users(user_idx, history)``),
-    ``index`` an :class:`ItemIndex` built from its item tower, ``histories`` the
-    ``[n_users, L]`` history matrix the user tower reads (padded with ``n_items``), and
-    ``seen`` a ``[n_users, n_items]`` sparse matrix of items never to return.
-    """
-
-    def __init__(self, model: Any, index: ItemIndex, histories: np.ndarray, seen: Any) -> None:
-        seen = sp.csr_matrix(seen)
-        if seen.shape[1] != index.n:
-            raise ValueError(
-                f"seen has {seen.shape[1]} item columns but the index holds {index.n} items"
-            )
-        if len(histories) != seen.shape[0]:
-            raise ValueError(f"histories has {len(histories)} users but seen has {seen.shape[0]}")
-        self.model, self.index, self.seen = model, index, seen
-        self.histories = np.asarray(histories, dtype=np.int64)
-
-    def retrieve(self, user_idx: Any, k: int) -> np.ndarray:
-        """user_idx [B] -> original item ids [B, k]."""
-        import torch
-
-        users = np.asarray(user_idx, dtype=np.int64).reshape(-1)
-        if users.size and (users.min() < 0 or users.max() >= len(self.histories)):
-            raise ValueError(
-                f"user_idx must lie in [0, {len(self.histories) - 1}]; got {users.min()}..{users.max()}"
-            )
-        with torch.no_grad():
-            emb = self.model.encode_users(
-                torch.as_tensor(users), torch.as_tensor(self.histories[users])
-            )
-        return retrieve(emb.numpy().astype(np.float32), k, self.seen[users], self.index)

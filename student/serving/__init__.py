@@ -1,0 +1,22 @@
+"""Serving: item embeddings in a FAISS index with their id map, and retrieval for users.
+
+- ``config``: ``IndexConfig`` (flat, SQ8, IVF, HNSW; refine; MIPS transform), factory strings;
+- ``index``: ``ItemIndex`` build / search / save / load;
+- ``retrieve``: over-fetch and drop seen items; ``Retriever`` (student user tower -> index).
+"""
+
+from student.serving.config import INDEX_KINDS, IndexConfig, default_nlist, factory_string
+from student.serving.index import ItemIndex, embedding_fingerprint, mips_augment
+from student.serving.retrieve import Retriever, retrieve
+
+__all__ = [
+    "INDEX_KINDS",
+    "IndexConfig",
+    "ItemIndex",
+    "Retriever",
+    "default_nlist",
+    "embedding_fingerprint",
+    "factory_string",
+    "mips_augment",
+    "retrieve",
+]
