@@ -68,7 +68,11 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
         top = torch.arange(k).expand(len(users), k).clone()
         top[~mask[:, :k]] = -1
         conf = torch.as_tensor(lists.probs[users][:, :k])
-        terms["rank"] = rank_distill_loss(s, top, conf)
+        # negatives: the rest of the list, minus padded slots and the user's observed train
+        # positives (DLLM2Rec samples negatives among items the user did not interact with)
+        rest = torch.arange(k, items.shape[1]).expand(len(users), -1).clone()
+        rest[~(mask[:, k:] & ~torch.as_tensor(lists.observed[users][:, k:]))] = -1
+        terms["rank"] = rank_distill_loss(s, top, conf, neg_idx=rest)
     if weights.embed > 0:
         idx = torch.as_tensor(
             rng.choice(model.config.n_items, min(1024, model.config.n_items), replace=False)
