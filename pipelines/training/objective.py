@@ -23,9 +23,11 @@ from student.losses import (
 def hard_loss(model, u, h, pos, neg, p_data, p_neg, c) -> torch.Tensor:
     user_emb = model.encode_users(u, h)
     if c.hard_loss == "bpr":
+        # every row against all N shared negatives (any N >= 1), accidental hits masked
         s_pos = model.score(user_emb, model.encode_items(pos)[:, None, :])[:, 0]
-        s_neg = model.score(user_emb, model.encode_items(neg[: len(u)])[:, None, :])
-        return bpr_loss(s_pos, s_neg)
+        s_neg = model.score(user_emb, model.encode_items(neg))  # [B, N]
+        valid = accidental_hit_mask(pos, neg)
+        return bpr_loss(s_pos, s_neg, mask=valid if valid.any() else None)
     cand = torch.cat([pos, neg])
     scores = model.score(user_emb, model.encode_items(cand))  # [B, B + N]
     B = len(u)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from pipelines.training.objective import soft_terms
+from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.soft_lists import SoftLists
 from student.losses import DistillLossWeights, rank_distill_loss
 
@@ -67,3 +67,23 @@ def test_rank_term_negatives_are_the_unpadded_non_topk_unobserved_candidates() -
     pos = (w0 * softplus(-2.0) + w1 * softplus(-1.0)) / (w0 + w1)
     neg = softplus(-2.0)  # item 2 only: not item 4 (observed), not the padded item 0 slots
     assert abs(terms["rank"].item() - (pos + neg)) < 1e-5
+
+
+def test_bpr_hard_loss_with_fewer_negatives_than_the_batch() -> None:
+    model = ItemScoreModel([0.0, 1.0, 2.0, 3.0, 4.0])
+    u = torch.arange(4)
+    pos = torch.tensor([4, 4, 3, 3])
+    p = np.full(5, 0.2)
+    for n in (1, 3, 4, 9):
+        c = SimpleNamespace(hard_loss="bpr", n_negatives=n)
+        neg = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])[:n]
+        loss = hard_loss(model, u, None, pos, neg, p, p, c)
+        # every (row, negative) pair counts: mean of softplus(s_neg - s_pos)
+        expected = np.mean([softplus(float(j) - float(i)) for i in pos for j in neg])
+        assert abs(loss.item() - expected) < 1e-5, n
+    # a negative that is the row's own positive (item 4 for rows 0 and 1) is not a pair
+    c = SimpleNamespace(hard_loss="bpr", n_negatives=2)
+    loss = hard_loss(model, u, None, pos, torch.tensor([4, 0]), p, p, c)
+    pairs = [(4, 0), (4, 0), (3, 4), (3, 0), (3, 4), (3, 0)]
+    expected = np.mean([softplus(float(j) - float(i)) for i, j in pairs])
+    assert abs(loss.item() - expected) < 1e-5

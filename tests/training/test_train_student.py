@@ -128,6 +128,8 @@ def test_cli_in_process(tmp_path, capsys):
         "1",
         "--hard-loss",
         "bpr",
+        "--n-negatives",
+        "4",  # fewer negatives than the batch
     ]
     res = main(argv)
     assert res["config"]["hard_loss"] == "bpr"
