@@ -59,7 +59,20 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
             t_kl = (t_scores - mean) / std
         terms["listwise_kl"] = listwise_kl_loss(s, t_kl, c.temperature, mask=mask)
     if weights.soft_bce > 0:
-        terms["soft_bce"] = soft_bce_loss(s, torch.as_tensor(lists.probs[users]), mask=mask)
+        # The stored prob is Platt-calibrated on validation pairs (a user's validation
+        # positives against eval_negatives sampled negatives), so its level follows that
+        # sampling ratio, not P(like); another ratio adds a constant to every teacher logit.
+        # teacher_norm="list" therefore centres the logits within each list (over its valid
+        # entries) before the sigmoid: the target keeps the teacher's calibrated slope and
+        # within-list differences and is exactly invariant to such a shift. "none" uses the
+        # stored prob.
+        if c.teacher_norm == "list":
+            m = mask.float()
+            mean = (t_scores * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+            target = torch.sigmoid(t_scores - mean) * m
+        else:
+            target = torch.as_tensor(lists.probs[users])
+        terms["soft_bce"] = soft_bce_loss(s, target, mask=mask)
     if weights.margin_mse > 0:
         # teacher-best candidate (column 0, lists are sorted by teacher rank) against the rest
         terms["margin_mse"] = margin_mse_loss(

@@ -87,3 +87,43 @@ def test_bpr_hard_loss_with_fewer_negatives_than_the_batch() -> None:
     pairs = [(4, 0), (4, 0), (3, 4), (3, 0), (3, 4), (3, 0)]
     expected = np.mean([softplus(float(j) - float(i)) for i, j in pairs])
     assert abs(loss.item() - expected) < 1e-5
+
+
+def test_soft_bce_targets_ignore_a_constant_shift_of_the_teacher_logits() -> None:
+    # Platt's intercept moves with the validation sampling ratio (1 positive per user to
+    # eval_negatives negatives): the same teacher with another ratio adds a constant to every
+    # logit. With teacher_norm="list" soft BCE sees only differences within a list.
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(3, 5, generator=gen).numpy()
+    mask = np.array([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]])
+    c = SimpleNamespace(soft_users=3, rank_k=2, teacher_norm="list", temperature=1.0)
+    weights = DistillLossWeights(hard=0.0, soft_bce=1.0)
+    hist = torch.zeros(3, 1, dtype=torch.long)
+
+    def run(shift: float, norm: str = "list") -> tuple[float, torch.Tensor]:
+        model = ItemScoreModel([0.5, -1.0, 2.0, 0.0, 1.0, -0.5, 0.3, 1.5, -2.0, 0.7])
+        s = np.where(mask, scores + shift, 0.0).astype(np.float32)
+        lists = SoftLists(
+            items=np.where(mask, np.arange(15).reshape(3, 5) % 10, 0),
+            scores=s,
+            probs=np.where(mask, 1 / (1 + np.exp(-s)), 0.0).astype(np.float32),
+            observed=np.zeros((3, 5), bool),
+            mask=mask,
+            users=np.arange(3),
+            item_embeddings=None,
+        )
+        cc = SimpleNamespace(**{**c.__dict__, "teacher_norm": norm})
+        rng = np.random.default_rng(0)
+        loss = soft_terms(model, lists, hist, rng, cc, weights, None, None)["soft_bce"]
+        loss.backward()
+        return loss.item(), model.item_scores.grad.clone()
+
+    base_loss, base_grad = run(0.0)
+    for shift in (-4.0, 3.0):  # e.g. 1:50 vs 1:1 sampling moves the logits by ~log(50)
+        loss, grad = run(shift)
+        assert abs(loss - base_loss) < 1e-6
+        torch.testing.assert_close(grad, base_grad)
+    # teacher_norm="none" keeps the stored probabilities, so the shift shows there
+    _, none_grad = run(0.0, "none")
+    _, none_shifted = run(3.0, "none")
+    assert not torch.allclose(none_grad, none_shifted)
