@@ -4,6 +4,14 @@ MovieLens-100K -> embedding teacher (+ EASE^R) soft labels -> hard-only and dist
 students -> pruned and int8 student -> FAISS indexes -> benchmark report, all under ``out``.
 Each step records a key (its config plus the keys of the steps it reads); a rerun reuses a
 step whose key is unchanged and redoes it (and what follows) when it changed.
+
+``overrides`` passes settings to the steps' own configs: a mapping (or its YAML/JSON text on
+the command line) of step name -> {field: value}, e.g.
+``--overrides '{labels: {n_negatives: 10, max_users: 100}, compress: {finetune_epochs: 2}}'``.
+Steps: ``prepare``, ``labels``, ``student_hard``, ``student_distilled``, ``compress``,
+``benchmark``; fields are those of the step's job (``recdistill <job> --help``). Fields the
+demo sets itself (paths between steps, dataset, protocol, teacher, seed, epochs) are refused:
+use the demo's own field.
 """
 
 from __future__ import annotations
@@ -12,8 +20,10 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+import yaml
 
 from pipelines.compression import compress
 from pipelines.core.config import to_dict
@@ -41,12 +51,75 @@ class DemoConfig:
     seed: int = field(default=0, metadata={"help": "training seed"})
     epochs: int = field(default=40, metadata={"help": "maximum student epochs"})
     out: str = field(default="runs/demo", metadata={"help": "output folder for every artifact"})
+    overrides: str = field(
+        default="",
+        metadata={
+            "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "
+            "student_hard: {hidden: 64}}' (steps: prepare, labels, student_hard, "
+            "student_distilled, compress, benchmark); a mapping in --config files"
+        },
+    )
 
     def __post_init__(self):
         if self.protocol not in ("random", "temporal"):
             raise ValueError(
                 f"DemoConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
             )
+        for name in STEPS:
+            self.step_overrides(name)  # validates every step's overrides
+
+    def step_overrides(self, name: str) -> dict:
+        """The override fields of step ``name`` (checked against its config class)."""
+        raw = self.overrides
+        steps = yaml.safe_load(raw) if isinstance(raw, str) else raw
+        steps = steps or {}
+        if not isinstance(steps, dict) or not all(isinstance(v, dict) for v in steps.values()):
+            raise ValueError(
+                f"DemoConfig.overrides={raw!r}; expected a mapping of step -> {{field: value}}"
+            )
+        unknown = sorted(set(steps) - set(STEPS))
+        if unknown:
+            raise ValueError(
+                f"DemoConfig.overrides: unknown step(s) {unknown}; expected some of {list(STEPS)}"
+            )
+        cls, wired = STEPS[name]
+        mine = steps.get(name, {})
+        allowed = {f.name for f in fields(cls)} - wired
+        bad = sorted(set(mine) - allowed)
+        if bad:
+            set_here = sorted(set(bad) & wired)
+            raise ValueError(
+                f"DemoConfig.overrides[{name!r}]: field(s) {bad} cannot be overridden"
+                + (f" ({set_here} are set by the demo itself)" if set_here else "")
+                + f"; expected fields of {cls.__name__} other than {sorted(wired)}"
+            )
+        return dict(mine)
+
+
+_DATA = {"dataset", "protocol", "out"}
+# step -> (config class, fields the demo sets itself)
+STEPS: dict[str, tuple[type, set[str]]] = {
+    "prepare": (prepare.PrepareConfig, {"dataset", "out"}),
+    "labels": (
+        generate_labels.GenerateLabelsConfig,
+        _DATA | {"teacher", "model", "overwrite"},
+    ),
+    "student_hard": (train_student.TrainStudentConfig, _DATA | {"no_teacher", "seed", "epochs"}),
+    "student_distilled": (train_student.TrainStudentConfig, _DATA | {"labels", "seed", "epochs"}),
+    "compress": (compress.CompressConfig, _DATA | {"model"}),
+    "benchmark": (
+        benchmark.BenchmarkConfig,
+        _DATA
+        | {
+            "labels",
+            "student_hard",
+            "student_distilled",
+            "student_pruned",
+            "student_int8",
+            "student_int8_fast",
+        },
+    ),
+}
 
 
 def step(
@@ -87,19 +160,31 @@ def run(config: DemoConfig) -> dict:
     prep, k_prep = timed(
         "prepare",
         prepare,
-        prepare.PrepareConfig(dataset=c.dataset, out=str(out / "prepare")),
+        prepare.PrepareConfig(
+            dataset=c.dataset, out=str(out / "prepare"), **c.step_overrides("prepare")
+        ),
         out / "prepare",
         [],
         "stats.json",
     )
     labels_cfg = generate_labels.GenerateLabelsConfig(
-        **common, teacher=c.teacher, model=c.teacher_model, overwrite=True, out=str(out / "labels")
+        **common,
+        teacher=c.teacher,
+        model=c.teacher_model,
+        overwrite=True,
+        out=str(out / "labels"),
+        **c.step_overrides("labels"),
     )
     labels_meta = generate_labels.run(labels_cfg)  # reuses an identical finished job itself
     k_labels = labels_meta["job_hash"]
     timings["labels"] = labels_meta.get("seconds") if not labels_meta.get("reused") else 0.0
     hard_cfg = train_student.TrainStudentConfig(
-        **common, no_teacher=True, seed=c.seed, epochs=c.epochs, out=str(out / "student_hard")
+        **common,
+        no_teacher=True,
+        seed=c.seed,
+        epochs=c.epochs,
+        out=str(out / "student_hard"),
+        **c.step_overrides("student_hard"),
     )
     hard, k_hard = timed(
         "student_hard", train_student, hard_cfg, out / "student_hard", [k_prep], "metrics.json"
@@ -110,6 +195,7 @@ def run(config: DemoConfig) -> dict:
         seed=c.seed,
         epochs=c.epochs,
         out=str(out / "student_distilled"),
+        **c.step_overrides("student_distilled"),
     )
     dist, k_dist = timed(
         "student_distilled",
@@ -120,7 +206,10 @@ def run(config: DemoConfig) -> dict:
         "metrics.json",
     )
     comp_cfg = compress.CompressConfig(
-        **common, model=str(out / "student_distilled" / "model"), out=str(out / "compressed")
+        **common,
+        model=str(out / "student_distilled" / "model"),
+        out=str(out / "compressed"),
+        **c.step_overrides("compress"),
     )
     _, k_comp = timed(
         "compress", compress, comp_cfg, out / "compressed", [k_dist], "compression.json"
@@ -134,6 +223,7 @@ def run(config: DemoConfig) -> dict:
         student_int8=str(out / "compressed" / "int8"),
         student_int8_fast=str(out / "compressed" / "int8_fast"),
         out=str(out / "benchmark"),
+        **c.step_overrides("benchmark"),
     )
     report, _ = timed(
         "benchmark",

@@ -2,8 +2,11 @@
 
 Steps (each a function ``model -> model`` from ``student.compress``):
 1. structured pruning: physically smaller layers (and optionally embedding dims);
-2. a short distillation fine-tune of the pruned model from the unpruned student
-   (listwise KL over the full catalogue for batches of users, plus the observed positives);
+2. a short distillation fine-tune of the pruned model from the unpruned student: for
+   batches of about 64 train users, the listwise KL (temperature ``temperature``) between
+   the two models' scores over the full catalogue, ``finetune_epochs`` passes over the train
+   users (0 = none). The unpruned student is the only target: no hard labels, the observed
+   positives enter only through the user histories both models read;
 3. int8: ``all`` quantizes every part (smallest; written to ``int8/``); ``auto`` times each
    part (user tower at batch 1, item tower at batch 1024), says where int8 is slower on this
    CPU and keeps fp32 there (written to ``int8_fast/``); ``both`` (default) writes both;

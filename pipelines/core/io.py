@@ -24,9 +24,21 @@ OLD_SUFFIX = ".old"
 
 
 def _siblings(path: Path, suffix: str) -> list[Path]:
+    """``.NAME.<token>SUFFIX`` beside ``path``, oldest first. The token (tempfile's random
+    part) has no dot, so another target whose name starts with ``NAME.`` (``labels`` and
+    ``labels.v2``) never claims these: no glob, which would also read ``[`` in NAME."""
     if not path.parent.exists():
         return []
-    return sorted(path.parent.glob(f".{path.name}.*{suffix}"), key=lambda p: p.stat().st_mtime)
+    head = f".{path.name}."
+    found = [
+        p
+        for p in path.parent.iterdir()
+        if p.name.startswith(head)
+        and p.name.endswith(suffix)
+        and len(p.name) > len(head) + len(suffix)
+        and "." not in p.name[len(head) : -len(suffix)]
+    ]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
 
 
 def recover(path: str | Path) -> Path:

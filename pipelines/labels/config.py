@@ -147,8 +147,11 @@ class GenerateLabelsConfig:
             self.n_negatives, self.max_positives, self.strategy, seed=self.candidate_seed
         )
 
-    def job_hash(self) -> str:
+    def job_hash(self, dataset_fingerprint: str, split_fingerprint: str) -> str:
+        """What the labels depend on: the config (less ``RUN_FIELDS``) and the data it
+        reads, so edited data (same spec, e.g. a changed CSV) is never taken for done."""
         d = to_dict(self)
         for k in RUN_FIELDS:
             d.pop(k)
+        d["_data"] = {"dataset": dataset_fingerprint, "split": split_fingerprint}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -8,7 +8,8 @@ is written to ``<out>.partial/shard-NNNNN`` through a temporary folder and an at
 so a crash (even ``kill -9``) leaves only complete shards. A rerun with the same config skips
 them and gives the same result as an uninterrupted run. The final dataset is assembled in a
 temporary folder and renamed to ``out``. An ``out`` made by another teacher or config is
-refused unless ``--overwrite``; the same config reuses it.
+refused unless ``--overwrite``; the same config on the same data (``job_hash`` covers the
+dataset and split fingerprints) reuses it.
 
 Two engines score the shards with the same code (``score_shard``): ``local`` (in this
 process, the default) and ``ray`` (a Ray Data actor pool, ``pipelines.labels.ray_engine``; shards
@@ -70,24 +71,28 @@ def run(config: GenerateLabelsConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(c.out)
     partial = out.with_name(out.name + ".partial")
-    job_hash = c.job_hash()
+    # the data first (cheap): the job hash covers its fingerprints, so edited data is redone
+    data = load_dataset(c.dataset)
+    split = training_split(data, c.protocol, c.split_seed)
+    job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
     if (out / META_FILE).exists():
         meta = json.loads((out / META_FILE).read_text())
         if meta.get("job_hash") == job_hash:
             logger.info("%s already holds these labels (job %s); reusing them", out, job_hash)
             return {**meta, "reused": True}
         if not c.overwrite:
+            old_fp = meta.get("dataset", {}).get("fingerprint")
             raise LabelError(
-                f"{out} holds labels from another teacher or config (job {meta.get('job_hash')}, "
-                f"teacher {meta.get('teacher', {}).get('kind')}); choose another --out or pass --overwrite"
+                f"{out} holds labels from another teacher or config, or for other data (job "
+                f"{meta.get('job_hash')}, teacher {meta.get('teacher', {}).get('kind')}, dataset "
+                f"fingerprint {old_fp}, now {data.fingerprint()}); choose another --out or pass "
+                "--overwrite"
             )
     elif out.exists() and any(out.iterdir()) and not c.overwrite:
         raise LabelError(
             f"{out} exists and is not a soft-label dataset; choose another --out or pass --overwrite"
         )
 
-    data = load_dataset(c.dataset)
-    split = training_split(data, c.protocol, c.split_seed)
     partial.mkdir(parents=True, exist_ok=True)
     job_file = partial / "job.json"
     if job_file.exists():

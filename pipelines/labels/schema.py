@@ -11,10 +11,19 @@ folder that also holds ``recdistill_labels.json`` (the metadata below). One row 
 | user      | int32   | user index in the dataset (0..n_users-1) |
 | item      | int32   | item index in the dataset (0..n_items-1) |
 | score     | float32 | teacher score in logit units (log-odds, or a calibrated similarity) |
-| prob      | float32 | teacher probability that the user likes the item, sigmoid(score) |
+| prob      | float32 | sigmoid(score): the Platt-calibrated probability that a *validation pair* is a positive (see below), not P(like) |
 | observed  | bool    | the pair is a train interaction |
 | rank      | int32   | position of the candidate in the user's list by teacher score (0 = best) |
 | source    | string  | how the candidate was drawn (positive, uniform, popularity, hard, teacher) |
+
+``prob`` and the level of ``score``: the teacher's mix is Platt-calibrated on the validation
+pairs, each validation user's held-out positives against ``eval_negatives`` sampled items
+(default 50: about 1:50 under the temporal protocol, about 1:5 on ML-100K's random split).
+The Platt intercept absorbs that sampling ratio, so ``prob`` is P(positive | a pair drawn like
+the validation pairs); another ratio shifts every ``score`` by about the same constant and
+leaves each user's ranking unchanged. Use differences within a user's list (the student's
+listwise KL, and its soft BCE under ``teacher_norm="list"``, do) or correct the prior before
+reading ``prob`` as a like rate.
 
 Metadata (``recdistill_labels.json``): ``schema_version``, ``teacher`` (kind, model, adapter,
 template and its hash, parts and weights for a hybrid teacher), ``candidates`` (config),

@@ -9,7 +9,10 @@ Parts:
 
 Each part is standardised (mean/std over the validation pairs), mixed with weights chosen on
 validation (NDCG@10 over each user's validation candidates), then Platt-calibrated so that
-``score`` is a logit and ``prob = sigmoid(score)``.
+``score`` is a logit and ``prob = sigmoid(score)``. The calibration pairs are each user's
+validation positives against ``eval_negatives`` sampled negatives, so ``prob`` is the positive
+rate of pairs sampled that way (about 1:50 per user under the temporal protocol), not P(like):
+the intercept ``b`` moves with the sampling ratio, the order of the scores does not.
 """
 
 from __future__ import annotations
@@ -147,7 +150,11 @@ class PopularityPart:
 
 @dataclass
 class Mix:
-    """score = a * sum_p w_p * (s_p - mean_p) / std_p + b  (a logit); prob = sigmoid(score)."""
+    """score = a * sum_p w_p * (s_p - mean_p) / std_p + b  (a logit); prob = sigmoid(score).
+
+    ``a`` and ``b`` are Platt's, fit on the validation pairs (positives vs ``eval_negatives``
+    sampled negatives per user): ``b`` includes the log-odds of that sampling ratio, so
+    ``prob`` is calibrated for pairs drawn that way, not the probability of a like."""
 
     weights: dict[str, float]
     mean: dict[str, float]

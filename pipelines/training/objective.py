@@ -23,9 +23,11 @@ from student.losses import (
 def hard_loss(model, u, h, pos, neg, p_data, p_neg, c) -> torch.Tensor:
     user_emb = model.encode_users(u, h)
     if c.hard_loss == "bpr":
+        # every row against all N shared negatives (any N >= 1), accidental hits masked
         s_pos = model.score(user_emb, model.encode_items(pos)[:, None, :])[:, 0]
-        s_neg = model.score(user_emb, model.encode_items(neg[: len(u)])[:, None, :])
-        return bpr_loss(s_pos, s_neg)
+        s_neg = model.score(user_emb, model.encode_items(neg))  # [B, N]
+        valid = accidental_hit_mask(pos, neg)
+        return bpr_loss(s_pos, s_neg, mask=valid if valid.any() else None)
     cand = torch.cat([pos, neg])
     scores = model.score(user_emb, model.encode_items(cand))  # [B, B + N]
     B = len(u)
@@ -57,7 +59,20 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
             t_kl = (t_scores - mean) / std
         terms["listwise_kl"] = listwise_kl_loss(s, t_kl, c.temperature, mask=mask)
     if weights.soft_bce > 0:
-        terms["soft_bce"] = soft_bce_loss(s, torch.as_tensor(lists.probs[users]), mask=mask)
+        # The stored prob is Platt-calibrated on validation pairs (a user's validation
+        # positives against eval_negatives sampled negatives), so its level follows that
+        # sampling ratio, not P(like); another ratio adds a constant to every teacher logit.
+        # teacher_norm="list" therefore centres the logits within each list (over its valid
+        # entries) before the sigmoid: the target keeps the teacher's calibrated slope and
+        # within-list differences and is exactly invariant to such a shift. "none" uses the
+        # stored prob.
+        if c.teacher_norm == "list":
+            m = mask.float()
+            mean = (t_scores * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+            target = torch.sigmoid(t_scores - mean) * m
+        else:
+            target = torch.as_tensor(lists.probs[users])
+        terms["soft_bce"] = soft_bce_loss(s, target, mask=mask)
     if weights.margin_mse > 0:
         # teacher-best candidate (column 0, lists are sorted by teacher rank) against the rest
         terms["margin_mse"] = margin_mse_loss(
@@ -68,7 +83,11 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
         top = torch.arange(k).expand(len(users), k).clone()
         top[~mask[:, :k]] = -1
         conf = torch.as_tensor(lists.probs[users][:, :k])
-        terms["rank"] = rank_distill_loss(s, top, conf)
+        # negatives: the rest of the list, minus padded slots and the user's observed train
+        # positives (DLLM2Rec samples negatives among items the user did not interact with)
+        rest = torch.arange(k, items.shape[1]).expand(len(users), -1).clone()
+        rest[~(mask[:, k:] & ~torch.as_tensor(lists.observed[users][:, k:]))] = -1
+        terms["rank"] = rank_distill_loss(s, top, conf, neg_idx=rest)
     if weights.embed > 0:
         idx = torch.as_tensor(
             rng.choice(model.config.n_items, min(1024, model.config.n_items), replace=False)

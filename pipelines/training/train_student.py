@@ -102,7 +102,7 @@ class TrainStudentConfig:
     teacher_norm: str = field(
         default="list",
         metadata={
-            "help": "none: teacher logits as stored; list: standardise them within each user's list before the KL"
+            "help": "none: teacher logits and probs as stored; list: standardise the logits within each user's list before the KL, and centre them there before soft BCE (sigmoid of the centred logit: invariant to the calibration's sampling ratio)"
         },
     )
     temperature: float = field(default=1.0, metadata={"help": "listwise KL temperature T"})

@@ -60,7 +60,8 @@ def rank_distill_loss(
     ``hit[b,k]`` = 1 if the candidate is also in the student's own top-K (DLLM2Rec's
     consistency-aware weight; computed without gradient). ``Neg_b`` = the valid entries of
     ``neg_idx[b]`` that are not teacher positives, or, if ``neg_idx`` is None, every column not
-    in the teacher's top-K. Difference from the paper: DLLM2Rec mixes the position, confidence
+    in the teacher's top-K (so pass ``neg_idx`` when some columns are padding or must not
+    count as negatives, e.g. the user's observed positives). Difference from the paper: DLLM2Rec mixes the position, confidence
     and consistency weights additively (gamma_p*w_p + gamma_c*w_c + gamma_o*w_o); here they
     multiply, so a candidate the teacher gives zero confidence gets zero weight.
 
@@ -114,8 +115,10 @@ def rank_distill_loss(
     weights = weights / row_sum.clamp_min(torch.finfo(s.dtype).tiny).unsqueeze(1)
     pos_term = (weights * F.softplus(-s.gather(1, safe_idx))).sum(dim=1)  # [B]
 
+    # scatter only the valid entries: a padded -1 (clamped to 0) must not clear column 0
     is_pos = torch.zeros_like(s, dtype=torch.bool)
-    is_pos.scatter_(1, safe_idx, valid)
+    rows_v, ks_v = valid.nonzero(as_tuple=True)
+    is_pos[rows_v, idx[rows_v, ks_v]] = True
     if neg_idx is None:
         neg_scores, neg_valid = s, ~is_pos
     else:

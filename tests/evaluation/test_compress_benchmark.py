@@ -128,20 +128,24 @@ def test_benchmark_report_schema(tmp_path, student_dir):
     assert list((tmp_path / "b").glob("*.png"))
 
 
-def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir, monkeypatch):
-    import pipelines.labels.generate_labels as gl
+SMALL_LABELS = {"max_seq_length": 32, "n_negatives": 10, "eval_users": 20, "threads": 1}
 
-    monkeypatch.setattr(
-        gl.GenerateLabelsConfig,
-        "__post_init__",
-        _small_labels(gl.GenerateLabelsConfig.__post_init__),
-    )
+
+def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
     cfg = DemoConfig(
-        dataset=DATASET, teacher_model=str(tiny_st_dir), epochs=1, out=str(tmp_path / "demo")
+        dataset=DATASET,
+        teacher_model=str(tiny_st_dir),
+        epochs=1,
+        overrides={"labels": SMALL_LABELS, "student_hard": {"hidden": 32}},
+        out=str(tmp_path / "demo"),
     )
     rep = demo(cfg)
     validate_report(rep)
     assert "teacher" in rep["models"] and "student_int8" in rep["models"]
+    labels = json.loads((tmp_path / "demo" / "labels" / "recdistill_labels.json").read_text())
+    assert {k: labels["config"][k] for k in SMALL_LABELS} == SMALL_LABELS  # reached the step
+    hard = json.loads((tmp_path / "demo" / "student_hard" / "metrics.json").read_text())
+    assert hard["config"]["hidden"] == 32
     marker = tmp_path / "demo" / "student_hard" / STEP_FILE
     before = marker.stat().st_mtime_ns
     demo(cfg)
@@ -150,12 +154,16 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir, monkeypatch):
     assert marker.stat().st_mtime_ns != before  # config changed: redone
 
 
-def _small_labels(orig):
-    def post_init(self):
-        self.max_seq_length = 32
-        self.n_negatives = 10
-        self.eval_users = 20
-        self.threads = 1
-        orig(self)
-
-    return post_init
+def test_demo_overrides_are_checked():
+    text = DemoConfig(overrides="{labels: {n_negatives: 10}, compress: {finetune_epochs: 2}}")
+    assert text.step_overrides("labels") == {"n_negatives": 10}
+    assert text.step_overrides("compress") == {"finetune_epochs": 2}
+    assert DemoConfig().step_overrides("labels") == {}
+    with pytest.raises(ValueError, match=r"unknown step\(s\) \['label'\]"):
+        DemoConfig(overrides={"label": {"n_negatives": 10}})
+    with pytest.raises(ValueError, match=r"\['n_negative'\] cannot be overridden"):
+        DemoConfig(overrides={"labels": {"n_negative": 10}})
+    with pytest.raises(ValueError, match="set by the demo itself"):
+        DemoConfig(overrides={"student_hard": {"epochs": 3}})
+    with pytest.raises(ValueError, match="expected a mapping"):
+        DemoConfig(overrides="[1, 2]")

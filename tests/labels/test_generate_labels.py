@@ -176,3 +176,34 @@ def test_unknown_model_path_is_named(tmp_path):
     cfg = config(tmp_path, tmp_path / "no-such-model")
     with pytest.raises((OSError, ValueError), match="no-such-model"):
         run(cfg)
+
+
+def test_edited_csv_is_relabelled_not_reused(tmp_path, tiny_st_dir):
+    data = load_dataset(DATASET)
+    inter = data.interactions
+    table = {
+        "user_id": data.users["user_id"].to_numpy()[inter["user"]],
+        "item_id": data.items["item_id"].to_numpy()[inter["item"]],
+        "rating": inter["rating"].to_numpy(),
+        "timestamp": inter["timestamp"].to_numpy(),
+    }
+    import pandas as pd
+
+    csv = tmp_path / "ratings.csv"
+    frame = pd.DataFrame(table)
+    frame.to_csv(csv, index=False)
+    cfg = config(tmp_path, tiny_st_dir, dataset=str(csv))
+    first = run(cfg)
+    assert first["dataset"]["fingerprint"] == load_dataset(str(csv)).fingerprint()
+
+    frame.drop(index=range(0, len(frame), 7)).to_csv(csv, index=False)  # edit the data
+    edited = load_dataset(str(csv)).fingerprint()
+    assert edited != first["dataset"]["fingerprint"]
+    # the old labels are for other data: not reused, and not replaced without --overwrite
+    with pytest.raises(LabelError, match="dataset"):
+        run(cfg)
+    again = run(GenerateLabelsConfig(**{**cfg.__dict__, "overwrite": True}))
+    assert not again.get("reused") and again["job_hash"] != first["job_hash"]
+    assert again["dataset"]["fingerprint"] == edited
+    split = make_split(load_dataset(str(csv)), "random", 0)
+    load_labels(cfg.out, dataset_fingerprint=edited, split_fingerprint=split.fingerprint())

@@ -238,8 +238,11 @@ def test_engine_fields_are_validated_and_not_hashed():
     on_ray = GenerateLabelsConfig(
         engine="ray", ray_concurrency=4, ray_num_cpus=0.5, ray_num_gpus=1.0, ray_address="auto"
     )
-    assert on_ray.job_hash() == base.job_hash()
-    assert GenerateLabelsConfig(n_negatives=7).job_hash() != base.job_hash()
+    fps = ("d" * 16, "s" * 16)
+    assert on_ray.job_hash(*fps) == base.job_hash(*fps)
+    assert GenerateLabelsConfig(n_negatives=7).job_hash(*fps) != base.job_hash(*fps)
+    assert base.job_hash("e" * 16, fps[1]) != base.job_hash(*fps)  # other data, other job
+    assert base.job_hash(fps[0], "t" * 16) != base.job_hash(*fps)
     assert from_dict(GenerateLabelsConfig, json.loads(json.dumps(to_dict(on_ray)))) == on_ray
     with pytest.raises(ValueError, match=r"engine='spark'.*'local', 'ray'"):
         GenerateLabelsConfig(engine="spark")

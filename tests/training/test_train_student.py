@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,8 +129,74 @@ def test_cli_in_process(tmp_path, capsys):
         "1",
         "--hard-loss",
         "bpr",
+        "--n-negatives",
+        "4",  # fewer negatives than the batch
     ]
     res = main(argv)
     assert res["config"]["hard_loss"] == "bpr"
     assert "student (hard)" in capsys.readouterr().out
     assert Path(out / "model" / "model.safetensors").exists()
+
+
+def _teacher_overlap(model_dir, labels, k: int = 5) -> float:
+    """Mean overlap@k of the student's and the teacher's order of each user's unobserved
+    candidates (the part of the list the hard labels say nothing about)."""
+    from pipelines.data import histories, load_dataset, make_split
+    from pipelines.training.scoring import score_fn
+    from pipelines.training.soft_lists import soft_lists
+
+    data = load_dataset(DATASET)
+    split = make_split(data, "random", 0)
+    lists, _ = soft_lists(str(labels), data, split, keep_observed=False)
+    model = TwoTower.from_pretrained(model_dir)
+    hist = torch.as_tensor(
+        histories(split.train, data.n_users, model.config.history_len, data.n_items)
+    )
+    scores = score_fn(model, hist)(lists.users)
+    out = []
+    for row, u in enumerate(lists.users):
+        items = lists.items[u][lists.mask[u]]  # teacher rank order
+        student = items[np.argsort(-scores[row, items], kind="stable")[:k]]
+        out.append(len(set(student) & set(items[:k])) / k)
+    return float(np.mean(out))
+
+
+@pytest.fixture(scope="module")
+def text_label_dir(tmp_path_factory, tiny_st_dir):
+    """Labels from the text part alone (a random tiny encoder): an order of each user's
+    candidates that the interactions do not predict, so only distillation can learn it."""
+    out = tmp_path_factory.mktemp("tl_text") / "labels"
+    generate(
+        GenerateLabelsConfig(
+            dataset=DATASET,
+            model=str(tiny_st_dir),
+            collab="none",
+            popularity=False,
+            n_negatives=10,
+            max_positives=5,
+            eval_users=20,
+            eval_negatives=10,
+            threads=1,
+            max_seq_length=32,
+            out=str(out),
+        )
+    )
+    return out
+
+
+def test_soft_labels_move_the_ranking_toward_the_teacher(tmp_path, text_label_dir):
+    small = {**SMALL, "epochs": 8, "patience": 8, "soft_users": 50}
+    run(TrainStudentConfig(**small, no_teacher=True, out=str(tmp_path / "hard")))
+    run(
+        TrainStudentConfig(
+            **small,
+            labels=str(text_label_dir),
+            w_kl=5.0,
+            soft_observed=False,
+            out=str(tmp_path / "dist"),
+        )
+    )
+    hard = _teacher_overlap(tmp_path / "hard" / "model", text_label_dir)
+    dist = _teacher_overlap(tmp_path / "dist" / "model", text_label_dir)
+    # same seed and settings; measured: hard 0.56 (chance: 0.5), distilled 0.78
+    assert dist > hard + 0.12, (hard, dist)
