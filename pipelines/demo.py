@@ -36,6 +36,7 @@ from pipelines.training import train_student
 logger = logging.getLogger(__name__)
 
 STEP_FILE = "recdistill_step.json"
+COLD_KL = 1.0  # the cold chain's distilled student: weight of the KL over cold candidates
 
 
 @dataclass
@@ -50,13 +51,25 @@ class DemoConfig:
     )
     seed: int = field(default=0, metadata={"help": "training seed"})
     epochs: int = field(default=40, metadata={"help": "maximum student epochs"})
+    cold_start: bool = field(
+        default=True,
+        metadata={
+            "help": "also run the cold-start chain (cold_items protocol) under <out>/cold: "
+            "content-map teacher, content-tower students with id dropout, int8, cold report"
+        },
+    )
+    item_id_dropout: float = field(
+        default=0.5, metadata={"help": "cold chain: the students' item id dropout (DropoutNet)"}
+    )
     out: str = field(default="runs/demo", metadata={"help": "output folder for every artifact"})
     overrides: str = field(
         default="",
         metadata={
             "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "
             "student_hard: {hidden: 64}}' (steps: prepare, labels, student_hard, "
-            "student_distilled, compress, benchmark); a mapping in --config files"
+            "student_distilled, compress, benchmark and the cold chain's cold_labels, "
+            "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark); a "
+            "mapping in --config files"
         },
     )
 
@@ -120,6 +133,15 @@ STEPS: dict[str, tuple[type, set[str]]] = {
         },
     ),
 }
+_CONTENT = {"labels", "use_text", "item_id_dropout"}
+# the cold-start chain's steps (same configs, protocol cold_items)
+STEPS |= {
+    "cold_labels": STEPS["labels"],
+    "cold_student_hard": (STEPS["student_hard"][0], STEPS["student_hard"][1] | _CONTENT),
+    "cold_student_distilled": (STEPS["student_distilled"][0], STEPS["student_distilled"][1] | _CONTENT),
+    "cold_compress": STEPS["compress"],
+    "cold_benchmark": STEPS["benchmark"],
+}  # fmt: skip
 
 
 def step(
@@ -233,17 +255,79 @@ def run(config: DemoConfig) -> dict:
         [k_labels, k_hard, k_dist, k_comp],
         "report.json",
     )
+    if c.cold_start:
+        report["cold"] = _cold_chain(c, out / "cold", timed, k_prep)
     report["demo"] = {"seconds": time.perf_counter() - t0, "step_seconds": timings}
     report["prepare"] = prep
     write_json(out / "demo.json", report["demo"])
     return report
 
 
-def format_summary(report: dict) -> str:
-    return "\n\n".join(
-        [
-            prepare.format_summary(report["prepare"]),
-            benchmark.format_summary(report),
-            f"demo took {report['demo']['seconds']:.0f}s",
-        ]
+def _cold_chain(c: DemoConfig, out: Path, timed, k_prep: str) -> dict:
+    """The cold-start chain: the same steps on the ``cold_items`` protocol. Both students see
+    the items' content (genres, year, the teacher's frozen text embedding) and drop item ids
+    with ``item_id_dropout``; only the distilled one learns from the teacher's soft labels,
+    the only supervision the cold items have."""
+    common = dict(dataset=c.dataset, protocol="cold_items")
+    labels_meta = generate_labels.run(
+        generate_labels.GenerateLabelsConfig(
+            **common,
+            teacher=c.teacher,
+            model=c.teacher_model,
+            overwrite=True,
+            out=str(out / "labels"),
+            **c.step_overrides("cold_labels"),
+        )
     )
+    k_labels = labels_meta["job_hash"]
+    content = dict(labels=str(out / "labels"), use_text=True, item_id_dropout=c.item_id_dropout)
+    keys = {}
+    for name, extra in (
+        ("student_hard", {"no_teacher": True}),
+        ("student_distilled", {"w_cold_kl": COLD_KL}),
+    ):
+        cfg = train_student.TrainStudentConfig(
+            **common,
+            **content,
+            **{**extra, **c.step_overrides(f"cold_{name}")},
+            seed=c.seed,
+            epochs=c.epochs,
+            out=str(out / name),
+        )
+        _, keys[name] = timed(
+            f"cold_{name}", train_student, cfg, out / name, [k_labels], "metrics.json"
+        )
+    comp_cfg = compress.CompressConfig(
+        **common,
+        model=str(out / "student_distilled" / "model"),
+        out=str(out / "compressed"),
+        **c.step_overrides("cold_compress"),
+    )
+    _, k_comp = timed(
+        "cold_compress", compress, comp_cfg, out / "compressed", [keys["student_distilled"]],
+        "compression.json",
+    )  # fmt: skip
+    bench_cfg = benchmark.BenchmarkConfig(
+        **common,
+        labels=str(out / "labels"),
+        student_hard=str(out / "student_hard" / "model"),
+        student_distilled=str(out / "student_distilled" / "model"),
+        student_int8=str(out / "compressed" / "int8"),
+        out=str(out / "benchmark"),
+        **c.step_overrides("cold_benchmark"),
+    )
+    report, _ = timed(
+        "cold_benchmark", benchmark, bench_cfg, out / "benchmark",
+        [k_labels, *keys.values(), k_comp], "report.json",
+    )  # fmt: skip
+    return report
+
+
+def format_summary(report: dict) -> str:
+    parts = [prepare.format_summary(report["prepare"]), benchmark.format_summary(report)]
+    if report.get("cold"):
+        parts.append(
+            "cold start (cold_items protocol):\n" + benchmark.format_summary(report["cold"])
+        )
+    parts.append(f"demo took {report['demo']['seconds']:.0f}s")
+    return "\n\n".join(parts)

@@ -17,9 +17,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from student._io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +78,14 @@ class TwoTowerConfig:
     )
     out_dim: int = field(default=64, metadata={"help": "Output embedding dim of both towers."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout after each hidden layer."})
+    item_id_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "DropoutNet: probability of zeroing an item's id embedding in training, so "
+            "the item tower learns to score from content alone. > 0 also adds the buffer "
+            "item_id_mask [n_items]: items marked 0 (no train interactions) never use their id."
+        },
+    )
     normalize: bool = field(
         default=True,
         metadata={
@@ -114,6 +121,9 @@ class TwoTowerConfig:
             raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
+        p = self.item_id_dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"TwoTowerConfig.item_id_dropout={p!r}: expected a float in [0, 1)")
         for name in ["normalize", "use_user_id"]:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
@@ -229,6 +239,8 @@ class TwoTower(nn.Module):
             self.register_buffer("item_features", torch.zeros(c.n_items, c.n_item_features))
         if c.text_dim > 0:
             self.register_buffer("item_text", torch.zeros(c.n_items, c.text_dim))
+        if c.item_id_dropout > 0:
+            self.register_buffer("item_id_mask", torch.ones(c.n_items))
         user_in = sum(w for _, w in self.input_layout("user"))
         item_in = sum(w for _, w in self.input_layout("item"))
         self.user_mlp = _mlp(user_in, c.user_hidden, c.out_dim, c.dropout)
@@ -296,6 +308,19 @@ class TwoTower(nn.Module):
             buf = getattr(self, name)
             buf.copy_(_as_float_tensor(value, name, (rows, cols)).to(buf.device))
 
+    @torch.no_grad()
+    def set_item_id_mask(self, has_id: Any) -> None:
+        """``has_id`` [n_items] bool: False for items seen in no training interaction; their id
+        embedding is never used, so their score depends on content only."""
+        if self.config.item_id_dropout <= 0:
+            raise ValueError("set_item_id_mask needs config.item_id_dropout > 0")
+        mask = torch.as_tensor(np.asarray(has_id), dtype=torch.float32)
+        if mask.shape != (self.config.n_items,):
+            raise ValueError(
+                f"item id mask: expected shape [{self.config.n_items}], got {list(mask.shape)}"
+            )
+        self.item_id_mask.copy_(mask)
+
     # ---- encoding -------------------------------------------------------------------------
     def _check_idx(self, idx: torch.Tensor, name: str, upper: int, hint: str) -> None:
         if not torch.is_tensor(idx) or idx.dtype not in (torch.int64, torch.int32):
@@ -353,7 +378,13 @@ class TwoTower(nn.Module):
         c = self.config
         self._check_idx(item_idx, "item_idx", c.n_items, "n_items")
         flat = item_idx.reshape(-1)
-        parts = [self.item_id_emb(flat)]
+        ids = self.item_id_emb(flat)
+        if c.item_id_dropout > 0:
+            keep = self.item_id_mask[flat]
+            if self.training:
+                keep = keep * (torch.rand_like(keep) >= c.item_id_dropout)
+            ids = ids * keep[:, None]
+        parts = [ids]
         if c.n_item_features > 0:
             parts.append(self.item_features[flat])
         if c.text_dim > 0:
@@ -437,7 +468,7 @@ def write_model_dir(
     state: Mapping[str, torch.Tensor],
     extra_json: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write a model folder atomically: build it in a sibling temp folder, then ``os.replace``.
+    """Write a model folder atomically (``student._io.atomic_dir``).
 
     An existing folder is replaced only if it holds nothing but model files.
     """
@@ -451,10 +482,7 @@ def write_model_dir(
                 f"{directory}: refusing to replace a folder that holds other files {foreign}; "
                 "save to a new or empty folder"
             )
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_dir(directory) as tmp:
         meta = {
             "model_type": MODEL_TYPE,
             "format_version": FORMAT_VERSION,
@@ -466,16 +494,6 @@ def write_model_dir(
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         for name, payload in (extra_json or {}).items():
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
-        if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("saved model to %s", directory)
     return directory
 
@@ -554,7 +572,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     quantization) unless ``trainable_only``; scales and feature buffers are not counted."""
     if trainable_only:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
-    static = ("user_features", "item_features", "item_text")
+    static = ("user_features", "item_features", "item_text", "item_id_mask")
     return sum(
         t.numel()
         for name, t in model.state_dict().items()

@@ -72,13 +72,22 @@ def evaluate(
     batch_size: int = 1024,
     return_per_user: bool = False,
     return_topk: bool = False,
+    items: np.ndarray | None = None,
 ) -> dict:
-    """Rank the full catalogue for every user with a held-out item.
+    """Rank the full catalogue (or only ``items``) for every user with a held-out item.
 
     ``score_fn(users [B]) -> scores [B, I]``; ``truth`` [n_users, I] held-out items;
-    ``exclude`` items to skip (train, plus validation when testing). Returns the mean of
-    each metric, ``users`` (count) and optionally per-user arrays and the top-K lists."""
+    ``exclude`` items to skip (train, plus validation when testing); ``items`` (indices) the
+    only columns that may be ranked (e.g. the cold-test items), held-out items outside them
+    do not count. Returns the mean of each metric, ``users`` (count) and optionally per-user
+    arrays and the top-K lists."""
     truth = truth.tocsr()
+    allowed = None
+    if items is not None:
+        allowed = np.zeros(truth.shape[1], dtype=bool)
+        allowed[np.asarray(items, dtype=np.int64)] = True
+        truth = (truth @ sp.diags(allowed.astype(np.float32))).tocsr()
+        truth.eliminate_zeros()
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
     kmax = max(ks)
     tops = []
@@ -91,6 +100,8 @@ def evaluate(
             )
         if not np.isfinite(scores).all():
             raise ValueError("score_fn returned NaN or infinite scores")
+        if allowed is not None:
+            scores = np.where(allowed, scores, -np.inf).astype(np.float32)
         tops.append(topk(scores, kmax, exclude, rows=b))
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), dtype=np.int64)
     relevant = [truth.indices[truth.indptr[u] : truth.indptr[u + 1]] for u in users]

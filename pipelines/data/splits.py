@@ -4,6 +4,10 @@
   reports: about 10k test interactions on MovieLens-100K).
 - ``temporal``: leave-last-out per user: the last interaction is test, the second-to-last
   validation. Realistic, but one test item per user.
+- ``cold_items`` (ALDI's protocol): a seeded 20% of the items are cold and every interaction
+  with them leaves training; the cold items are split 50/50, by item, into cold-validation and
+  cold-test items (parts ``cold_valid`` and ``cold_test``); the warm interactions are split per
+  user 80/10/10 as in ``random``. Only the items' content reaches training for cold items.
 Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
 
 The future is unknown at training time: the training side (candidates, labels, adaptation,
@@ -24,7 +28,10 @@ import scipy.sparse as sp
 
 from pipelines.data.dataset import InteractionData
 
-PROTOCOLS = ("random", "temporal")
+PROTOCOLS = ("random", "temporal", "cold_items")
+PARTS = ("train", "valid", "test", "cold_valid", "cold_test")
+COLD_FRACTION = 0.2
+HELD_OUT = ("test", "cold_test")  # what the training view has not got
 
 
 class LeakError(RuntimeError):
@@ -35,7 +42,10 @@ class LeakError(RuntimeError):
 class Split:
     """Train/validation/test interaction frames (same columns as ``InteractionData.interactions``).
 
-    ``test`` is ``None`` in the training view (:meth:`training_view`)."""
+    ``test`` (and ``cold_test``) are ``None`` in the training view (:meth:`training_view`).
+    Under ``cold_items``, ``cold_valid``/``cold_test`` hold every interaction with the
+    cold-validation/cold-test items (``cold_valid_items``/``cold_test_items``, sorted indices);
+    ``train``/``valid``/``test`` hold warm items only."""
 
     protocol: str
     seed: int
@@ -44,19 +54,34 @@ class Split:
     train: pd.DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame | None
+    cold_valid: pd.DataFrame | None = None
+    cold_test: pd.DataFrame | None = None
+    cold_valid_items: np.ndarray | None = None
+    cold_test_items: np.ndarray | None = None
 
     @property
     def has_test(self) -> bool:
         return self.test is not None
 
+    @property
+    def is_cold(self) -> bool:
+        return self.protocol == "cold_items"
+
     def training_view(self) -> Split:
-        """The same split without its test part: what training-side code may see."""
-        return replace(self, test=None)
+        """The same split without its test parts: what training-side code may see."""
+        return replace(self, test=None, cold_test=None, cold_test_items=None)
+
+    def cold_items(self, name: str) -> np.ndarray:
+        """Sorted item indices of the cold part ``name`` ("cold_valid" or "cold_test")."""
+        self.part(name)
+        return getattr(self, f"{name}_items")
 
     def part(self, name: str) -> pd.DataFrame:
-        if name not in ("train", "valid", "test"):
-            raise ValueError(f"split part {name!r}; expected 'train', 'valid' or 'test'")
-        if name == "test" and self.test is None:
+        if name not in PARTS:
+            raise ValueError(f"split part {name!r}; expected one of {PARTS}")
+        if name.startswith("cold_") and not self.is_cold:
+            raise ValueError(f"split part {name!r} exists only under protocol 'cold_items'")
+        if name in HELD_OUT and getattr(self, name) is None:
             raise LeakError(
                 "the training view of the split has no test part: training-side code must not "
                 "read it (evaluation builds the full split with make_split)"
@@ -77,16 +102,22 @@ class Split:
         """Hash of protocol, seed, train and validation (the test part follows from the
         dataset, protocol and seed, and the training view has none)."""
         h = hashlib.sha256(f"{self.protocol}:{self.seed}".encode())
-        for name in ("train", "valid"):
+        for name in ("train", "valid", "cold_valid"):
+            if name == "cold_valid" and not self.is_cold:
+                continue
             f = self.part(name)
             h.update(f["user"].to_numpy().tobytes())
             h.update(f["item"].to_numpy().tobytes())
+        if self.is_cold:
+            h.update(np.asarray(self.cold_valid_items, np.int64).tobytes())
         return h.hexdigest()[:16]
 
 
 def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r}; expected one of {PROTOCOLS}")
+    if protocol == "cold_items":
+        return _cold_items_split(data, seed)
     inter = data.interactions
     rng = np.random.default_rng(seed)
     users = inter["user"].to_numpy()
@@ -113,6 +144,28 @@ def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -
         label[ok & (pos == n_u - 2)] = 1
     parts = [inter[label == i].reset_index(drop=True) for i in range(3)]
     return Split(protocol, seed, data.n_users, data.n_items, *parts)
+
+
+def _cold_items_split(data: InteractionData, seed: int) -> Split:
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(data.n_items)
+    n_cold = int(round(COLD_FRACTION * data.n_items))
+    cold = perm[:n_cold]
+    cold_valid_items, cold_test_items = np.sort(cold[: n_cold // 2]), np.sort(cold[n_cold // 2 :])
+    inter = data.interactions
+    item = inter["item"].to_numpy()
+    is_cold = np.zeros(data.n_items, dtype=bool)
+    is_cold[cold] = True
+    warm = replace(data, interactions=inter[~is_cold[item]].reset_index(drop=True))
+    s = make_split(warm, "random", seed)
+    return replace(
+        s,
+        protocol="cold_items",
+        cold_valid=inter[np.isin(item, cold_valid_items)].reset_index(drop=True),
+        cold_test=inter[np.isin(item, cold_test_items)].reset_index(drop=True),
+        cold_valid_items=cold_valid_items,
+        cold_test_items=cold_test_items,
+    )
 
 
 def training_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:

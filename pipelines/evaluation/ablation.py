@@ -47,6 +47,9 @@ class AblationConfig:
         default=None, metadata={"help": "teacher model (default: packaged)"}
     )
     epochs: int = field(default=40, metadata={"help": "maximum epochs per student"})
+    label_negatives: int = field(
+        default=200, metadata={"help": "sampled negatives per user in the teacher's lists"}
+    )
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads per job"})
     out: str = field(default="runs/ablation", metadata={"help": "output folder"})
@@ -95,6 +98,7 @@ def run(config: AblationConfig) -> dict:
                 model=c.teacher_model,
                 overwrite=True,
                 threads=c.threads,
+                n_negatives=c.label_negatives,
                 out=str(labels_dir),
             )
         )

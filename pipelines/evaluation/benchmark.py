@@ -18,9 +18,15 @@ import torch
 
 from pipelines.core.config import to_dict
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
-from pipelines.data import histories, load_dataset, make_split
+from pipelines.data import PROTOCOLS, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
-from pipelines.evaluation.report import headline_table, index_table, write_report
+from pipelines.evaluation.report import (
+    cold_comparisons,
+    cold_table,
+    headline_table,
+    index_table,
+    write_report,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,9 +75,9 @@ class BenchmarkConfig:
         bad = [k for k in self.indexes if k not in INDEX_KINDS]
         if bad:
             raise ValueError(f"BenchmarkConfig.indexes has {bad}; allowed: {INDEX_KINDS}")
-        if self.protocol not in ("random", "temporal"):
+        if self.protocol not in PROTOCOLS:
             raise ValueError(
-                f"BenchmarkConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
+                f"BenchmarkConfig.protocol={self.protocol!r}; expected one of {PROTOCOLS}"
             )
 
 
@@ -93,6 +99,8 @@ def run(config: BenchmarkConfig) -> dict:
 
     c = config
     torch.set_num_threads(c.threads)
+    if c.protocol == "cold_items":
+        return run_cold(c)
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)
     split = make_split(data, c.protocol, c.split_seed)
@@ -238,6 +246,129 @@ def run(config: BenchmarkConfig) -> dict:
     return report
 
 
+STUDENTS = (
+    "student_hard",
+    "student_distilled",
+    "student_pruned",
+    "student_int8",
+    "student_int8_fast",
+)
+
+
+def _load_students(c: BenchmarkConfig) -> dict:
+    from student.compress import load_quantized
+    from student.model import TwoTower
+
+    out = {}
+    for name in STUDENTS:
+        path = getattr(c, name)
+        if path:
+            loader = load_quantized if "int8" in name else TwoTower.from_pretrained
+            out[name] = loader(path)
+    return out
+
+
+def run_cold(c: BenchmarkConfig) -> dict:
+    """The ``cold_items`` report: every model on the cold, warm and all segments."""
+    from pipelines.evaluation.cold import (
+        comparisons,
+        evaluate_segments,
+        reference_scorers,
+        segment_tasks,
+        strip_per_user,
+        teacher_scorer,
+    )
+    from pipelines.labels.schema import load_labels
+    from pipelines.training.scoring import score_fn
+    from student.model import count_parameters, model_bytes
+
+    t0 = time.perf_counter()
+    data = load_dataset(c.dataset)
+    split = make_split(data, c.protocol, c.split_seed)
+    tasks = segment_tasks(split)
+    meta, text_emb = None, None
+    if c.labels:
+        _, meta = load_labels(
+            c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
+        )
+        if meta.get("item_embeddings"):
+            text_emb = np.load(Path(c.labels) / meta["item_embeddings"]).astype(np.float32)
+    segs: dict[str, dict] = {}
+    models: dict[str, dict] = {}
+
+    def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None):
+        segs[name] = evaluate_segments(fn, tasks, c.bootstrap, cold_ok=cold_ok)
+        a = segs[name]["all"]
+        models[name] = {
+            **{k: a[k] for k in ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20")},
+            "params": params,
+            "bytes": nbytes,
+            "teacher_top10_overlap": None,
+            "latency_ms_batch1": latency,
+        }
+        cold = segs[name]["cold"]
+        logger.info(
+            "%s: cold ndcg@20 %s, warm ndcg@10 %.4f, all ndcg@10 %.4f",
+            name,
+            "-" if cold is None else f"{cold['ndcg@20']:.4f}",
+            segs[name]["warm"]["ndcg@10"],
+            a["ndcg@10"],
+        )
+
+    for name, (fn, cold_ok) in reference_scorers(split, data, text_emb).items():
+        add(name, fn, cold_ok)
+    if meta is not None and meta.get("teacher_topk_cold"):
+        add("teacher", teacher_scorer(Path(c.labels), meta, data.n_items))
+        models["teacher"]["parts"] = meta["teacher"]["parts"]
+        models["teacher"]["mix"] = meta["teacher"]["mix"]["weights"]
+        models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
+    test_users = np.flatnonzero(np.diff(tasks["all"]["truth"].indptr) > 0)
+    students = _load_students(c)
+    for name, model in students.items():
+        hist = torch.as_tensor(
+            histories(split.train, data.n_users, model.config.history_len, data.n_items)
+        )
+        fn = score_fn(model, hist)
+        add(
+            name,
+            fn,
+            params=count_parameters(model),
+            nbytes=model_bytes(model),
+            latency=_latency_ms(fn, test_users, c.n_single),
+        )
+    for name, m in models.items():
+        m["segments"] = strip_per_user(segs[name])
+    indexes = {}
+    if "student_distilled" in students and c.indexes:
+        truth, seen = split.matrix("test"), split.seen_for("test")
+        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        indexes = bench_indexes(students["student_distilled"], split, data, users, truth, seen, c)
+    report = {
+        "dataset": {
+            **data.stats(),
+            "split": {
+                "protocol": c.protocol,
+                "seed": c.split_seed,
+                "fingerprint": split.fingerprint(),
+                "cold_valid_items": int(len(split.cold_valid_items)),
+                "cold_test_items": int(len(split.cold_test_items)),
+                "users": {k: segs[next(iter(segs))][k]["users"] for k in ("warm", "all")}
+                | {"cold": next(s["cold"]["users"] for s in segs.values() if s["cold"])},
+            },
+        },
+        "protocol": c.protocol,
+        "models": models,
+        "indexes": indexes,
+        "comparisons": comparisons(segs, c.bootstrap),
+        "teacher_quality": None if meta is None else meta.get("teacher_quality"),
+        "teacher_cold": None if meta is None else meta.get("cold"),
+        "config": to_dict(c),
+        "seconds": time.perf_counter() - t0,
+    }
+    write_report(report, c.out)
+    return report
+
+
 def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfig) -> dict:
     from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep
     from student.serving import IndexConfig, ItemIndex, retrieve
@@ -307,6 +438,10 @@ def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfi
 
 
 def format_summary(report: dict) -> str:
+    if report.get("protocol") == "cold_items":
+        lines = [cold_table(report), *cold_comparisons(report)]
+        lines.append(f"report: {Path(report['config']['out']) / 'report.md'}")
+        return "\n".join(lines)
     lines = [headline_table(report), "", index_table(report)]
     comp = report.get("comparisons", {}).get("distilled_minus_hard_ndcg@10")
     if comp:

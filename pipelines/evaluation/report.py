@@ -170,6 +170,47 @@ def headline_table(report: dict[str, Any]) -> str:
     return _md_table(header, rows)
 
 
+def cold_table(report: dict[str, Any]) -> str:
+    """Markdown table of a ``cold_items`` report: each model on the cold, warm and all
+    segments ("-" where a model cannot score cold items)."""
+    header = ["model", "cold NDCG@20", "95% CI", "cold Recall@20", "cold NDCG@10"]
+    header += ["warm NDCG@10", "all NDCG@10", "all NDCG@20", "params", "size"]
+    rows = []
+    for name, m in report["models"].items():
+        seg = m.get("segments") or {}
+        cold, warm, all_ = seg.get("cold"), seg.get("warm") or {}, seg.get("all") or {}
+        ci = None if cold is None else cold.get("ndcg@20_ci")
+        rows.append(
+            [
+                str(name),
+                "cannot score" if cold is None else fmt_float(cold["ndcg@20"]),
+                "-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]",
+                "-" if cold is None else fmt_float(cold["recall@20"]),
+                "-" if cold is None else fmt_float(cold["ndcg@10"]),
+                fmt_float(warm.get("ndcg@10")),
+                fmt_float(all_.get("ndcg@10")),
+                fmt_float(all_.get("ndcg@20")),
+                fmt_count(m.get("params")),
+                fmt_bytes(m.get("bytes")),
+            ]
+        )
+    return _md_table(header, rows)
+
+
+def cold_comparisons(report: dict[str, Any]) -> list[str]:
+    """One line per cold-segment comparison (ratio, paired difference and its interval)."""
+    lines = []
+    for name, v in (report.get("comparisons") or {}).items():
+        if "cold_ndcg@20_ratio" not in v:
+            continue
+        lo, hi = v["cold_ndcg@20_diff_ci"]
+        lines.append(
+            f"- {name.replace('_vs_', ' vs ')}: cold NDCG@20 ratio {fmt_float(v['cold_ndcg@20_ratio'], 3)}, "
+            f"difference {v['cold_ndcg@20_diff']:+.4f} (95% paired bootstrap [{lo:+.4f}, {hi:+.4f}])"
+        )
+    return lines
+
+
 def index_table(report: dict[str, Any]) -> str:
     """Markdown table of the index settings."""
     header = ["index", "recall@10 vs exact", "QPS batch 1", "QPS batch 256", "p50 ms", "p99 ms"]
@@ -197,6 +238,17 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         parts += [f"- **{k}**: {_fmt_value(v)}" for k, v in report["dataset"].items()]
         parts.append("")
     parts += ["## Protocol", "", report["protocol"] or "-", ""]
+    if report["protocol"] == "cold_items" and report["models"]:
+        parts += ["## Cold start: cold, warm and all segments", ""]
+        parts += [
+            "cold: each user ranks the cold-test items only (items no training interaction "
+            "touched); warm: the warm test part over the warm items; all: both over the whole "
+            "catalogue. Intervals: 95% bootstrap over users.",
+            "",
+            cold_table(report),
+            "",
+        ]
+        parts += cold_comparisons(report) + [""]
     parts += ["## Models", ""]
     parts += [headline_table(report) if report["models"] else "(no models)", ""]
     comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")

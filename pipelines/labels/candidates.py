@@ -6,6 +6,8 @@ Per user: observed train positives (up to ``max_positives``, most recent first) 
 - ``popularity``: proportional to train popularity (``count ** alpha``);
 - ``hard``: the top unseen items of a cheap retriever (item co-occurrence on train);
 - ``mixed``: a third of each.
+Plus ``n_cold`` items drawn uniformly from the items with no train interactions at all (new
+items: under the ``cold_items`` protocol their only supervision is the teacher's scores).
 Seeded. Negatives exclude only the user's train items: which items a user will interact with
 later is unknown at training time, so validation and test items may be drawn like any other.
 """
@@ -31,12 +33,17 @@ class CandidateConfig:
         default=0.75, metadata={"help": "exponent for popularity sampling"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
+    n_cold: int = field(
+        default=0, metadata={"help": "candidates drawn from the items without train interactions"}
+    )
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(
                 f"CandidateConfig.strategy={self.strategy!r}; expected one of {STRATEGIES}"
             )
+        if self.n_cold < 0:
+            raise ValueError(f"CandidateConfig.n_cold={self.n_cold}; expected >= 0")
         if self.n_negatives < 0 or self.max_positives < 0:
             raise ValueError(
                 f"CandidateConfig: n_negatives={self.n_negatives}, max_positives={self.max_positives}; "
@@ -48,12 +55,13 @@ class CandidateConfig:
 
 def make_candidates(split: Split, config: CandidateConfig, users=None) -> pd.DataFrame:
     """Columns ``user`` (int32), ``item`` (int32), ``observed`` (bool), ``source`` (str:
-    positive | uniform | popularity | hard), sorted by user then list position."""
+    positive | uniform | popularity | hard | cold), sorted by user then list position."""
     c = config
     rng = np.random.default_rng(c.seed)
     train = split.matrix("train").tocsr()
     blocked = train  # only what the user interacted with in train: the future is unknown
     pop = np.asarray(train.sum(0)).ravel()
+    cold_pool = np.flatnonzero(pop == 0) if c.n_cold else np.zeros(0, dtype=np.int64)
     p_pop = (pop + 1.0) ** c.popularity_alpha
     hard_scores = None
     if c.strategy in ("hard", "mixed"):
@@ -83,6 +91,12 @@ def make_candidates(split: Split, config: CandidateConfig, users=None) -> pd.Dat
             taken[picked] = True
             neg.append(picked)
             srcs += [kind] * len(picked)
+        if len(cold_pool):
+            picked = rng.choice(cold_pool, min(c.n_cold, len(cold_pool)), replace=False)
+            picked = picked[~taken[picked]]
+            taken[picked] = True
+            neg.append(picked)
+            srcs += ["cold"] * len(picked)
         neg_arr = np.concatenate(neg) if neg else np.zeros(0, dtype=np.int64)
         items = np.concatenate([pos, neg_arr]).astype(np.int32)
         out_u.append(np.full(len(items), u, dtype=np.int32))

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.labels.config import GenerateLabelsConfig
+from pipelines.labels.schema import LabelError
 from pipelines.labels.teacher import (
     CausalPart,
     EasePart,
@@ -60,20 +61,22 @@ def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
     return CausalPart(scorer, data, split, c.history_items), scorer.info()
 
 
-def validation_pairs(split, users: np.ndarray, n_neg: int, seed: int) -> pd.DataFrame:
-    """Each user's validation positives plus ``n_neg`` items outside their train and validation
-    parts (the training view has no test part to exclude)."""
+def validation_pairs(
+    split, users: np.ndarray, n_neg: int, seed: int, part: str = "valid", pool=None
+) -> pd.DataFrame:
+    """Each user's ``part`` positives plus ``n_neg`` items outside their train and ``part``
+    interactions, drawn from ``pool`` (item indices; default the whole catalogue). The
+    training view has no test part to exclude."""
     rng = np.random.default_rng(seed + 1)
-    blocked = (split.matrix("train") + split.matrix("valid")).tocsr()
-    valid = split.matrix("valid").tocsr()
+    blocked = (split.matrix("train") + split.matrix(part)).tocsr()
+    valid = split.matrix(part).tocsr()
+    pool = np.arange(split.n_items) if pool is None else np.asarray(pool)
     rows = []
     for u in users:
         pos = valid.indices[valid.indptr[u] : valid.indptr[u + 1]]
         if len(pos) == 0:
             continue
-        free = np.setdiff1d(
-            np.arange(split.n_items), blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]]
-        )
+        free = np.setdiff1d(pool, blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]])
         neg = rng.choice(free, min(n_neg, len(free)), replace=False)
         rows.append(
             pd.DataFrame(
@@ -84,6 +87,8 @@ def validation_pairs(split, users: np.ndarray, n_neg: int, seed: int) -> pd.Data
                 }
             )
         )
+    if not rows:
+        raise LabelError(f"no user of the teacher-quality sample has a {part!r} interaction")
     return pd.concat(rows, ignore_index=True)
 
 
@@ -102,6 +107,7 @@ class FittedTeacher:
     quality: dict
     valid_users: np.ndarray
     n_valid_pairs: int
+    cold: dict | None = None  # the content map, which items it scored, its cold-valid quality
 
 
 def fit_teacher(
@@ -120,7 +126,9 @@ def fit_teacher(
         if len(users) <= c.eval_users
         else np.sort(rng.choice(users, c.eval_users, replace=False))
     )
-    vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed)
+    cm = attach_content_map(c, data, split, parts)
+    warm_pool = None if cm is None else np.flatnonzero(cm.warm)
+    vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed, pool=warm_pool)
     vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
     logger.info(
         "teacher quality check: %d validation pairs of %d users", len(vp), len(np.unique(vu))
@@ -129,7 +137,63 @@ def fit_teacher(
     mix, mix_search = fit_mix(v_parts, vu, vl)
     teacher_quality = cross_fit_quality(v_parts, vu, vl, seed=c.candidate_seed)
     logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
-    return FittedTeacher(parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp))
+    cold = None
+    if cm is not None:
+        # cold items get their own mix, fit on cold-validation pairs (cold items only)
+        cu = np.unique(split.cold_valid["user"].to_numpy())
+        cu = cu[np.isin(cu, users)]
+        cp = validation_pairs(
+            split, cu, c.eval_negatives, c.candidate_seed, "cold_valid", split.cold_valid_items
+        )
+        pu, pi, pl = cp.user.to_numpy(), cp.item.to_numpy(), cp.label.to_numpy()
+        c_parts = {p.name: p.score(pu, pi) for p in parts}
+        mix.cold, cold_search = fit_mix(c_parts, pu, pl)
+        mix.cold_mask = ~cm.warm
+        cold_quality = cross_fit_quality(c_parts, pu, pl, seed=c.candidate_seed)
+        logger.info("cold-item mix %s; cold-valid %s", mix.cold.weights, cold_quality["mix"])
+        cold = {
+            "content_map": c.resolved_content_map(),
+            "lambda": cm.lam,
+            "lambda_search": cm.search,
+            "cold_items": int(len(cm.cold)),
+            "scored_by": {
+                "ease": "content map: predicted EASE^R column",
+                "popularity": "content map: predicted log count",
+                "text": "the LLM part, as for every item",
+            },
+            "mix_search": cold_search,
+            "quality": cold_quality,
+            "validation_pairs": int(len(cp)),
+        }
+    return FittedTeacher(
+        parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp), cold
+    )
+
+
+def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
+    """Fit the content map the config asks for on train (lambda on cold-validation) and let the
+    ``ease`` and ``popularity`` parts score items without train interactions through it."""
+    mode = c.resolved_content_map()
+    if mode == "off":
+        return None
+    from pipelines.data.content_map import content_features, fit_content_map
+    from pipelines.data.features import item_features
+
+    text, ease = parts[0], next(p for p in parts if p.name == "ease")
+    emb = getattr(text, "item_emb", None) if mode == "text" else None
+    if mode == "text" and emb is None:
+        raise LabelError(
+            "content_map='text' needs the LLM's item embeddings (teacher='embedding'); use "
+            "content_map='no_text' with the causal-LM teacher"
+        )
+    cm, info = fit_content_map(split, ease.model.B, content_features(item_features(data), emb))
+    cm.search = info
+    ease.content = cm
+    for p in parts:
+        if p.name == "popularity":
+            p.use_content(cm)
+    logger.info("content map (%s): lambda %g, %d cold items", mode, cm.lam, len(cm.cold))
+    return cm
 
 
 def cross_fit_quality(
@@ -176,17 +240,24 @@ def warm_text_part(part, batches: list[np.ndarray]) -> None:
 
 
 TOPK = 100
+TOPK_COLD = 1000
 
 
-def teacher_topk(parts, mix, split, k: int, batch: int = 256) -> np.ndarray:
-    """[n_users, k] int32: the teacher's best items over the full catalogue, train items
-    excluded (for the report's teacher metrics and top-10 agreement)."""
+def teacher_topk(parts, mix, split, k: int, batch: int = 256, items=None) -> np.ndarray:
+    """[n_users, k] int32: the teacher's best items over the full catalogue (or only ``items``),
+    train items excluded (for the report's teacher metrics and top-10 agreement)."""
     from pipelines.core.metrics import topk
 
     seen = split.matrix("train")
     out = []
     for s in range(0, split.n_users, batch):
         users = np.arange(s, min(s + batch, split.n_users))
-        scores = mix.score({p.name: p.score_matrix(users) for p in parts})
+        scores = mix.score(
+            {p.name: p.score_matrix(users) for p in parts}, items=np.arange(split.n_items)
+        )
+        if items is not None:
+            keep = np.zeros(split.n_items, dtype=bool)
+            keep[items] = True
+            scores = np.where(keep, scores, -np.inf)
         out.append(topk(scores, k, seen, rows=users))
     return np.concatenate(out).astype(np.int32)

@@ -36,6 +36,7 @@ from pipelines.labels.config import (
 )
 from pipelines.labels.fit import (
     TOPK,
+    TOPK_COLD,
     fit_teacher,
     teacher_topk,
     warm_text_part,
@@ -120,7 +121,13 @@ def run(config: GenerateLabelsConfig) -> dict:
     # --- candidates and shards ---------------------------------------------------------------
     cand = make_candidates(
         split,
-        CandidateConfig(c.n_negatives, c.max_positives, c.strategy, seed=c.candidate_seed),
+        CandidateConfig(
+            c.n_negatives,
+            c.max_positives,
+            c.strategy,
+            seed=c.candidate_seed,
+            n_cold=c.cold_negatives if fitted.cold is not None else 0,
+        ),
         users,
     )
     shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
@@ -165,6 +172,7 @@ def run(config: GenerateLabelsConfig) -> dict:
             "parts": fitted.quality,
         },
         "mix_search": fitted.mix_search,
+        "cold": fitted.cold,
         "candidates": {
             k: getattr(c, k)
             for k in ("n_negatives", "max_positives", "strategy", "candidate_seed", "max_users")
@@ -191,6 +199,16 @@ def run(config: GenerateLabelsConfig) -> dict:
             warm_text_part(text, [cand.user[cand.user.isin(s)].to_numpy() for s in shards])
             np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK))
             meta["teacher_topk"] = "teacher_topk.npy"
+            if fitted.cold is not None:
+                # the teacher's ranking of the items without train interactions (cold report)
+                cold = np.flatnonzero(mix.cold_mask)
+                np.save(final / "cold_items.npy", cold.astype(np.int32))
+                np.save(
+                    final / "teacher_topk_cold.npy",
+                    teacher_topk(parts, mix, split, min(TOPK_COLD, len(cold)), items=cold),
+                )
+                meta["cold"]["items_file"] = "cold_items.npy"
+                meta["teacher_topk_cold"] = "teacher_topk_cold.npy"
         meta["seconds"] = time.perf_counter() - t0
         write_json(final / META_FILE, meta)
     shutil.rmtree(partial, ignore_errors=True)

@@ -82,7 +82,7 @@ def score_shard(sub: pd.DataFrame, parts, mix: Mix, data):
     import pyarrow as pa
 
     u, i = sub.user.to_numpy(), sub.item.to_numpy()
-    scores = mix.score({p.name: p.score(u, i) for p in parts})
+    scores = mix.score({p.name: p.score(u, i) for p in parts}, items=i)
     if not np.isfinite(scores).all():
         bad = int(np.flatnonzero(~np.isfinite(scores))[0])
         raise LabelError(

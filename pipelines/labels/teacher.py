@@ -7,6 +7,12 @@ Parts:
 - ``ease``: collaborative signal, EASE^R fit on the train split (lambda chosen on validation).
 - ``popularity``: log(1 + train count).
 
+Items with no train interactions (the cold items of the ``cold_items`` protocol) have no
+EASE^R column and no count: when the teacher has a content map
+(``pipelines.data.content_map``), the ``ease`` and ``popularity`` parts score them with the
+map's predicted column and log count, and a second mix, fit on cold-validation pairs, ranks
+them (``Mix.cold``).
+
 Each part is standardised (mean/std over the validation pairs), mixed with weights chosen on
 validation (NDCG@10 over each user's validation candidates), then Platt-calibrated so that
 ``score`` is a logit and ``prob = sigmoid(score)``. The calibration pairs are each user's
@@ -119,27 +125,42 @@ class CausalPart:
 
 
 class EasePart:
+    """EASE^R; items without train interactions through ``content`` (a ``ContentMap``)."""
+
     name = "ease"
 
     def __init__(self, split: Split):
         self.model, self.info = fit_ease(split)
+        self.content = None
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         out = np.empty(len(users), dtype=np.float32)
         for u in np.unique(users):
             idx = np.flatnonzero(users == u)
             out[idx] = self.model(np.array([u]))[0, items[idx]]
+        if self.content is not None:
+            cold = self.content.is_cold(items)
+            out[cold] = self.content.score_cold(users[cold], items[cold])
         return out
 
     def score_matrix(self, users: np.ndarray) -> np.ndarray:
-        return self.model(users)
+        s = self.model(users)
+        if self.content is not None:
+            s[:, self.content.cold] = self.content.score_cold_matrix(users)
+        return s
 
 
 class PopularityPart:
+    """log(1 + train count); items without train interactions get ``content``'s prediction."""
+
     name = "popularity"
 
     def __init__(self, split: Split):
         self.logpop = np.log1p(np.asarray(split.matrix("train").sum(0)).ravel()).astype(np.float32)
+
+    def use_content(self, content) -> None:
+        self.logpop = self.logpop.copy()
+        self.logpop[content.cold] = content.log_count
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return self.logpop[items]
@@ -154,13 +175,17 @@ class Mix:
 
     ``a`` and ``b`` are Platt's, fit on the validation pairs (positives vs ``eval_negatives``
     sampled negatives per user): ``b`` includes the log-odds of that sampling ratio, so
-    ``prob`` is calibrated for pairs drawn that way, not the probability of a like."""
+    ``prob`` is calibrated for pairs drawn that way, not the probability of a like.
+    ``cold`` (optional) is the mix for the items flagged in ``cold_mask`` [I] (no train
+    interactions), fit on cold-validation pairs; ``score`` then needs the pairs' items."""
 
     weights: dict[str, float]
     mean: dict[str, float]
     std: dict[str, float]
     a: float = 1.0
     b: float = 0.0
+    cold: Mix | None = None
+    cold_mask: np.ndarray | None = None
 
     def z(self, parts: dict[str, np.ndarray]) -> np.ndarray:
         z = 0.0
@@ -169,17 +194,28 @@ class Mix:
                 z = z + w * (parts[name] - self.mean[name]) / self.std[name]
         return np.asarray(z, dtype=np.float64)
 
-    def score(self, parts: dict[str, np.ndarray]) -> np.ndarray:
-        return (self.a * self.z(parts) + self.b).astype(np.float32)
+    def score(self, parts: dict[str, np.ndarray], items: np.ndarray | None = None) -> np.ndarray:
+        """Logits for the pairs of ``parts`` ([P] each, or [B, I] matrices); ``items`` [P]
+        (or ``arange(I)`` for matrices) routes cold items to the cold mix."""
+        s = (self.a * self.z(parts) + self.b).astype(np.float32)
+        if self.cold is None:
+            return s
+        if items is None:
+            raise ValueError("this teacher has a cold-item mix: Mix.score needs the items")
+        return np.where(self.cold_mask[np.asarray(items)], self.cold.score(parts), s)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "weights": self.weights,
             "mean": self.mean,
             "std": self.std,
             "platt_a": self.a,
             "platt_b": self.b,
         }
+        if self.cold is not None:
+            out["cold"] = self.cold.to_dict()
+            out["cold_items"] = int(self.cold_mask.sum())
+        return out
 
 
 def list_ndcg(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:

@@ -40,7 +40,32 @@ def hard_loss(model, u, h, pos, neg, p_data, p_neg, c) -> torch.Tensor:
     return sampled_softmax_loss(s_pos, scores, log_q_pos=q[:B], log_q_neg=q, neg_mask=mask)
 
 
-def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb) -> dict:
+def list_standardise(t_scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Teacher logits [B, L] standardised within each user's (masked) list."""
+    m = mask.float()
+    n = m.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (t_scores * m).sum(1, keepdim=True) / n
+    std = (((t_scores - mean) ** 2 * m).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-6)
+    return (t_scores - mean) / std
+
+
+def cold_kl_term(model, cold: SoftLists, hist, rng, c) -> torch.Tensor:
+    """Listwise KL over each sampled user's cold-item candidates only: how the teacher ranks
+    the items no interaction touched, among themselves (the cold segment's task)."""
+    users = rng.choice(cold.users, min(c.soft_users, len(cold.users)), replace=False)
+    u = torch.as_tensor(users)
+    items, mask = torch.as_tensor(cold.items[users]), torch.as_tensor(cold.mask[users])
+    t = torch.as_tensor(cold.scores[users])
+    uniq, inv = torch.unique(items, return_inverse=True)
+    s = model.score(model.encode_users(u, hist[u]), model.encode_items(uniq)[inv])
+    if c.teacher_norm == "list":
+        t = list_standardise(t, mask)
+    return listwise_kl_loss(s, t, c.temperature, mask=mask)
+
+
+def soft_terms(
+    model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb, cold_lists=None
+) -> dict:
     users = rng.choice(lists.users, min(c.soft_users, len(lists.users)), replace=False)
     u = torch.as_tensor(users)
     items = torch.as_tensor(lists.items[users])
@@ -50,13 +75,7 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
     s = model.score(model.encode_users(u, hist[u]), model.encode_items(uniq)[inv])  # [Bu, L]
     terms = {}
     if weights.listwise_kl > 0:
-        t_kl = t_scores
-        if c.teacher_norm == "list":
-            m = mask.float()
-            n = m.sum(1, keepdim=True).clamp_min(1.0)
-            mean = (t_scores * m).sum(1, keepdim=True) / n
-            std = (((t_scores - mean) ** 2 * m).sum(1, keepdim=True) / n).sqrt().clamp_min(1e-6)
-            t_kl = (t_scores - mean) / std
+        t_kl = list_standardise(t_scores, mask) if c.teacher_norm == "list" else t_scores
         terms["listwise_kl"] = listwise_kl_loss(s, t_kl, c.temperature, mask=mask)
     if weights.soft_bce > 0:
         # The stored prob is Platt-calibrated on validation pairs (a user's validation
@@ -93,4 +112,6 @@ def soft_terms(model, lists: SoftLists, hist, rng, c, weights, proj, teacher_emb
             rng.choice(model.config.n_items, min(1024, model.config.n_items), replace=False)
         )
         terms["embed"] = embedding_distill_loss(model.encode_items(idx), teacher_emb[idx], proj)
+    if weights.cold_kl > 0 and cold_lists is not None:
+        terms["cold_kl"] = cold_kl_term(model, cold_lists, hist, rng, c)
     return terms

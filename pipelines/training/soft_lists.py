@@ -26,8 +26,13 @@ class SoftLists:
 
 
 def soft_lists(
-    path: str, data: InteractionData, split: Split, keep_observed: bool = True
+    path: str,
+    data: InteractionData,
+    split: Split,
+    keep_observed: bool = True,
+    source: str | None = None,
 ) -> tuple[SoftLists, dict]:
+    """Each user's candidates (only those of candidate ``source``, e.g. "cold", if given)."""
     ds, meta = load_labels(
         path,
         dataset_fingerprint=data.fingerprint(),
@@ -39,6 +44,8 @@ def soft_lists(
     user, item = t["user"].astype(np.int64), t["item"].astype(np.int64)
     score, prob, obs, rank = t["score"], t["prob"], t["observed"], t["rank"]
     keep = np.ones(len(user), bool) if keep_observed else ~obs
+    if source is not None:
+        keep &= t["source"] == source
     user, item, score, prob, obs, rank = (a[keep] for a in (user, item, score, prob, obs, rank))
     order = np.lexsort((rank, user))
     user, item, score, prob, obs = (a[order] for a in (user, item, score, prob, obs))
@@ -65,3 +72,11 @@ def soft_lists(
     if emb_name:
         out.item_embeddings = np.load(Path(path) / emb_name).astype(np.float32)
     return out, meta
+
+
+def label_item_embeddings(path: str) -> np.ndarray | None:
+    """The teacher's frozen item embeddings [I, D] of a label folder (content, not labels), or
+    None when it has none; the folder's schema is checked as for the labels."""
+    _, meta = load_labels(path)
+    name = meta.get("item_embeddings")
+    return np.load(Path(path) / name).astype(np.float32) if name else None

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import InteractionData, histories, load_dataset, training_split
+from pipelines.data import PROTOCOLS, InteractionData, histories, load_dataset, training_split
 from pipelines.data.features import item_features, user_features
 from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.scoring import score_fn
-from pipelines.training.soft_lists import soft_lists
+from pipelines.training.soft_lists import label_item_embeddings, soft_lists
 from student.losses import (
     DistillLossWeights,
     total_loss,
@@ -80,7 +80,15 @@ class TrainStudentConfig:
     use_text: bool = field(
         default=False,
         metadata={
-            "help": "feed the teacher's frozen item text embedding to the item tower (needs labels with item_embeddings)"
+            "help": "feed the teacher's frozen item text embedding to the item tower (read from "
+            "--labels, which must hold item_embeddings; with --no-teacher only that file is used)"
+        },
+    )
+    item_id_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "DropoutNet: zero an item's id embedding with this probability in training; "
+            "items without train interactions never use theirs (> 0 for cold start)"
         },
     )
     hard_loss: str = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
@@ -95,6 +103,13 @@ class TrainStudentConfig:
     )
     w_hard: float = field(default=1.0, metadata={"help": "weight of the hard-label loss"})
     w_kl: float = field(default=1.0, metadata={"help": "weight of the listwise KL"})
+    w_cold_kl: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of a listwise KL over each user's cold candidates only (labels made "
+            "with a content map): the cold items' ranking among themselves"
+        },
+    )
     w_bce: float = field(default=0.0, metadata={"help": "weight of the pointwise soft BCE"})
     w_margin: float = field(default=0.0, metadata={"help": "weight of margin-MSE"})
     w_rank: float = field(default=0.0, metadata={"help": "weight of rank distillation (DLLM2Rec)"})
@@ -110,10 +125,12 @@ class TrainStudentConfig:
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
 
     def __post_init__(self):
-        if self.protocol not in ("random", "temporal"):
+        if self.protocol not in PROTOCOLS:
             raise ValueError(
-                f"TrainStudentConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
+                f"TrainStudentConfig.protocol={self.protocol!r}; expected one of {PROTOCOLS}"
             )
+        if self.use_text and not self.labels:
+            raise ValueError("TrainStudentConfig.use_text needs --labels (the item embeddings)")
         if self.hard_loss not in HARD_LOSSES:
             raise ValueError(
                 f"TrainStudentConfig.hard_loss={self.hard_loss!r}; expected one of {HARD_LOSSES}"
@@ -142,8 +159,6 @@ class TrainStudentConfig:
             raise ValueError(
                 "TrainStudentConfig: give --labels <folder> from generate-labels, or --no-teacher"
             )
-        if self.use_text and (self.no_teacher or not self.labels):
-            raise ValueError("TrainStudentConfig.use_text needs --labels with item embeddings")
 
     def weights(self) -> DistillLossWeights:
         if self.no_teacher:
@@ -151,6 +166,7 @@ class TrainStudentConfig:
         return DistillLossWeights(
             hard=self.w_hard,
             listwise_kl=self.w_kl,
+            cold_kl=self.w_cold_kl,
             soft_bce=self.w_bce,
             margin_mse=self.w_margin,
             rank=self.w_rank,
@@ -177,6 +193,7 @@ def build_student(
         out_dim=config.out_dim,
         use_user_id=config.use_user_id,
         dropout=config.dropout,
+        item_id_dropout=config.item_id_dropout,
     )
     return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
 
@@ -192,12 +209,25 @@ def run(config: TrainStudentConfig) -> dict:
     lists, meta = (None, None)
     if not c.no_teacher:
         lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
-    text = lists.item_embeddings if (lists is not None and c.use_text) else None
-    if c.use_text and text is None:
-        raise ValueError(
-            f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
-        )
+    text = None
+    if c.use_text:
+        text = lists.item_embeddings if lists is not None else label_item_embeddings(c.labels)
+        if text is None:
+            raise ValueError(
+                f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
+            )
+    cold_lists = None
+    if lists is not None and c.w_cold_kl > 0:
+        cold_lists, _ = soft_lists(c.labels, data, split, source="cold")
+        if cold_lists.mask.shape[1] == 0:
+            raise ValueError(
+                f"{c.labels}: w_cold_kl > 0 needs cold candidates (labels made with a content "
+                "map, e.g. generate-labels --protocol cold_items)"
+            )
     model = build_student(c, data, text)
+    if c.item_id_dropout > 0:
+        has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
+        model.set_item_id_mask(has_id)
     weights = c.weights()
     proj = None
     if weights.embed > 0:
@@ -234,7 +264,9 @@ def run(config: TrainStudentConfig) -> dict:
             neg = torch.as_tensor(rng.choice(data.n_items, c.n_negatives, p=p_neg))
             terms = {"hard": hard_loss(model, u, h, pos, neg, p_data, p_neg, c)}
             if lists is not None:
-                terms.update(soft_terms(model, lists, hist, rng, c, weights, proj, teacher_emb))
+                terms.update(
+                    soft_terms(model, lists, hist, rng, c, weights, proj, teacher_emb, cold_lists)
+                )
             loss, log = total_loss(terms, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -247,9 +279,15 @@ def run(config: TrainStudentConfig) -> dict:
             **{f"loss_{k}": v / steps for k, v in sums.items()},
             "valid_ndcg@10": metrics["ndcg@10"],
         }
+        if split.is_cold:
+            row["cold_valid_ndcg@20"] = cold_valid(model, hist, split)["ndcg@20"]
         history_log.append(row)
         logger.info(
-            "epoch %d loss %.4f valid ndcg@10 %.4f", epoch, row["loss_total"], metrics["ndcg@10"]
+            "epoch %d loss %.4f valid ndcg@10 %.4f%s",
+            epoch,
+            row["loss_total"],
+            metrics["ndcg@10"],
+            f" cold-valid ndcg@20 {row['cold_valid_ndcg@20']:.4f}" if split.is_cold else "",
         )
         if metrics["ndcg@10"] > best:
             best, bad = metrics["ndcg@10"], 0
@@ -265,6 +303,7 @@ def run(config: TrainStudentConfig) -> dict:
     train_seconds = time.perf_counter() - t_start
     fn = score_fn(model, hist)
     valid = evaluate(fn, valid_truth, valid_seen)
+    cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
     out = Path(c.out)
     model.save_pretrained(out / "model")
     result = {
@@ -278,10 +317,19 @@ def run(config: TrainStudentConfig) -> dict:
         "train_seconds": train_seconds,
         "params": count_parameters(model),
         "valid": _metrics(valid),
+        "cold_valid": cold,
         "history": history_log,
     }
     write_json(out / "metrics.json", result)
     return result
+
+
+def cold_valid(model: TwoTower, hist: torch.Tensor, split) -> dict:
+    """Ranking of the cold-validation items only (model selection for cold items)."""
+    from pipelines.data.content_map import cold_truth
+
+    truth = cold_truth(split, "cold_valid")
+    return evaluate(score_fn(model, hist), truth, None, items=split.cold_valid_items)
 
 
 def _metrics(m: dict) -> dict:

@@ -19,6 +19,10 @@ class DistillLossWeights:
         default=1.0, metadata={"help": "Ground-truth loss (sampled softmax or BPR)."}
     )
     listwise_kl: float = field(default=0.0, metadata={"help": "Listwise KL to teacher scores."})
+    cold_kl: float = field(
+        default=0.0,
+        metadata={"help": "Listwise KL over each user's cold-item candidates only (cold start)."},
+    )
     soft_bce: float = field(default=0.0, metadata={"help": "BCE against teacher probabilities."})
     margin_mse: float = field(default=0.0, metadata={"help": "Margin-MSE to teacher margins."})
     rank: float = field(default=0.0, metadata={"help": "Ranking distillation (teacher top-K)."})
@@ -60,7 +64,7 @@ class DistillLossWeights:
         return cls(**dict(data))
 
 
-TERM_NAMES = ("hard", "listwise_kl", "soft_bce", "margin_mse", "rank", "embed")
+TERM_NAMES = ("hard", "listwise_kl", "cold_kl", "soft_bce", "margin_mse", "rank", "embed")
 
 
 def total_loss(

@@ -136,12 +136,24 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
         dataset=DATASET,
         teacher_model=str(tiny_st_dir),
         epochs=1,
-        overrides={"labels": SMALL_LABELS, "student_hard": {"hidden": 32}},
+        overrides={
+            "labels": SMALL_LABELS,
+            "student_hard": {"hidden": 32},
+            "cold_labels": {**SMALL_LABELS, "cold_negatives": 5},
+            "cold_student_distilled": {"hidden": 32},
+        },
         out=str(tmp_path / "demo"),
     )
     rep = demo(cfg)
     validate_report(rep)
     assert "teacher" in rep["models"] and "student_int8" in rep["models"]
+    # the cold-start chain is part of the demo, with its own report
+    cold = json.loads((tmp_path / "demo" / "cold" / "benchmark" / "report.json").read_text())
+    assert cold["protocol"] == "cold_items"
+    assert {"teacher", "student_hard", "student_distilled", "student_int8"} <= set(cold["models"])
+    assert cold["models"]["student_int8"]["segments"]["cold"]["ndcg@20"] >= 0
+    cold_dist = tmp_path / "demo" / "cold" / "student_distilled" / "metrics.json"
+    assert json.loads(cold_dist.read_text())["config"]["hidden"] == 32
     labels = json.loads((tmp_path / "demo" / "labels" / "recdistill_labels.json").read_text())
     assert {k: labels["config"][k] for k in SMALL_LABELS} == SMALL_LABELS  # reached the step
     hard = json.loads((tmp_path / "demo" / "student_hard" / "metrics.json").read_text())

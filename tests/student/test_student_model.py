@@ -355,3 +355,41 @@ def test_from_pretrained_missing_files_and_bad_config(model: TwoTower, tmp_path)
     (tmp_path / "m" / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="model_type='bert'"):
         load_config(tmp_path / "m")
+
+
+def test_item_id_dropout_and_mask():
+    import torch
+
+    from student.model import TwoTower, TwoTowerConfig
+
+    c = TwoTowerConfig(n_users=4, n_items=6, n_item_features=3, id_dim=4, history_len=2,
+                       user_hidden=(8,), item_hidden=(8,), out_dim=4, dropout=0.0,
+                       item_id_dropout=0.5)  # fmt: skip
+    torch.manual_seed(0)
+    m = TwoTower(c, item_features=torch.randn(6, 3))
+    m.set_item_id_mask([True, True, True, True, False, False])  # items 4, 5: never seen
+    m.eval()
+    items = torch.arange(6)
+    before = m.encode_items(items)
+    with torch.no_grad():
+        m.item_id_emb.weight[4:] = torch.randn(2, 4) * 10  # a cold item's id never matters
+        m.item_id_emb.weight[0] += 1.0  # a warm item's id does
+    after = m.encode_items(items)
+    assert torch.equal(before[4:], after[4:])
+    assert not torch.allclose(before[0], after[0])
+    # in training, a warm item's id is dropped with probability item_id_dropout (DropoutNet)
+    with torch.no_grad():
+        with_id = m.encode_items(torch.tensor([0]))
+        m.item_id_mask[0] = 0.0
+        without_id = m.encode_items(torch.tensor([0]))
+        m.item_id_mask[0] = 1.0
+    m.train()
+    with torch.no_grad():
+        out = m.encode_items(torch.zeros(2000, dtype=torch.long))
+    dropped = torch.isclose(out, without_id).all(1)
+    kept = torch.isclose(out, with_id).all(1)
+    assert bool((dropped | kept).all()) and 0.4 < dropped.float().mean() < 0.6
+    with pytest.raises(ValueError, match="item_id_dropout"):
+        TwoTowerConfig(n_users=2, n_items=2, item_id_dropout=1.0)
+    with pytest.raises(ValueError, match="expected shape"):
+        m.set_item_id_mask([True])

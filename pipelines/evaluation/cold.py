@@ -1,0 +1,179 @@
+"""The cold-start benchmark (``recdistill benchmark --protocol cold_items``).
+
+Segments, each with a 95% bootstrap interval over users, at K = 10 and 20:
+
+- **cold**: each user with a cold-test interaction (and a warm train interaction) ranks the
+  cold-test items only; targets are that user's cold-test items;
+- **warm**: the warm test part, ranked over the warm items (train and validation excluded);
+- **all**: the warm test part plus the cold-test items, ranked over the whole catalogue (the
+  user's train, validation and cold-validation items excluded).
+
+Reference scorers beside the teacher and the students: random, genre profile, zero-shot text
+(the LLM's item embeddings, no training), the content map with and without the LLM embedding
+(``pipelines.data.content_map``), and popularity / EASE^R, which cannot score a cold item
+(``"cold": null``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
+from pipelines.data.content_map import cold_truth, content_features, fit_content_map
+from pipelines.data.features import item_features
+
+logger = logging.getLogger(__name__)
+
+SEGMENTS = ("cold", "warm", "all")
+KEYS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10")
+
+
+def segment_tasks(split) -> dict[str, dict]:
+    """For each segment: ``truth`` [U, I], ``exclude`` [U, I] or None, ``items`` (rankable)."""
+    n_items = split.n_items
+    cold = np.r_[split.cold_valid_items, split.cold_test_items]
+    warm_items = np.setdiff1d(np.arange(n_items), cold)
+    seen = split.seen_for("test")
+    seen_all = (seen + split.matrix("cold_valid")).astype(bool).astype(np.float32).tocsr()
+    has_train = sp.diags((np.diff(split.matrix("train").indptr) > 0).astype(np.float32))
+    all_truth = (has_train @ (split.matrix("test") + split.matrix("cold_test"))).tocsr()
+    return {
+        "cold": {"truth": cold_truth(split, "cold_test"), "exclude": None,
+                 "items": split.cold_test_items},
+        "warm": {"truth": split.matrix("test"), "exclude": seen, "items": warm_items},
+        "all": {"truth": all_truth.astype(bool).astype(np.float32).tocsr(), "exclude": seen_all,
+                "items": None},
+    }  # fmt: skip
+
+
+def evaluate_segments(score_fn, tasks: dict, bootstrap: int, cold_ok: bool = True) -> dict:
+    """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None."""
+    out = {}
+    for name, t in tasks.items():
+        if name == "cold" and not cold_ok:
+            out[name] = None
+            continue
+        m = evaluate(score_fn, t["truth"], t["exclude"], items=t["items"], return_per_user=True)
+        per = m["per_user"]["ndcg@20"]
+        _, lo, hi = bootstrap_ci(per, n=bootstrap)
+        out[name] = {k: m[k] for k in KEYS} | {
+            "ndcg@20_ci": [lo, hi],
+            "users": m["users"],
+            "_per_user": per,
+        }
+    return out
+
+
+def ranked_scorer(ranked: np.ndarray, n_items: int):
+    """A score function from ranked lists [U, K] (best first): listed items score K - rank,
+    the rest a large negative number (ranked after every listed item)."""
+
+    def fn(users: np.ndarray) -> np.ndarray:
+        s = np.full((len(users), n_items), -1e9, dtype=np.float32)
+        k = ranked.shape[1]
+        rows = np.repeat(np.arange(len(users)), k)
+        s[rows, ranked[users].reshape(-1)] = np.tile(
+            np.arange(k, 0, -1, dtype=np.float32), len(users)
+        )
+        return s
+
+    return fn
+
+
+def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
+    """The teacher's rankings from its label folder: the full-catalogue top-k, with its ranking
+    of the items without train interactions placed below (for the cold segment)."""
+    top = np.load(labels_dir / meta["teacher_topk"]).astype(np.int64)
+    cold = np.load(labels_dir / meta["teacher_topk_cold"]).astype(np.int64)
+    warm_fn, cold_fn = ranked_scorer(top, n_items), ranked_scorer(cold, n_items)
+
+    def fn(users: np.ndarray) -> np.ndarray:
+        # the cold ranking decides among cold items; the full top-k (which holds cold items
+        # too, on the same scale) decides everything it lists
+        s = cold_fn(users) - 2e6
+        w = warm_fn(users)
+        listed = w > -1e8
+        s[listed] = w[listed]
+        return s
+
+    return fn
+
+
+def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> dict:
+    """name -> (score_fn, can score cold items)."""
+    from pipelines.data.baselines import Popularity, fit_ease
+
+    train = split.matrix("train").tocsr()
+    n_items = split.n_items
+    rng = np.random.default_rng(seed)
+    noise = rng.random((split.n_users, n_items)).astype(np.float32)
+    out = {"random": (lambda u: noise[u], True)}
+    genres = item_features(data)[:, :-2].astype(np.float32)
+    g = genres / np.maximum(np.linalg.norm(genres, axis=1, keepdims=True), 1e-9)
+    profile = np.asarray(train @ g)
+    profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9)
+    out["genre_profile"] = (lambda u: profile[u] @ g.T, True)
+    if text_emb is not None:
+        e = text_emb / np.maximum(np.linalg.norm(text_emb, axis=1, keepdims=True), 1e-9)
+        up = np.asarray(train @ e)
+        up /= np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9)
+        out["zero_shot_text"] = (lambda u: up[u] @ e.T, True)
+    out["popularity"] = (Popularity(train), False)
+    ease, _ = fit_ease(split)
+    out["ease"] = (ease, False)
+    feats = item_features(data)
+    for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
+        if name == "content_map" and emb is None:
+            continue
+        cm, info = fit_content_map(split, ease.B, content_features(feats, emb))
+        out[name] = (_with_ease(cm, ease), True)
+        logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
+    return out
+
+
+def _with_ease(cm, ease):
+    """EASE^R for warm items, the content map's predicted columns for cold ones."""
+
+    def fn(users: np.ndarray) -> np.ndarray:
+        s = ease(users).copy()
+        s[:, cm.cold] = cm.score_cold_matrix(users)
+        return s
+
+    return fn
+
+
+def comparisons(segs: dict[str, dict], bootstrap: int) -> dict:
+    """Cold NDCG@20 ratios and paired intervals the issue's targets are stated in."""
+
+    def cold(name):
+        s = segs.get(name)
+        return None if s is None or s.get("cold") is None else s["cold"]
+
+    pairs = [
+        ("teacher", "content_map"),
+        ("student_distilled", "teacher"),
+        ("student_distilled", "student_hard"),
+        ("student_int8", "student_distilled"),
+        ("content_map", "content_map_no_text"),
+    ]
+    out = {}
+    for a, b in pairs:
+        ca, cb = cold(a), cold(b)
+        if ca is None or cb is None:
+            continue
+        d, lo, hi = paired_bootstrap(ca["_per_user"], cb["_per_user"], n=bootstrap)
+        out[f"{a}_vs_{b}"] = {
+            "cold_ndcg@20_ratio": ca["ndcg@20"] / cb["ndcg@20"] if cb["ndcg@20"] else None,
+            "cold_ndcg@20_diff": d,
+            "cold_ndcg@20_diff_ci": [lo, hi],
+        }
+    return out
+
+
+def strip_per_user(segs: dict) -> dict:
+    return {k: (None if v is None else {n: x for n, x in v.items() if n != "_per_user"})
+            for k, v in segs.items()}  # fmt: skip

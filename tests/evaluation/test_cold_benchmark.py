@@ -1,0 +1,159 @@
+"""The cold-start chain on tiny data: labels that score cold items, content-tower students,
+and the cold / warm / all report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import pipelines.data.splits as splits
+from pipelines.evaluation.benchmark import BenchmarkConfig
+from pipelines.evaluation.benchmark import run as bench
+from pipelines.labels.generate_labels import GenerateLabelsConfig
+from pipelines.labels.generate_labels import run as generate
+from pipelines.labels.schema import columns, load_labels
+from pipelines.training.train_student import TrainStudentConfig
+from pipelines.training.train_student import run as train
+
+DATASET = "synthetic:users=60,items=90,per_user=14,seed=8"
+SMALL = dict(epochs=2, batch_size=64, id_dim=8, hidden=16, out_dim=8, history_len=8,
+             n_negatives=16, soft_users=16, threads=1)  # fmt: skip
+
+
+def _labels(out: Path, model: Path) -> dict:
+    return generate(
+        GenerateLabelsConfig(
+            dataset=DATASET,
+            protocol="cold_items",
+            model=str(model),
+            n_negatives=10,
+            max_positives=5,
+            cold_negatives=6,
+            eval_users=40,
+            eval_negatives=8,
+            threads=1,
+            max_seq_length=32,
+            out=str(out),
+        )
+    )
+
+
+def _student(out: Path, labels: Path, hard: bool) -> None:
+    train(
+        TrainStudentConfig(
+            dataset=DATASET,
+            protocol="cold_items",
+            labels=str(labels),
+            no_teacher=hard,
+            use_text=True,
+            item_id_dropout=0.5,
+            w_cold_kl=0.0 if hard else 1.0,
+            out=str(out),
+            **SMALL,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_st_dir):
+    tmp = tmp_path_factory.mktemp("cold")
+    meta = _labels(tmp / "labels", tiny_st_dir)
+    for name, hard in (("hard", True), ("distilled", False)):
+        _student(tmp / name, tmp / "labels", hard)
+    report = bench(
+        BenchmarkConfig(
+            dataset=DATASET,
+            protocol="cold_items",
+            labels=str(tmp / "labels"),
+            student_hard=str(tmp / "hard" / "model"),
+            student_distilled=str(tmp / "distilled" / "model"),
+            indexes=(),
+            n_single=3,
+            bootstrap=50,
+            out=str(tmp / "bench"),
+        )
+    )
+    return tmp, meta, report
+
+
+def test_labels_score_cold_items_and_say_how(chain):
+    tmp, meta, _ = chain
+    cold = meta["cold"]
+    assert cold["content_map"] == "text" and cold["cold_items"] > 0
+    assert set(cold["scored_by"]) == {"ease", "popularity", "text"}
+    assert "cold" in meta["teacher"]["mix"]  # the cold items' own mix, fit on cold-validation
+    cold_items = np.load(tmp / "labels" / cold["items_file"])
+    split = splits.make_split(splits_data(), "cold_items", 0)
+    assert set(split.cold_test_items) <= set(cold_items)  # no train interaction: cold
+    ds, _ = load_labels(tmp / "labels")
+    t = columns(ds)
+    is_cold = t["source"] == "cold"
+    assert is_cold.any() and set(t["item"][is_cold]) <= set(cold_items)
+    users_with_train = np.unique(split.train["user"].to_numpy())
+    assert set(t["user"][is_cold]) == set(users_with_train)  # every training user gets some
+
+
+def splits_data():
+    from pipelines.data import load_dataset
+
+    return load_dataset(DATASET)
+
+
+def test_cold_report_schema(chain):
+    tmp, _, report = chain
+    assert report["protocol"] == "cold_items"
+    names = set(report["models"])
+    assert {"random", "genre_profile", "zero_shot_text", "content_map", "content_map_no_text",
+            "popularity", "ease", "teacher", "student_hard", "student_distilled"} <= names  # fmt: skip
+    for name, m in report["models"].items():
+        segs = m["segments"]
+        assert set(segs) == {"cold", "warm", "all"}, name
+        for seg, v in segs.items():
+            if v is None:
+                assert seg == "cold" and name in ("popularity", "ease")
+                continue
+            assert {"ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "ndcg@20_ci"} <= set(
+                v
+            )
+            lo, hi = v["ndcg@20_ci"]
+            assert lo <= v["ndcg@20"] <= hi
+    assert report["models"]["ease"]["segments"]["cold"] is None
+    saved = json.loads((tmp / "bench" / "report.json").read_text())
+    assert saved["models"]["popularity"]["segments"]["cold"] is None
+    md = (tmp / "bench" / "report.md").read_text()
+    assert "cold NDCG@20" in md and "cannot score" in md
+    assert "student_distilled_vs_student_hard" in report["comparisons"]
+
+
+def test_cold_items_never_shape_training(monkeypatch, tmp_path, tiny_st_dir):
+    # move every cold-test interaction to another cold-test item: labels and students must not
+    # change (the cold-test part is the future)
+    real = splits.make_split
+
+    def other(*a, **kw):
+        s = real(*a, **kw)
+        if s.protocol != "cold_items":
+            return s
+        ct = s.cold_test.copy()
+        items = s.cold_test_items
+        ct["item"] = items[(np.searchsorted(items, ct["item"].to_numpy()) + 1) % len(items)]
+        return replace(s, cold_test=ct.astype(s.cold_test.dtypes.to_dict()))
+
+    got = []
+    for k in (0, 1):
+        if k:
+            monkeypatch.setattr(splits, "make_split", other)
+        out = tmp_path / f"f{k}"
+        _labels(out / "labels", tiny_st_dir)
+        _student(out / "distilled", out / "labels", hard=False)
+        ds, _ = load_labels(out / "labels")
+        got.append((columns(ds), load_file(str(out / "distilled" / "model" / "model.safetensors"))))
+    (c0, w0), (c1, w1) = got
+    assert all(np.array_equal(c0[n], c1[n]) for n in c0)
+    assert all(torch.equal(w0[n], w1[n]) for n in w0)
