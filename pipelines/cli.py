@@ -1,7 +1,9 @@
 """`recdistill`: one console script, one subcommand per job.
 
-Each subcommand maps to a config dataclass and a ``run(config) -> dict``; this module only
-parses (``--config file.yaml`` plus flag overrides; unknown flags are rejected).
+Each subcommand maps to a config dataclass and a ``run(config) -> dict``. ``recdistill --help``
+lists the jobs from the static table below; ``recdistill <job> ...`` imports that job's module
+only, and parses ``--config file.yaml`` plus flags with the parser
+``pipelines.core.config.ConfigParser`` builds from the config's annotations.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import importlib
 import logging
 import sys
 
-from pipelines.core.config import add_config_args, config_from_args
-
 # subcommand -> (module, config class, one-line help). Modules are imported on use so that
-# `recdistill prepare` does not pay for torch/transformers imports.
+# `recdistill prepare` does not pay for torch imports.
 JOBS: dict[str, tuple[str, str, str]] = {
     "prepare": (
         "pipelines.data.prepare",
@@ -56,37 +56,61 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "DemoConfig",
         "the whole chain on the packaged defaults, reusing finished steps",
     ),
+    "index-bench": (
+        "pipelines.evaluation.index_bench",
+        "IndexBenchConfig",
+        "FAISS item indexes at catalogue scale on synthetic embeddings",
+    ),
+    "bench-ray": (
+        "pipelines.evaluation.bench_ray",
+        "BenchRayConfig",
+        "soft-label throughput in-process vs on Ray Data with 1 and 2 actors",
+    ),
+    "bench-prefix": (
+        "pipelines.evaluation.bench_prefix",
+        "BenchPrefixConfig",
+        "naive vs shared-prefix yes/no scoring with a real causal LM teacher",
+    ),
 }
 
 logger = logging.getLogger("recdistill")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recdistill", description=__doc__.splitlines()[0])
+    """The top-level parser: ``-v`` and the job names (no job module is imported)."""
+    parser = argparse.ArgumentParser(
+        prog="recdistill", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module, cls_name, help_) in JOBS.items():
-        cls = getattr(importlib.import_module(module), cls_name)
-        p = sub.add_parser(name, help=help_, description=help_)
-        add_config_args(p, cls)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<job>")
+    for name, (_, _, help_) in JOBS.items():
+        sub.add_parser(name, help=help_, add_help=False)
     return parser
 
 
+def job_parser(name: str):
+    """The parser of job ``name`` (imports its module) and the module."""
+    from pipelines.core.config import ConfigParser
+
+    module_name, cls_name, help_ = JOBS[name]
+    module = importlib.import_module(module_name)
+    parser = ConfigParser(getattr(module, cls_name), prog=f"recdistill {name}", description=help_)
+    return parser, module
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    verbose = args.__dict__.pop("verbose")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 1
+    top = build_parser().parse_args(argv[: i + 1])  # exits on --help or a bad job name
+    parser, module = job_parser(top.command)
+    config = parser.parse_config(argv[i + 1 :])
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if top.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    module_name, cls_name, _ = JOBS[args.command]
-    module = importlib.import_module(module_name)
-    try:
-        config = config_from_args(getattr(module, cls_name), args)
-    except ValueError as e:
-        parser.error(str(e))
     result = module.run(config)
     summary = getattr(module, "format_summary", None)
     if summary is not None:

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -31,6 +32,7 @@ from pipelines.core.io import write_json
 from pipelines.data import prepare
 from pipelines.evaluation import benchmark
 from pipelines.labels import generate_labels
+from pipelines.labels.config import TeacherName
 from pipelines.training import train_student
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,10 @@ COLD_KL = 1.0  # the cold chain's distilled student: weight of the KL over cold 
 @dataclass
 class DemoConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
-    teacher: str = field(
+    protocol: Literal["random", "temporal"] = field(
+        default="random", metadata={"help": "split protocol"}
+    )
+    teacher: TeacherName = field(
         default="embedding", metadata={"help": "LLM part of the teacher: embedding or causal_lm"}
     )
     teacher_model: str | None = field(
@@ -62,7 +66,7 @@ class DemoConfig:
         default=0.5, metadata={"help": "cold chain: the students' item id dropout (DropoutNet)"}
     )
     out: str = field(default="runs/demo", metadata={"help": "output folder for every artifact"})
-    overrides: str = field(
+    overrides: str | dict = field(
         default="",
         metadata={
             "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "

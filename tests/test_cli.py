@@ -38,14 +38,8 @@ def test_unknown_flags_and_fields_are_rejected(tmp_path):
 
 
 def test_string_none_stays_a_string_for_choices():
-    import argparse
-
-    from pipelines.core.config import add_config_args, config_from_args
+    from pipelines.core.config import parse_config
     from pipelines.labels.generate_labels import GenerateLabelsConfig
 
-    parser = argparse.ArgumentParser()
-    add_config_args(parser, GenerateLabelsConfig)
-    cfg = config_from_args(
-        GenerateLabelsConfig, parser.parse_args(["--collab", "none", "--adapter", "none"])
-    )
+    cfg = parse_config(GenerateLabelsConfig, ["--collab", "none", "--adapter", "none"])
     assert cfg.collab == "none" and cfg.adapter is None

@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ import torch
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import histories, load_dataset, training_split
+from pipelines.data import ProtocolName, histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
 from student.compress import (
     choose_int8_parts,
@@ -42,7 +43,8 @@ from student.model import TwoTower, count_parameters, model_bytes
 
 logger = logging.getLogger(__name__)
 
-INT8_MODES = ("both", "all", "auto", "none")
+Int8Mode = Literal["both", "all", "auto", "none"]
+INT8_MODES: tuple[str, ...] = get_args(Int8Mode)
 
 
 @dataclass
@@ -53,7 +55,7 @@ class CompressConfig:
     dataset: str = field(
         default="ml-100k", metadata={"help": "dataset spec the student was trained on"}
     )
-    protocol: str = field(default="random", metadata={"help": "split protocol"})
+    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
     out: str = field(default="runs/compressed", metadata={"help": "output folder"})
     keep_ratio: float = field(
@@ -68,7 +70,7 @@ class CompressConfig:
     )
     finetune_lr: float = field(default=2e-3, metadata={"help": "fine-tune learning rate"})
     temperature: float = field(default=1.0, metadata={"help": "fine-tune listwise KL temperature"})
-    int8: str = field(default="both", metadata={"help": f"int8 mode: one of {INT8_MODES}"})
+    int8: Int8Mode = field(default="both", metadata={"help": f"int8 mode: one of {INT8_MODES}"})
     magnitude_sparsity: float = field(
         default=0.5, metadata={"help": "sparsity of the unstructured comparison (0 = skip)"}
     )

@@ -1,22 +1,35 @@
-"""Job configs: dataclasses with ``help`` metadata, JSON/YAML round trip, and a CLI parser.
+"""Job configs: dataclasses with ``help`` metadata, JSON/YAML round trip, and the CLI parser.
 
 The one ``to_dict``/``from_dict`` of ``pipelines``.
 
-A job is ``run(config) -> metrics dict``; the CLI only parses ``--config file.yaml`` plus
-flag overrides (unknown flags are rejected).
+A job is ``run(config) -> metrics dict``. Its subcommand's parser is a
+``transformers.HfArgumentParser`` built from the config's annotations (:class:`ConfigParser`):
+``str``/``int``/``float``, ``X | None`` (``none`` or ``null`` gives None), ``Literal[...]``
+choices, ``bool`` (``--x``, ``--x false``, ``--no-x``), ``tuple[X, ...]`` (space-separated
+values; none at all is the empty tuple; numbers may also be comma-separated). ``--config
+file.yaml`` is turned into the same flags (placed before the command line's, so flags override
+it) and parsed by the same parser: a file value is typed and validated exactly like a flag.
+Unknown flags and fields are refused with the valid names; a bad value is a one-line
+``parser.error`` (exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import types
+import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
+from transformers.hf_argparser import HfArgumentParser, string_to_bool
 
 T = TypeVar("T")
+NONE_WORDS = ("none", "null")
 
 
 def to_dict(config) -> dict[str, Any]:
@@ -24,6 +37,7 @@ def to_dict(config) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
+    """``cls(**data)`` with unknown fields refused and JSON lists turned back into tuples."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -64,40 +78,228 @@ def _default(f: dataclasses.Field):
     return None
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
-    """One flag per field (``--field-name``); defaults are suppressed so that only flags the
-    user gave override the ``--config`` file."""
-    parser.add_argument("--config", help="YAML or JSON file of field: value; flags override it")
-    for f in dataclasses.fields(cls):
-        default = _default(f)
-        flag = "--" + f.name.replace("_", "-")
-        help_ = f"{f.metadata.get('help', '')} (default: {default!r})"
-        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_}
-        if isinstance(default, bool) and f.name.startswith("no_"):
-            # BooleanOptionalAction would read "--no-x" as False: a plain switch instead
-            parser.add_argument(flag, action="store_const", const=True, **kw)
-        elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-        elif isinstance(default, tuple):
-            elem = type(default[0]) if default else str
-            parser.add_argument(flag, nargs="*", type=elem, **kw)
-        elif isinstance(default, (int, float)):
-            parser.add_argument(flag, type=type(default), **kw)
-        elif default is None:  # optional field: "none"/"null" on the command line means None
-            parser.add_argument(flag, type=_none_or_str, **kw)
-        else:
-            parser.add_argument(flag, type=str, **kw)
+# ---------------------------------------------------------------------------- field types
 
 
-def _none_or_str(s: str):
-    return None if s.lower() in ("none", "null") else s
+def _split_optional(hint) -> tuple[bool, Any]:
+    """(is Optional, the hint without None)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) < len(typing.get_args(hint)):
+            return True, args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+    return False, hint
 
 
-def config_from_args(cls: type[T], args: argparse.Namespace) -> T:
-    values = vars(args).copy()
-    values.pop("command", None)
-    values.pop("func", None)
-    path = values.pop("config", None)
-    data = load_config_file(path) if path else {}
-    data.update(values)
-    return from_dict(cls, data, source=path or "command line")
+def _is_mapping_union(hint) -> bool:
+    """``str | dict`` (e.g. ``DemoConfig.overrides``): a string, or a mapping from a file."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and dict in {
+        typing.get_origin(a) or a for a in typing.get_args(hint)
+    }
+
+
+def _named(fn: Callable, name: str) -> Callable:
+    fn.__name__ = name  # argparse's "invalid <name> value: 'x'"
+    return fn
+
+
+def _element_type(elem, optional: bool) -> tuple[Callable, tuple | None]:
+    """(argparse ``type``, ``choices``) for one value of a field."""
+    if typing.get_origin(elem) is Literal:
+        choices = typing.get_args(elem)
+        by_text = {str(c): c for c in choices}
+        if optional:
+            choices = (*choices, None)
+        fn = _named(
+            lambda s: None if optional and s.lower() in NONE_WORDS else by_text.get(s, s), "choice"
+        )
+        return fn, choices
+    base = string_to_bool if elem is bool else elem
+    if not optional:
+        return base, None
+    name = getattr(elem, "__name__", str(elem))
+    return _named(lambda s: None if s.lower() in NONE_WORDS else base(s), name), None
+
+
+class _TupleAction(argparse.Action):
+    """``nargs="*"`` values as a tuple; ``1,2 3`` -> (1, 2, 3) for numbers; ``none`` -> None."""
+
+    def __init__(self, *args, numeric: bool = False, **kwargs):
+        self.numeric = numeric
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.numeric:
+            values = [x for part in values for x in part]
+        setattr(namespace, self.dest, None if list(values) == [None] else tuple(values))
+
+
+class ConfigParser(HfArgumentParser):
+    """The parser of one job's config dataclass: ``HfArgumentParser`` plus tuples, ``none``
+    for Optional fields, ``--no-x`` for every bool, ``--config`` and strict errors."""
+
+    def __init__(self, config_class: type, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(None, **kwargs)
+        self.config_class = config_class
+        self._context = ""
+        self.add_argument(
+            "--config",
+            metavar="FILE",
+            help="YAML or JSON file of field: value, typed like the flags; flags override it",
+        )
+        self.dataclass_types = [config_class]
+        self._add_dataclass_arguments(config_class)
+        for action in self._actions:  # usage and help show the dashed spelling first
+            action.option_strings.sort(key=lambda s: "_" in s)
+
+    # -- building
+    def _parse_dataclass_field(self, parser, field: dataclasses.Field):
+        flags = [f"--{field.name}"]
+        if "_" in field.name:
+            flags.append(f"--{field.name.replace('_', '-')}")
+        help_ = str(field.metadata.get("help", "")).replace("%", "%%")
+        optional, hint = _split_optional(field.type)
+        origin = typing.get_origin(hint)
+        default = _default(field)
+        if _is_mapping_union(field.type):
+            parser.add_argument(*flags, type=str, default=default, help=help_)
+        elif origin is tuple:
+            elem = typing.get_args(hint)[0]
+            type_, choices = _element_type(elem, optional)
+            numeric = elem in (int, float)
+            if numeric:
+                type_ = _comma_list(type_)
+            parser.add_argument(
+                *flags,
+                nargs="*",
+                type=type_,
+                choices=None if numeric else choices,
+                default=default,
+                action=_TupleAction,
+                numeric=numeric,
+                help=help_,
+            )
+        elif optional:
+            type_, choices = _element_type(hint, True)
+            parser.add_argument(
+                *flags,
+                type=type_,
+                choices=choices,
+                default=default,
+                metavar=None if choices else field.name.upper(),
+                help=help_ + " ('none' for None)",
+            )
+        else:  # str, int, float, bool, Literal: the library's own handling
+            plain = copy.copy(field)
+            plain.metadata = types.MappingProxyType({"help": help_})
+            super()._parse_dataclass_field(parser, plain)
+            if field.type is not bool or field.name.startswith("no_"):
+                return
+            if field.default is True:  # the library added --no_x / --no-x: say what it does
+                complement = parser._actions[-1]
+            else:
+                complement = parser.add_argument(
+                    f"--no_{field.name}",
+                    f"--no-{field.name.replace('_', '-')}",
+                    action="store_false",
+                    dest=field.name,
+                )
+            complement.default = argparse.SUPPRESS
+            complement.help = f"set {field.name} to False"
+
+    # -- parsing
+    def valid_flags(self) -> list[str]:
+        return sorted(
+            {
+                s
+                for a in self._actions
+                for s in a.option_strings
+                if s.startswith("--") and "_" not in s
+            }
+        )
+
+    def field_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.config_class) if f.init]
+
+    def error(self, message: str):
+        super().error(f"{self._context}: {message}" if self._context else message)
+
+    def _parse_strict(self, args: Sequence[str]) -> argparse.Namespace:
+        ns, extra = self.parse_known_args(list(args))
+        if extra:
+            self.error(
+                f"unrecognized arguments: {' '.join(extra)}; valid flags: "
+                + " ".join(self.valid_flags())
+            )
+        return ns
+
+    def file_tokens(self, data: dict[str, Any]) -> list[str]:
+        """A ``--config`` mapping as the equivalent flags (unknown keys refused)."""
+        names = self.field_names()
+        unknown = sorted(set(data) - set(names))
+        if unknown:
+            self.error(f"unknown field(s) {unknown}; valid fields: {', '.join(names)}")
+        hints = typing.get_type_hints(self.config_class)
+        tokens: list[str] = []
+        for key, value in data.items():
+            flag = f"--{key}"
+            if isinstance(value, dict) and _is_mapping_union(hints[key]):
+                tokens.append(f"{flag}={json.dumps(value)}")
+            elif isinstance(value, list | tuple):
+                tokens += [flag, *map(_text, value)]
+                if typing.get_origin(_split_optional(hints[key])[1]) is not tuple:
+                    self.error(f"{key}={value!r}: a list, but {key} takes one value")
+            elif isinstance(value, dict):
+                self.error(f"{key}={value!r}: a mapping, but {key} takes one value")
+            else:
+                tokens.append(f"{flag}={_text(value)}")
+        return tokens
+
+    def parse_config(self, argv: Sequence[str]) -> Any:
+        """The config from ``--config FILE`` (if any) and the flags in ``argv``."""
+        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        pre.add_argument("--config")
+        known, rest = pre.parse_known_args(list(argv))
+        file_args: list[str] = []
+        if known.config:
+            self._context = f"--config {known.config}"
+            try:
+                file_args = self.file_tokens(load_config_file(known.config))
+            except ValueError as e:
+                self._context = ""
+                self.error(str(e))
+            self._parse_strict(file_args)  # errors name the file
+            self._context = ""
+        ns = self._parse_strict([*file_args, *rest])
+        values = {k: getattr(ns, k) for k in self.field_names()}
+        try:
+            return self.config_class(**values)
+        except ValueError as e:
+            self.error(str(e))
+
+
+def _comma_list(type_: Callable) -> Callable:
+    def parse(s: str) -> list:
+        if s.lower() in NONE_WORDS:
+            return [type_(s)]
+        return [type_(t) for t in s.split(",") if t.strip()]
+
+    return _named(parse, type_.__name__)
+
+
+def _text(value) -> str:
+    """A YAML value as the command-line word that means it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def build_config_parser(config_class: type, **kwargs) -> ConfigParser:
+    return ConfigParser(config_class, **kwargs)
+
+
+def parse_config(config_class: type[T], argv: Sequence[str], **kwargs) -> T:
+    """``config_class`` from ``--config FILE`` plus flags (``SystemExit(2)`` on a bad one)."""
+    return ConfigParser(config_class, **kwargs).parse_config(argv)

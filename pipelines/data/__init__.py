@@ -7,6 +7,7 @@ from pipelines.data.loaders import load_dataset, load_grouplens, load_ml100k, lo
 from pipelines.data.splits import (
     PROTOCOLS,
     LeakError,
+    ProtocolName,
     Split,
     histories,
     make_split,
@@ -17,6 +18,7 @@ from pipelines.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     "PROTOCOLS",
+    "ProtocolName",
     "DataError",
     "InteractionData",
     "LeakError",

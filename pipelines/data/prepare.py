@@ -14,7 +14,7 @@ from pathlib import Path
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import PROTOCOLS, load_dataset, make_split
+from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class PrepareConfig:
         default="ml-100k",
         metadata={"help": "dataset spec (ml-100k, grouplens:/path, synthetic:..., file.csv)"},
     )
-    protocols: tuple[str, ...] = field(
+    protocols: tuple[ProtocolName, ...] = field(
         default=("random", "temporal"), metadata={"help": f"split protocols, from {PROTOCOLS}"}
     )
     seed: int = field(default=0, metadata={"help": "split seed"})

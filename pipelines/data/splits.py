@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ import scipy.sparse as sp
 
 from pipelines.data.dataset import InteractionData
 
-PROTOCOLS = ("random", "temporal", "cold_items")
+ProtocolName = Literal["random", "temporal", "cold_items"]
+PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
 PARTS = ("train", "valid", "test", "cold_valid", "cold_test")
 COLD_FRACTION = 0.2
 HELD_OUT = ("test", "cold_test")  # what the training view has not got

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from pipelines.core.io import write_json, write_text
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
+from pipelines.labels.config import TeacherName
 from pipelines.labels.generate_labels import GenerateLabelsConfig
 from pipelines.labels.generate_labels import run as generate
 from pipelines.training.scoring import score_fn
@@ -36,13 +38,13 @@ METRICS = ("ndcg@10", "recall@10", "mrr@10")
 @dataclass
 class AblationConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocols: tuple[str, ...] = field(
+    protocols: tuple[Literal["random", "temporal"], ...] = field(
         default=("random", "temporal"), metadata={"help": "split protocols"}
     )
     seeds: tuple[int, ...] = field(
         default=(0, 1, 2), metadata={"help": "training seeds (>= 3 for the issue's table)"}
     )
-    teacher: str = field(default="embedding", metadata={"help": "LLM part of the teacher"})
+    teacher: TeacherName = field(default="embedding", metadata={"help": "LLM part of the teacher"})
     teacher_model: str | None = field(
         default=None, metadata={"help": "teacher model (default: packaged)"}
     )

@@ -1,6 +1,6 @@
 """Benchmark: naive vs shared-prefix yes/no scoring with a real causal LM teacher.
 
-    python -m pipelines.evaluation.bench_prefix --users 4 --candidates 50 --out runs/bench/prefix.json
+    recdistill bench-prefix --users 4 --candidates 50 --out runs/bench/prefix.json
 
 Builds realistic prompts (fake movie titles, ``--history`` items per user), scores every
 (user, candidate) pair both ways, and writes pairs/s, the speedup and the largest score
@@ -9,11 +9,12 @@ difference to JSON. Timings are measured here and never asserted in tests.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -163,46 +164,61 @@ def _versions() -> dict[str, str]:
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--source", default="smollm2", help="teacher: 'smollm2', .gguf, folder or hub id"
+@dataclass
+class BenchPrefixConfig:
+    source: str = field(
+        default="smollm2", metadata={"help": "teacher: 'smollm2', .gguf, folder or hub id"}
     )
-    parser.add_argument("--users", type=int, default=4)
-    parser.add_argument("--candidates", type=int, default=50, help="candidates per user")
-    parser.add_argument("--history", type=int, default=20, help="history items per user")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--max-history-tokens", type=int, default=512)
-    parser.add_argument("--template", default="yes_no_v1")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/prefix.json"))
-    args = parser.parse_args(argv)
-    for name in ("users", "candidates", "history", "batch_size", "threads", "max_history_tokens"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} is {getattr(args, name)}; expected >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    users: int = field(default=4, metadata={"help": "users"})
+    candidates: int = field(default=50, metadata={"help": "candidates per user"})
+    history: int = field(default=20, metadata={"help": "history items per user"})
+    batch_size: int = field(default=16, metadata={"help": "scoring batch size"})
+    threads: int = field(default=2, metadata={"help": "torch threads"})
+    max_history_tokens: int = field(default=512, metadata={"help": "history token budget"})
+    template: str = field(default="yes_no_v1", metadata={"help": "prompt template"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    out: str = field(default="runs/bench/prefix.json", metadata={"help": "JSON file to write"})
+
+    def __post_init__(self):
+        for name in ("users", "candidates", "history", "batch_size", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BenchPrefixConfig.{name}={getattr(self, name)}; expected >= 1")
+        if self.max_history_tokens < 1:
+            raise ValueError(
+                f"BenchPrefixConfig.max_history_tokens={self.max_history_tokens}; expected >= 1"
+            )
+
+
+def run(config: BenchPrefixConfig) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes to ``config.out``) its result."""
     result = run_bench(
-        source=args.source,
-        users=args.users,
-        candidates=args.candidates,
-        history=args.history,
-        batch_size=args.batch_size,
-        threads=args.threads,
-        max_history_tokens=args.max_history_tokens,
-        template=args.template,
-        seed=args.seed,
+        source=config.source,
+        users=config.users,
+        candidates=config.candidates,
+        history=config.history,
+        batch_size=config.batch_size,
+        threads=config.threads,
+        max_history_tokens=config.max_history_tokens,
+        template=config.template,
+        seed=config.seed,
     )
-    write_json(args.out, result)
+    write_json(Path(config.out), result)
     logger.info(
         "naive %.1f pairs/s, shared prefix %.1f pairs/s, speedup %.2fx, max |diff| %.2e -> %s",
         result["pairs_per_s"]["naive"],
         result["pairs_per_s"]["shared_prefix"],
         result["speedup"],
         result["max_abs_diff"],
-        args.out,
+        config.out,
     )
     return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``recdistill bench-prefix ARGV``."""
+    from pipelines.cli import main as cli_main
+
+    return cli_main(["bench-prefix", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark: soft-label throughput in-process vs on Ray Data with 1 and 2 actors.
 
-    python -m pipelines.evaluation.bench_ray --out runs/bench/ray.json
+    recdistill bench-ray --out runs/bench/ray.json
 
 Runs ``generate-labels`` on MovieLens-100K users with the packaged teachers: the embedding
 teacher (MiniLM, ``--users`` users with the default ~120 candidates each) and the causal-LM
@@ -23,14 +23,15 @@ in tests.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import platform
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -181,47 +182,59 @@ def run_bench(
     return result
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/bench/ray.json", help="JSON file to write")
-    p.add_argument("--users", type=int, default=200, help="embedding teacher: users")
-    p.add_argument("--causal-users", type=int, default=8, help="causal-LM teacher: users")
-    p.add_argument(
-        "--causal-candidates", type=int, default=20, help="causal-LM teacher: candidates/user"
+@dataclass
+class BenchRayConfig:
+    out: str = field(default="runs/bench/ray.json", metadata={"help": "JSON file to write"})
+    users: int = field(default=200, metadata={"help": "embedding teacher: users"})
+    causal_users: int = field(default=8, metadata={"help": "causal-LM teacher: users"})
+    causal_candidates: int = field(
+        default=20, metadata={"help": "causal-LM teacher: candidates/user"}
     )
-    p.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actor counts")
-    p.add_argument(
-        "--threads", type=int, nargs="+", default=[1, 2], help="local engine: torch threads"
+    actors: tuple[int, ...] = field(default=(1, 2), metadata={"help": "Ray actor counts"})
+    threads: tuple[int, ...] = field(
+        default=(1, 2), metadata={"help": "local engine: torch threads"}
     )
-    p.add_argument(
-        "--teachers",
-        nargs="+",
-        default=["embedding", "causal_lm"],
-        choices=["embedding", "causal_lm"],
-        help="teachers to benchmark",
+    teachers: tuple[Literal["embedding", "causal_lm"], ...] = field(
+        default=("embedding", "causal_lm"), metadata={"help": "teachers to benchmark"}
     )
-    args = p.parse_args(argv)
-    for name in ("users", "causal_users", "causal_candidates"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')}={getattr(args, name)}; expected >= 1")
-    for name in ("actors", "threads"):
-        if min(getattr(args, name)) < 1:
-            p.error(f"--{name} {getattr(args, name)}; expected counts >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    def __post_init__(self):
+        for name in ("users", "causal_users", "causal_candidates"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"BenchRayConfig.{name}={getattr(self, name)}; expected >= 1")
+        for name in ("actors", "threads", "teachers"):
+            if not getattr(self, name):
+                raise ValueError(f"BenchRayConfig.{name} is empty; give at least one")
+        for name in ("actors", "threads"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"BenchRayConfig.{name}={getattr(self, name)}; expected counts >= 1"
+                )
+
+
+def run(config: BenchRayConfig) -> dict[str, Any]:
+    """Run the benchmark; returns (and writes to ``config.out``) its result."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     result = run_bench(
-        users=args.users,
-        causal_users=args.causal_users,
-        causal_candidates=args.causal_candidates,
-        actors=tuple(args.actors),
-        threads=tuple(args.threads),
-        teachers=tuple(args.teachers),
+        users=config.users,
+        causal_users=config.causal_users,
+        causal_candidates=config.causal_candidates,
+        actors=tuple(config.actors),
+        threads=tuple(config.threads),
+        teachers=tuple(config.teachers),
     )
-    write_json(args.out, result)
-    logger.info("wrote %s", args.out)
+    write_json(config.out, result)
+    logger.info("wrote %s", config.out)
     return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``recdistill bench-ray ARGV``."""
+    from pipelines.cli import main as cli_main
+
+    return cli_main(["bench-ray", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

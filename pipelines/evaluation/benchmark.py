@@ -12,13 +12,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from pipelines.core.config import to_dict
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
-from pipelines.data import PROTOCOLS, histories, load_dataset, make_split
+from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
 from pipelines.evaluation.report import (
     cold_comparisons,
@@ -30,13 +31,14 @@ from pipelines.evaluation.report import (
 
 logger = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "sq8", "ivf_sq8", "hnsw_sq8")
+IndexKind = Literal["flat", "sq8", "ivf_sq8", "hnsw_sq8"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 
 @dataclass
 class BenchmarkConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
     labels: str | None = field(
         default=None, metadata={"help": "soft-label folder (teacher metrics)"}
@@ -52,7 +54,7 @@ class BenchmarkConfig:
     student_int8_fast: str | None = field(
         default=None, metadata={"help": "latency-aware int8 student folder (compress --int8 auto)"}
     )
-    indexes: tuple[str, ...] = field(
+    indexes: tuple[IndexKind, ...] = field(
         default=INDEX_KINDS, metadata={"help": f"index kinds, from {INDEX_KINDS}"}
     )
     n_single: int = field(default=200, metadata={"help": "queries timed one at a time (p50/p99)"})

@@ -1,72 +1,61 @@
-"""`python -m pipelines.evaluation.index_bench`: the index benchmark at catalogue scale.
+"""`recdistill index-bench`: the index benchmark at catalogue scale.
 
 Runs ``pipelines.evaluation.index_scale.run_scale`` on seeded synthetic catalogues and writes a
 JSON of everything it measured::
 
-    python -m pipelines.evaluation.index_bench --sizes 100000 --out runs/bench/scale.json
+    recdistill index-bench --sizes 100000 --out runs/bench/scale.json
+
+(``python -m pipelines.evaluation.index_bench ...`` runs the same subcommand.)
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
-
-from pipelines.evaluation.index_scale import run_scale
 
 logger = logging.getLogger(__name__)
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(float(t)) for t in text.split(",") if t.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.evaluation.index_bench",
-        description="Scale benchmark of FAISS item indexes on synthetic embeddings.",
+@dataclass
+class IndexBenchConfig:
+    sizes: tuple[int, ...] = field(
+        default=(100_000, 1_000_000), metadata={"help": "catalogue sizes (100000 1000000)"}
     )
-    p.add_argument(
-        "--sizes",
-        type=_int_list,
-        default=[100_000, 1_000_000],
-        help="comma-separated catalogue sizes (default 100000,1000000)",
-    )
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--queries", type=int, default=1000, help="queries for recall / batch QPS")
-    p.add_argument("--single", type=int, default=200, help="queries timed one at a time")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--threads", type=int, default=1, help="faiss search threads")
-    p.add_argument("--build-threads", type=int, default=2, help="faiss build threads")
-    p.add_argument(
-        "--sigma",
-        type=float,
+    dim: int = field(default=64, metadata={"help": "embedding size"})
+    queries: int = field(default=1000, metadata={"help": "queries for recall / batch QPS"})
+    single: int = field(default=200, metadata={"help": "queries timed one at a time"})
+    k: int = field(default=10, metadata={"help": "recall@k"})
+    threads: int = field(default=1, metadata={"help": "faiss search threads"})
+    build_threads: int = field(default=2, metadata={"help": "faiss build threads"})
+    sigma: float = field(
         default=0.5,
-        help="log-normal norm sigma for the un-normalised case (0 = skip it)",
+        metadata={"help": "log-normal norm sigma for the un-normalised case (0 = skip it)"},
     )
-    p.add_argument(
-        "--lognormal-sizes",
-        type=_int_list,
+    lognormal_sizes: tuple[int, ...] | None = field(
         default=None,
-        help="sizes that also run the log-normal case (default: smallest size)",
+        metadata={"help": "sizes that also run the log-normal case (default: smallest size)"},
     )
-    p.add_argument("--nprobe", type=_int_list, default=[8, 16, 32, 64, 128, 256])
-    p.add_argument("--ef", type=_int_list, default=[16, 32, 64, 128, 256])
-    p.add_argument("--ef-construction", type=int, default=40)
-    p.add_argument("--hnsw-m", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=2, help="timings are the best of N passes")
-    p.add_argument("--out", default="runs/bench/scale.json", help="output JSON path")
-    return p
+    nprobe: tuple[int, ...] = field(
+        default=(8, 16, 32, 64, 128, 256), metadata={"help": "IVF nprobe sweep"}
+    )
+    ef: tuple[int, ...] = field(
+        default=(16, 32, 64, 128, 256), metadata={"help": "HNSW efSearch sweep"}
+    )
+    ef_construction: int = field(default=40, metadata={"help": "HNSW efConstruction"})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW M"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    repeats: int = field(default=2, metadata={"help": "timings are the best of N passes"})
+    out: str = field(default="runs/bench/scale.json", metadata={"help": "output JSON path"})
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)  # unknown flags are an error
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def run(config: IndexBenchConfig) -> dict[str, Any]:
+    """Run the scale benchmark; returns (and writes to ``config.out``) its report."""
+    from pipelines.evaluation.index_scale import run_scale
+
+    args = config
     report = run_scale(
         sizes=args.sizes,
         dim=args.dim,
@@ -100,6 +89,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             )
     logger.info("wrote %s (%.1fs)", args.out, report["wall_s"])
     return report
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``recdistill index-bench ARGV``."""
+    from pipelines.cli import main as cli_main
+
+    return cli_main(["index-bench", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

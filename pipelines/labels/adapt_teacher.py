@@ -22,7 +22,8 @@ import numpy as np
 
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
-from pipelines.data import load_dataset, render_item_text, training_split
+from pipelines.data import ProtocolName, load_dataset, render_item_text, training_split
+from pipelines.labels.config import TeacherName
 from pipelines.labels.teacher import user_text
 
 logger = logging.getLogger(__name__)
@@ -31,9 +32,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class AdaptTeacherConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: str = field(default="random", metadata={"help": "split protocol"})
+    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
-    teacher: str = field(default="embedding", metadata={"help": "embedding or causal_lm"})
+    teacher: TeacherName = field(default="embedding", metadata={"help": "embedding or causal_lm"})
     model: str | None = field(
         default=None, metadata={"help": "base model (default: packaged MiniLM / SmolLM2)"}
     )

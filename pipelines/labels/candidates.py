@@ -15,20 +15,22 @@ later is unknown at training time, so validation and test items may be drawn lik
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
 from pipelines.data.splits import Split
 
-STRATEGIES = ("uniform", "popularity", "hard", "mixed")
+Strategy = Literal["uniform", "popularity", "hard", "mixed"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 @dataclass
 class CandidateConfig:
     n_negatives: int = field(default=50, metadata={"help": "sampled negatives per user"})
     max_positives: int = field(default=20, metadata={"help": "most recent train positives kept"})
-    strategy: str = field(default="mixed", metadata={"help": f"one of {STRATEGIES}"})
+    strategy: Strategy = field(default="mixed", metadata={"help": f"one of {STRATEGIES}"})
     popularity_alpha: float = field(
         default=0.75, metadata={"help": "exponent for popularity sampling"}
     )

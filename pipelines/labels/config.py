@@ -6,18 +6,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from pipelines.core.config import to_dict
-from pipelines.labels.candidates import CandidateConfig
+from pipelines.data.splits import ProtocolName
+from pipelines.labels.candidates import CandidateConfig, Strategy
 
-TEACHERS = ("embedding", "causal_lm")
+TeacherName = Literal["embedding", "causal_lm"]
+TEACHERS: tuple[str, ...] = get_args(TeacherName)
 
 
-COLLAB = ("ease", "none")
+Collab = Literal["ease", "none"]
+COLLAB: tuple[str, ...] = get_args(Collab)
 
 
-ENGINES = ("local", "ray")
-CONTENT_MAPS = ("auto", "text", "no_text", "off")
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = get_args(Engine)
+ContentMap = Literal["auto", "text", "no_text", "off"]
+CONTENT_MAPS: tuple[str, ...] = get_args(ContentMap)
 
 
 # Fields that choose where and how fast the job runs, never what it computes: not hashed.
@@ -40,9 +46,9 @@ SLEEP_ENV = "RECDISTILL_SHARD_SLEEP"  # test hook: seconds to sleep after each s
 @dataclass
 class GenerateLabelsConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
-    teacher: str = field(default="embedding", metadata={"help": f"LLM part: one of {TEACHERS}"})
+    teacher: TeacherName = field(default="embedding", metadata={"help": "LLM part"})
     model: str | None = field(
         default=None,
         metadata={
@@ -53,7 +59,7 @@ class GenerateLabelsConfig:
         default=None, metadata={"help": "peft (LoRA) adapter folder from adapt-teacher"}
     )
     template: str = field(default="yes_no_v1", metadata={"help": "prompt template (causal_lm)"})
-    collab: str = field(
+    collab: Collab = field(
         default="ease",
         metadata={"help": f"collaborative part joined with the LLM: one of {COLLAB}"},
     )
@@ -79,11 +85,11 @@ class GenerateLabelsConfig:
     max_positives: int = field(
         default=20, metadata={"help": "most recent train positives per user"}
     )
-    strategy: str = field(
+    strategy: Strategy = field(
         default="mixed", metadata={"help": "negative sampling: uniform, popularity, hard, mixed"}
     )
     candidate_seed: int = field(default=0, metadata={"help": "candidate sampling seed"})
-    content_map: str = field(
+    content_map: ContentMap = field(
         default="auto",
         metadata={
             "help": "cold items (no train interactions): scored through a ridge map from content "
@@ -114,7 +120,7 @@ class GenerateLabelsConfig:
     overwrite: bool = field(
         default=False, metadata={"help": "replace an existing output made with another config"}
     )
-    engine: str = field(
+    engine: Engine = field(
         default="local",
         metadata={
             "help": f"where the teacher runs: one of {ENGINES} ('ray' needs pip install 'recdistill[ray]')"

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -22,7 +23,14 @@ from tqdm.auto import tqdm
 from pipelines.core.config import to_dict
 from pipelines.core.io import write_json
 from pipelines.core.metrics import evaluate
-from pipelines.data import PROTOCOLS, InteractionData, histories, load_dataset, training_split
+from pipelines.data import (
+    PROTOCOLS,
+    InteractionData,
+    ProtocolName,
+    histories,
+    load_dataset,
+    training_split,
+)
 from pipelines.data.features import item_features, user_features
 from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.scoring import score_fn
@@ -35,13 +43,14 @@ from student.model import TwoTower, TwoTowerConfig, count_parameters
 
 logger = logging.getLogger(__name__)
 
-HARD_LOSSES = ("softmax", "bpr")
+HardLoss = Literal["softmax", "bpr"]
+HARD_LOSSES: tuple[str, ...] = get_args(HardLoss)
 
 
 @dataclass
 class TrainStudentConfig:
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: str = field(default="random", metadata={"help": "split protocol: random or temporal"})
+    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
     labels: str | None = field(
         default=None, metadata={"help": "soft-label dataset folder (from generate-labels)"}
@@ -91,7 +100,7 @@ class TrainStudentConfig:
             "items without train interactions never use theirs (> 0 for cold start)"
         },
     )
-    hard_loss: str = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
+    hard_loss: HardLoss = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
     n_negatives: int = field(
         default=512, metadata={"help": "shared popularity-sampled negatives per step"}
     )
@@ -114,7 +123,7 @@ class TrainStudentConfig:
     w_margin: float = field(default=0.0, metadata={"help": "weight of margin-MSE"})
     w_rank: float = field(default=0.0, metadata={"help": "weight of rank distillation (DLLM2Rec)"})
     w_embed: float = field(default=0.0, metadata={"help": "weight of item embedding distillation"})
-    teacher_norm: str = field(
+    teacher_norm: Literal["none", "list"] = field(
         default="list",
         metadata={
             "help": "none: teacher logits and probs as stored; list: standardise the logits within each user's list before the KL, and centre them there before soft BCE (sigmoid of the centred logit: invariant to the calibration's sampling ratio)"
