@@ -215,10 +215,16 @@ def run(config: BenchPrefixConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``recdistill bench-prefix ARGV``."""
-    from pipelines.cli import main as cli_main
+    """``recdistill bench-prefix ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
+    from pipelines.core.config import parse_config
 
-    return cli_main(["bench-prefix", *(sys.argv[1:] if argv is None else argv)])
+    config = parse_config(
+        BenchPrefixConfig, sys.argv[1:] if argv is None else argv, prog="recdistill bench-prefix"
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(config)
 
 
 if __name__ == "__main__":

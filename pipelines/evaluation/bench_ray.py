@@ -231,10 +231,16 @@ def run(config: BenchRayConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``recdistill bench-ray ARGV``."""
-    from pipelines.cli import main as cli_main
+    """``recdistill bench-ray ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
+    from pipelines.core.config import parse_config
 
-    return cli_main(["bench-ray", *(sys.argv[1:] if argv is None else argv)])
+    config = parse_config(
+        BenchRayConfig, sys.argv[1:] if argv is None else argv, prog="recdistill bench-ray"
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

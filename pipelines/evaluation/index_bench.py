@@ -92,10 +92,16 @@ def run(config: IndexBenchConfig) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``recdistill index-bench ARGV``."""
-    from pipelines.cli import main as cli_main
+    """``recdistill index-bench ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
+    from pipelines.core.config import parse_config
 
-    return cli_main(["index-bench", *(sys.argv[1:] if argv is None else argv)])
+    config = parse_config(
+        IndexBenchConfig, sys.argv[1:] if argv is None else argv, prog="recdistill index-bench"
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(config)
 
 
 if __name__ == "__main__":
