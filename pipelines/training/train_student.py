@@ -131,6 +131,10 @@ class TrainStudentConfig:
     )
     temperature: float = field(default=1.0, metadata={"help": "listwise KL temperature T"})
     rank_k: int = field(default=10, metadata={"help": "teacher top-K used by rank distillation"})
+    select_best: bool = field(
+        default=True,
+        metadata={"help": "keep the best validation epoch's weights (False: the last epoch's)"},
+    )
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
 
     def __post_init__(self):
@@ -307,7 +311,8 @@ def run(config: TrainStudentConfig) -> dict:
             if bad >= c.patience:
                 logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
                 break
-    model.load_state_dict(best_state)
+    if c.select_best:
+        model.load_state_dict(best_state)
     model.eval()
     train_seconds = time.perf_counter() - t_start
     fn = score_fn(model, hist)
