@@ -12,7 +12,6 @@ A saved model is a folder with ``config.json`` (the config, format and library v
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from student._config import ConfigMixin
 from student._io import atomic_dir
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _is_int(value: Any) -> bool:
 
 
 @dataclass
-class TwoTowerConfig:
+class TwoTowerConfig(ConfigMixin):
     """Sizes and switches of the two-tower student; the only input to :class:`TwoTower`."""
 
     n_users: int = field(metadata={"help": "Number of users (user ids are 0..n_users-1)."})
@@ -154,31 +154,6 @@ class TwoTowerConfig:
                 "(an empty list = no hidden layer)"
             )
         return tuple(int(v) for v in value)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        out["user_hidden"] = list(self.user_hidden)
-        out["item_hidden"] = list(self.item_hidden)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TwoTowerConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (they are usually typos)."""
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(
-                f"TwoTowerConfig: unknown field(s) {unknown}; allowed: {sorted(allowed)}"
-            )
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.name not in data
-        )
-        if missing:
-            raise ValueError(f"TwoTowerConfig: missing required field(s) {missing}")
-        return cls(**dict(data))
 
 
 def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float) -> nn.Sequential:

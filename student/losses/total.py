@@ -6,13 +6,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from student._config import ConfigMixin
+
 
 @dataclass
-class DistillLossWeights:
+class DistillLossWeights(ConfigMixin):
     """Weight of each loss term (0 = off) and the distillation temperature."""
 
     hard: float = field(
@@ -49,19 +50,6 @@ class DistillLossWeights:
             raise ValueError(
                 f"DistillLossWeights: every weight is 0; set at least one of {list(TERM_NAMES)}"
             )
-
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> DistillLossWeights:
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(
-                f"DistillLossWeights: unknown field(s) {unknown}; allowed: {sorted(allowed)}"
-            )
-        return cls(**dict(data))
 
 
 TERM_NAMES = ("hard", "listwise_kl", "cold_kl", "soft_bce", "margin_mse", "rank", "embed")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from student._config import ConfigMixin
 
 INDEX_KINDS = ("flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8")
 
@@ -32,7 +33,7 @@ def _check_bool(name: str, value: Any) -> None:
 
 
 @dataclass
-class IndexConfig:
+class IndexConfig(ConfigMixin):
     """How to index item embeddings; stored in the index's ``meta.json``."""
 
     kind: str = field(
@@ -118,17 +119,6 @@ class IndexConfig:
                 "IndexConfig.refine=True is invalid with kind='flat' (already exact); "
                 f"use refine with one of {INDEX_KINDS[1:]}"
             )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"IndexConfig: unknown keys {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
 
     @property
     def is_ivf(self) -> bool:

@@ -181,7 +181,9 @@ def test_kill_driver_then_resume_on_ray(local_ray, reference, tmp_path, tiny_st_
         proc = subprocess.Popen(
             cli_args(cfg), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.time() + 120
+        deadline = (
+            time.time() + 600
+        )  # a wait, not a timing check: Ray starts slowly on 2 busy cores
         while time.time() < deadline and len(list(partial.glob("shard-*.parquet"))) < 2:
             if proc.poll() is not None:
                 break
