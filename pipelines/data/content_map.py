@@ -78,8 +78,8 @@ class ContentMap:
         return np.asarray(self.train[np.asarray(users)] @ self.columns.T, dtype=np.float32)
 
     def __call__(self, users: np.ndarray) -> np.ndarray:
-        """[B, I] scores with the cold items filled in and warm items at -inf-like 0: the
-        reference scorer ``content_map`` of the cold-start report (only cold items ranked)."""
+        """[B, I] scores: the cold items' predicted EASE^R scores, 0 for warm items (only
+        meaningful when ranking the cold items alone, as the lambda search does)."""
         out = np.zeros((len(users), len(self.warm)), dtype=np.float32)
         out[:, self.cold] = self.score_cold_matrix(users)
         return out

@@ -354,8 +354,9 @@ def run_cold(c: BenchmarkConfig) -> dict:
                 "fingerprint": split.fingerprint(),
                 "cold_valid_items": int(len(split.cold_valid_items)),
                 "cold_test_items": int(len(split.cold_test_items)),
-                "users": {k: segs[next(iter(segs))][k]["users"] for k in ("warm", "all")}
-                | {"cold": next(s["cold"]["users"] for s in segs.values() if s["cold"])},
+                "users": {
+                    seg: int((np.diff(t["truth"].indptr) > 0).sum()) for seg, t in tasks.items()
+                },
             },
         },
         "protocol": c.protocol,

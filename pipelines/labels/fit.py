@@ -126,7 +126,7 @@ def fit_teacher(
         if len(users) <= c.eval_users
         else np.sort(rng.choice(users, c.eval_users, replace=False))
     )
-    cm = attach_content_map(c, data, split, parts)
+    cm, cm_info = attach_content_map(c, data, split, parts)
     warm_pool = None if cm is None else np.flatnonzero(cm.warm)
     vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed, pool=warm_pool)
     vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
@@ -154,7 +154,7 @@ def fit_teacher(
         cold = {
             "content_map": c.resolved_content_map(),
             "lambda": cm.lam,
-            "lambda_search": cm.search,
+            "lambda_search": cm_info,
             "cold_items": int(len(cm.cold)),
             "scored_by": {
                 "ease": "content map: predicted EASE^R column",
@@ -172,10 +172,11 @@ def fit_teacher(
 
 def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
     """Fit the content map the config asks for on train (lambda on cold-validation) and let the
-    ``ease`` and ``popularity`` parts score items without train interactions through it."""
+    ``ease`` and ``popularity`` parts score items without train interactions through it.
+    Returns ``(map, its lambda search)``, or ``(None, None)`` when the config has none."""
     mode = c.resolved_content_map()
     if mode == "off":
-        return None
+        return None, None
     from pipelines.data.content_map import content_features, fit_content_map
     from pipelines.data.features import item_features
 
@@ -187,13 +188,12 @@ def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
             "content_map='no_text' with the causal-LM teacher"
         )
     cm, info = fit_content_map(split, ease.model.B, content_features(item_features(data), emb))
-    cm.search = info
     ease.content = cm
     for p in parts:
         if p.name == "popularity":
             p.use_content(cm)
     logger.info("content map (%s): lambda %g, %d cold items", mode, cm.lam, len(cm.cold))
-    return cm
+    return cm, info
 
 
 def cross_fit_quality(
@@ -205,7 +205,7 @@ def cross_fit_quality(
     The mix is cross-fit: the validation users are split into ``folds`` seeded folds; the
     weights and Platt scale are fit on the other folds and the mix is scored on the held-out
     one; pairs are [P] arrays (``users``, ``labels``), each part's scores [P]."""
-    out = quality(parts, None, users, labels)
+    out = quality(parts, users, labels)
     uniq = np.unique(users)
     fold_of = dict(zip(uniq, np.random.default_rng(seed + 2).permutation(len(uniq)) % folds))
     f = np.array([fold_of[u] for u in users])
