@@ -1,7 +1,9 @@
 """Two-tower student recommender, built only from :class:`TwoTowerConfig`.
 
 User tower: ``concat[user id emb, masked mean of history item embs, user dense features]`` ->
-MLP -> ``out_dim``. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]``
+MLP -> ``out_dim``; a new user (no id: ``encode_users(None, history)``) gets zeros for the id
+and the features, so ``user_id_dropout`` in training teaches the tower to score from a history
+alone. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]``
 -> MLP -> ``out_dim``. Static side features (dense features, frozen teacher text embeddings)
 are registered buffers, so ``forward`` takes only indices and the features travel with the
 weights. The model never computes its own loss (see :mod:`student.losses`).
@@ -86,6 +88,15 @@ class TwoTowerConfig(ConfigMixin):
             "item_id_mask [n_items]: items marked 0 (no train interactions) never use their id."
         },
     )
+    user_id_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "DropoutNet for users: probability of zeroing a user's id embedding in "
+            "training, so the user tower learns to score from the history alone (new users, "
+            "served by encode_users(None, history)). > 0 also adds the buffer user_id_mask "
+            "[n_users]: users marked 0 (no train interactions) never use their id."
+        },
+    )
     normalize: bool = field(
         default=True,
         metadata={
@@ -121,9 +132,15 @@ class TwoTowerConfig(ConfigMixin):
             raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
-        p = self.item_id_dropout
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-            raise ValueError(f"TwoTowerConfig.item_id_dropout={p!r}: expected a float in [0, 1)")
+        for name in ["item_id_dropout", "user_id_dropout"]:
+            p = getattr(self, name)
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+                raise ValueError(f"TwoTowerConfig.{name}={p!r}: expected a float in [0, 1)")
+        if self.user_id_dropout > 0 and not self.use_user_id:
+            raise ValueError(
+                f"TwoTowerConfig.user_id_dropout={self.user_id_dropout!r} needs use_user_id=True "
+                "(without a user id there is nothing to drop)"
+            )
         for name in ["normalize", "use_user_id"]:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
@@ -216,6 +233,8 @@ class TwoTower(nn.Module):
             self.register_buffer("item_text", torch.zeros(c.n_items, c.text_dim))
         if c.item_id_dropout > 0:
             self.register_buffer("item_id_mask", torch.ones(c.n_items))
+        if c.user_id_dropout > 0:
+            self.register_buffer("user_id_mask", torch.ones(c.n_users))
         user_in = sum(w for _, w in self.input_layout("user"))
         item_in = sum(w for _, w in self.input_layout("item"))
         self.user_mlp = _mlp(user_in, c.user_hidden, c.out_dim, c.dropout)
@@ -296,6 +315,19 @@ class TwoTower(nn.Module):
             )
         self.item_id_mask.copy_(mask)
 
+    @torch.no_grad()
+    def set_user_id_mask(self, has_id: Any) -> None:
+        """``has_id`` [n_users] bool: False for users with no training interaction; their id
+        embedding (never trained) is not used, so they are scored from their history."""
+        if self.config.user_id_dropout <= 0:
+            raise ValueError("set_user_id_mask needs config.user_id_dropout > 0")
+        mask = torch.as_tensor(np.asarray(has_id), dtype=torch.float32)
+        if mask.shape != (self.config.n_users,):
+            raise ValueError(
+                f"user id mask: expected shape [{self.config.n_users}], got {list(mask.shape)}"
+            )
+        self.user_id_mask.copy_(mask)
+
     # ---- encoding -------------------------------------------------------------------------
     def _check_idx(self, idx: torch.Tensor, name: str, upper: int, hint: str) -> None:
         if not torch.is_tensor(idx) or idx.dtype not in (torch.int64, torch.int32):
@@ -307,18 +339,29 @@ class TwoTower(nn.Module):
                 f"max {int(idx.max())}"
             )
 
-    def encode_users(self, user_idx: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+    def encode_users(
+        self, user_idx: torch.Tensor | None, history: torch.Tensor | None
+    ) -> torch.Tensor:
         """user_idx [B] int64, history [B, L] item ids padded with ``n_items`` -> [B, out_dim].
 
-        ``history`` may be None only when ``config.history_len == 0``; any L is accepted.
+        ``user_idx=None`` encodes new users (not in the training data) from ``history`` alone:
+        the id embedding and the user features are zeros, as for a dropped id in training
+        (``user_id_dropout``). ``history`` may be None only when ``config.history_len == 0``;
+        any L is accepted.
         """
         c = self.config
-        self._check_idx(user_idx, "user_idx", c.n_users, "n_users")
-        if user_idx.dim() != 1:
-            raise ValueError(f"user_idx: expected shape [B], got {list(user_idx.shape)}")
-        parts: list[torch.Tensor] = []
-        if c.use_user_id:
-            parts.append(self.user_id_emb(user_idx))
+        if user_idx is None:
+            if c.history_len == 0 or history is None:
+                raise ValueError(
+                    "encode_users(None, history) encodes new users from their history; it needs "
+                    "config.history_len > 0 and a [B, L] history"
+                )
+            batch = int(history.shape[0]) if history.dim() == 2 else -1
+        else:
+            self._check_idx(user_idx, "user_idx", c.n_users, "n_users")
+            if user_idx.dim() != 1:
+                raise ValueError(f"user_idx: expected shape [B], got {list(user_idx.shape)}")
+            batch = int(user_idx.shape[0])
         if c.history_len > 0:
             if history is None:
                 raise ValueError(
@@ -326,13 +369,30 @@ class TwoTower(nn.Module):
                     f"with {c.n_items}"
                 )
             self._check_idx(history, "history", c.n_items + 1, f"padding id = {c.n_items}")
-            if history.dim() != 2 or history.shape[0] != user_idx.shape[0]:
-                raise ValueError(
-                    f"history: expected shape [B={user_idx.shape[0]}, L], got {list(history.shape)}"
-                )
+            if history.dim() != 2 or history.shape[0] != batch:
+                raise ValueError(f"history: expected shape [B={batch}, L], got {list(history.shape)}")
+        # keep [B]: 1 = use the user's id (and features), 0 = score as a new user
+        if user_idx is None:
+            keep = torch.zeros(batch)
+        elif c.user_id_dropout > 0:
+            keep = self.user_id_mask[user_idx]
+            if self.training:
+                keep = keep * (torch.rand_like(keep) >= c.user_id_dropout)
+        else:
+            keep = None
+        parts: list[torch.Tensor] = []
+        if c.use_user_id:
+            ids = (torch.zeros(batch, c.id_dim, device=history.device) if user_idx is None
+                   else self.user_id_emb(user_idx))  # fmt: skip
+            parts.append(ids if keep is None or user_idx is None else ids * keep[:, None])
+        if c.history_len > 0:
             parts.append(self._pool_history(history))
         if c.n_user_features > 0:
-            parts.append(self.user_features[user_idx])
+            if user_idx is None:
+                parts.append(self.user_features.new_zeros(batch, c.n_user_features))
+            else:
+                feats = self.user_features[user_idx]
+                parts.append(feats if keep is None else feats * keep[:, None])
         out = self.user_mlp(torch.cat(parts, dim=-1))
         return F.normalize(out, dim=-1) if c.normalize else out
 
@@ -547,7 +607,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     quantization) unless ``trainable_only``; scales and feature buffers are not counted."""
     if trainable_only:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)
-    static = ("user_features", "item_features", "item_text", "item_id_mask")
+    static = ("user_features", "item_features", "item_text", "item_id_mask", "user_id_mask")
     return sum(
         t.numel()
         for name, t in model.state_dict().items()

@@ -393,3 +393,44 @@ def test_item_id_dropout_and_mask():
         TwoTowerConfig(n_users=2, n_items=2, item_id_dropout=1.0)
     with pytest.raises(ValueError, match="expected shape"):
         m.set_item_id_mask([True])
+
+
+def test_user_id_dropout_and_new_users():
+    import torch
+
+    from student.model import TwoTower, TwoTowerConfig
+
+    c = TwoTowerConfig(n_users=4, n_items=6, n_user_features=2, id_dim=4, history_len=3,
+                       user_hidden=(8,), item_hidden=(8,), out_dim=4, dropout=0.0,
+                       user_id_dropout=0.5)  # fmt: skip
+    torch.manual_seed(0)
+    m = TwoTower(c, user_features=torch.randn(4, 2))
+    m.set_user_id_mask([True, True, True, False])  # user 3: no train interactions
+    m.eval()
+    hist = torch.tensor([[0, 1, 6], [2, 6, 6], [3, 4, 5], [0, 1, 6]])
+    # a new user is encoded from the history alone: no id, no features
+    new = m.encode_users(None, hist)
+    assert new.shape == (4, 4)
+    masked = m.encode_users(torch.tensor([3]), hist[3:])
+    assert torch.allclose(masked, new[3:], atol=1e-6)  # the masked user 3 == a new user
+    with torch.no_grad():
+        m.user_id_emb.weight[3] = torch.randn(4) * 10  # an untrained id never matters
+        m.user_features[3] += 5.0
+    assert torch.equal(masked, m.encode_users(torch.tensor([3]), hist[3:]))
+    assert not torch.allclose(m.encode_users(torch.tensor([0]), hist[:1]), new[:1])
+    # in training, a user's id (and features) is dropped with probability user_id_dropout
+    with torch.no_grad():
+        with_id = m.encode_users(torch.tensor([0]), hist[:1])
+        without_id = m.encode_users(None, hist[:1])
+    m.train()
+    with torch.no_grad():
+        out = m.encode_users(torch.zeros(2000, dtype=torch.long), hist[:1].repeat(2000, 1))
+    dropped = torch.isclose(out, without_id, atol=1e-6).all(1)
+    kept = torch.isclose(out, with_id, atol=1e-6).all(1)
+    assert bool((dropped | kept).all()) and 0.4 < dropped.float().mean() < 0.6
+    with pytest.raises(ValueError, match="needs use_user_id"):
+        TwoTowerConfig(n_users=2, n_items=2, use_user_id=False, user_id_dropout=0.2)
+    with pytest.raises(ValueError, match="history"):
+        TwoTower(TwoTowerConfig(n_users=2, n_items=2, history_len=0)).encode_users(None, None)
+    with pytest.raises(ValueError, match="set_user_id_mask needs"):
+        TwoTower(TwoTowerConfig(n_users=2, n_items=2)).set_user_id_mask([True, True])
