@@ -370,7 +370,9 @@ class TwoTower(nn.Module):
                 )
             self._check_idx(history, "history", c.n_items + 1, f"padding id = {c.n_items}")
             if history.dim() != 2 or history.shape[0] != batch:
-                raise ValueError(f"history: expected shape [B={batch}, L], got {list(history.shape)}")
+                raise ValueError(
+                    f"history: expected shape [B={batch}, L], got {list(history.shape)}"
+                )
         # keep [B]: 1 = use the user's id (and features), 0 = score as a new user
         if user_idx is None:
             keep = torch.zeros(batch)
