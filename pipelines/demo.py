@@ -65,6 +65,13 @@ class DemoConfig:
     item_id_dropout: float = field(
         default=0.5, metadata={"help": "cold chain: the students' item id dropout (DropoutNet)"}
     )
+    user_id_dropout: float = field(
+        default=0.3,
+        metadata={
+            "help": "cold chain: the students' user id dropout, so they also serve new users "
+            "from a history alone"
+        },
+    )
     out: str = field(default="runs/demo", metadata={"help": "output folder for every artifact"})
     overrides: str | dict = field(
         default="",
@@ -137,7 +144,7 @@ STEPS: dict[str, tuple[type, set[str]]] = {
         },
     ),
 }
-_CONTENT = {"labels", "use_text", "item_id_dropout"}
+_CONTENT = {"labels", "use_text", "item_id_dropout", "user_id_dropout"}
 # the cold-start chain's steps (same configs, protocol cold_items)
 STEPS |= {
     "cold_labels": STEPS["labels"],
@@ -270,7 +277,8 @@ def run(config: DemoConfig) -> dict:
 def _cold_chain(c: DemoConfig, out: Path, timed, k_prep: str) -> dict:
     """The cold-start chain: the same steps on the ``cold_items`` protocol. Both students see
     the items' content (genres, year, the teacher's frozen text embedding) and drop item ids
-    with ``item_id_dropout``; only the distilled one learns from the teacher's soft labels,
+    with ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new
+    users from a history); only the distilled one learns from the teacher's soft labels,
     the only supervision the cold items have."""
     common = dict(dataset=c.dataset, protocol="cold_items")
     labels_meta = generate_labels.run(
@@ -284,7 +292,12 @@ def _cold_chain(c: DemoConfig, out: Path, timed, k_prep: str) -> dict:
         )
     )
     k_labels = labels_meta["job_hash"]
-    content = dict(labels=str(out / "labels"), use_text=True, item_id_dropout=c.item_id_dropout)
+    content = dict(
+        labels=str(out / "labels"),
+        use_text=True,
+        item_id_dropout=c.item_id_dropout,
+        user_id_dropout=c.user_id_dropout,
+    )
     keys = {}
     for name, extra in (
         ("student_hard", {"no_teacher": True}),

@@ -8,6 +8,11 @@
   with them leaves training; the cold items are split 50/50, by item, into cold-validation and
   cold-test items (parts ``cold_valid`` and ``cold_test``); the warm interactions are split per
   user 80/10/10 as in ``random``. Only the items' content reaches training for cold items.
+  New users as well: a seeded 10% of the users (among those with at least 6 warm
+  interactions) leave training altogether; their first 5 warm interactions by time are the
+  history given at query time (part ``new_history``), the rest of their warm interactions
+  are the targets (part ``new_test``). Their interactions with cold items are dropped, so
+  the two cold cases are measured apart.
 Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
 
 The future is unknown at training time: the training side (candidates, labels, adaptation,
@@ -31,9 +36,11 @@ from pipelines.data.dataset import InteractionData
 
 ProtocolName = Literal["random", "temporal", "cold_items"]
 PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
-PARTS = ("train", "valid", "test", "cold_valid", "cold_test")
+PARTS = ("train", "valid", "test", "cold_valid", "cold_test", "new_history", "new_test")
 COLD_FRACTION = 0.2
-HELD_OUT = ("test", "cold_test")  # what the training view has not got
+NEW_USER_FRACTION = 0.1
+NEW_USER_HISTORY = 5  # interactions given at query time; the rest are targets
+HELD_OUT = ("test", "cold_test", "new_history", "new_test")  # not in the training view
 
 
 class LeakError(RuntimeError):
@@ -47,7 +54,8 @@ class Split:
     ``test`` (and ``cold_test``) are ``None`` in the training view (:meth:`training_view`).
     Under ``cold_items``, ``cold_valid``/``cold_test`` hold every interaction with the
     cold-validation/cold-test items (``cold_valid_items``/``cold_test_items``, sorted indices);
-    ``train``/``valid``/``test`` hold warm items only."""
+    ``train``/``valid``/``test`` hold warm items only, and ``new_history``/``new_test`` the
+    new users' (``new_users``, sorted indices) query-time histories and targets."""
 
     protocol: str
     seed: int
@@ -60,6 +68,9 @@ class Split:
     cold_test: pd.DataFrame | None = None
     cold_valid_items: np.ndarray | None = None
     cold_test_items: np.ndarray | None = None
+    new_history: pd.DataFrame | None = None
+    new_test: pd.DataFrame | None = None
+    new_users: np.ndarray | None = None
 
     @property
     def has_test(self) -> bool:
@@ -71,7 +82,15 @@ class Split:
 
     def training_view(self) -> Split:
         """The same split without its test parts: what training-side code may see."""
-        return replace(self, test=None, cold_test=None, cold_test_items=None)
+        return replace(
+            self,
+            test=None,
+            cold_test=None,
+            cold_test_items=None,
+            new_history=None,
+            new_test=None,
+            new_users=None,
+        )
 
     def cold_items(self, name: str) -> np.ndarray:
         """Sorted item indices of the cold part ``name`` ("cold_valid" or "cold_test")."""
@@ -81,7 +100,7 @@ class Split:
     def part(self, name: str) -> pd.DataFrame:
         if name not in PARTS:
             raise ValueError(f"split part {name!r}; expected one of {PARTS}")
-        if name.startswith("cold_") and not self.is_cold:
+        if name.startswith(("cold_", "new_")) and not self.is_cold:
             raise ValueError(f"split part {name!r} exists only under protocol 'cold_items'")
         if name in HELD_OUT and getattr(self, name) is None:
             raise LeakError(
@@ -158,15 +177,29 @@ def _cold_items_split(data: InteractionData, seed: int) -> Split:
     item = inter["item"].to_numpy()
     is_cold = np.zeros(data.n_items, dtype=bool)
     is_cold[cold] = True
-    warm = replace(data, interactions=inter[~is_cold[item]].reset_index(drop=True))
+    # new users: drawn from their own seeded stream, so the cold items do not move
+    user = inter["user"].to_numpy()
+    warm_counts = np.bincount(user[~is_cold[item]], minlength=data.n_users)
+    eligible = np.flatnonzero(warm_counts > NEW_USER_HISTORY)
+    n_new = int(round(NEW_USER_FRACTION * len(eligible)))
+    new_users = np.sort(np.random.default_rng([seed, 1]).choice(eligible, n_new, replace=False))
+    is_new = np.isin(user, new_users)
+    new_warm = inter[is_new & ~is_cold[item]]  # sorted by (user, timestamp, item)
+    pos = new_warm.groupby("user").cumcount().to_numpy()
+    kept = inter[~is_new]
+    k_item = kept["item"].to_numpy()
+    warm = replace(data, interactions=kept[~is_cold[k_item]].reset_index(drop=True))
     s = make_split(warm, "random", seed)
     return replace(
         s,
         protocol="cold_items",
-        cold_valid=inter[np.isin(item, cold_valid_items)].reset_index(drop=True),
-        cold_test=inter[np.isin(item, cold_test_items)].reset_index(drop=True),
+        cold_valid=kept[np.isin(k_item, cold_valid_items)].reset_index(drop=True),
+        cold_test=kept[np.isin(k_item, cold_test_items)].reset_index(drop=True),
         cold_valid_items=cold_valid_items,
         cold_test_items=cold_test_items,
+        new_history=new_warm[pos < NEW_USER_HISTORY].reset_index(drop=True),
+        new_test=new_warm[pos >= NEW_USER_HISTORY].reset_index(drop=True),
+        new_users=new_users,
     )
 
 

@@ -23,6 +23,7 @@ from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, mak
 from pipelines.data.baselines import Popularity, fit_ease
 from pipelines.evaluation.report import (
     cold_comparisons,
+    new_users_table,
     cold_table,
     headline_table,
     index_table,
@@ -298,8 +299,8 @@ def run_cold(c: BenchmarkConfig) -> dict:
     segs: dict[str, dict] = {}
     models: dict[str, dict] = {}
 
-    def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None):
-        segs[name] = evaluate_segments(fn, tasks, c.bootstrap, cold_ok=cold_ok)
+    def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None, new_fn="same"):
+        segs[name] = evaluate_segments(fn, tasks, c.bootstrap, cold_ok=cold_ok, new_fn=new_fn)
         a = segs[name]["all"]
         models[name] = {
             **{k: a[k] for k in ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20")},
@@ -308,19 +309,21 @@ def run_cold(c: BenchmarkConfig) -> dict:
             "teacher_top10_overlap": None,
             "latency_ms_batch1": latency,
         }
-        cold = segs[name]["cold"]
+        cold, new = segs[name]["cold"], segs[name]["new_users"]
         logger.info(
-            "%s: cold ndcg@20 %s, warm ndcg@10 %.4f, all ndcg@10 %.4f",
+            "%s: cold ndcg@20 %s, warm ndcg@10 %.4f, all ndcg@10 %.4f, new-user ndcg@20 %s",
             name,
             "-" if cold is None else f"{cold['ndcg@20']:.4f}",
             segs[name]["warm"]["ndcg@10"],
             a["ndcg@10"],
+            "-" if new is None else f"{new['ndcg@20']:.4f}",
         )
 
     for name, (fn, cold_ok) in reference_scorers(split, data, text_emb).items():
         add(name, fn, cold_ok)
     if meta is not None and meta.get("teacher_topk_cold"):
-        add("teacher", teacher_scorer(Path(c.labels), meta, data.n_items))
+        # labels exist for training users only: the teacher has nothing for a new user
+        add("teacher", teacher_scorer(Path(c.labels), meta, data.n_items), new_fn=None)
         models["teacher"]["parts"] = meta["teacher"]["parts"]
         models["teacher"]["mix"] = meta["teacher"]["mix"]["weights"]
         models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
@@ -330,6 +333,9 @@ def run_cold(c: BenchmarkConfig) -> dict:
         hist = torch.as_tensor(
             histories(split.train, data.n_users, model.config.history_len, data.n_items)
         )
+        new_hist = torch.as_tensor(
+            histories(split.new_history, data.n_users, model.config.history_len, data.n_items)
+        )
         fn = score_fn(model, hist)
         add(
             name,
@@ -337,6 +343,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
             params=count_parameters(model),
             nbytes=model_bytes(model),
             latency=_latency_ms(fn, test_users, c.n_single),
+            new_fn=score_fn(model, new_hist, new_users=True),
         )
     for name, m in models.items():
         m["segments"] = strip_per_user(segs[name])
@@ -354,6 +361,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
                 "fingerprint": split.fingerprint(),
                 "cold_valid_items": int(len(split.cold_valid_items)),
                 "cold_test_items": int(len(split.cold_test_items)),
+                "new_users": int(len(split.new_users)),
                 "users": {
                     seg: int((np.diff(t["truth"].indptr) > 0).sum()) for seg, t in tasks.items()
                 },
@@ -442,7 +450,8 @@ def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfi
 
 def format_summary(report: dict) -> str:
     if report.get("protocol") == "cold_items":
-        lines = [cold_table(report), *cold_comparisons(report)]
+        lines = [cold_table(report), *cold_comparisons(report), "", new_users_table(report)]
+        lines += cold_comparisons(report, "new_users")
         lines.append(f"report: {Path(report['config']['out']) / 'report.md'}")
         return "\n".join(lines)
     lines = [headline_table(report), "", index_table(report)]

@@ -6,12 +6,19 @@ Segments, each with a 95% bootstrap interval over users, at K = 10 and 20:
   cold-test items only; targets are that user's cold-test items;
 - **warm**: the warm test part, ranked over the warm items (train and validation excluded);
 - **all**: the warm test part plus the cold-test items, ranked over the whole catalogue (the
-  user's train, validation and cold-validation items excluded).
+  user's train, validation and cold-validation items excluded);
+- **new_users**: each new user (no training interaction at all) is given the first 5 warm
+  interactions by time as a history at query time and ranks the warm items (the history
+  excluded); targets are the rest of that user's warm interactions.
 
 Reference scorers beside the teacher and the students: random, genre profile, zero-shot text
 (the LLM's item embeddings, no training), the content map with and without the LLM embedding
 (``pipelines.data.content_map``), and popularity / EASE^R, which cannot score a cold item
-(``"cold": null``).
+(``"cold": null``) but can score a new user from a history. Every reference scorer reads a
+user's profile from train plus the new users' histories (fitting reads train only; a new user
+has no train row, so the other segments are unchanged). The teacher has labels for training
+users only (``"new_users": null``); the students score new users with ``encode_users(None,
+history)``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pipelines.data.features import item_features
 
 logger = logging.getLogger(__name__)
 
-SEGMENTS = ("cold", "warm", "all")
+SEGMENTS = ("cold", "warm", "all", "new_users")
 KEYS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10")
 
 
@@ -47,17 +54,35 @@ def segment_tasks(split) -> dict[str, dict]:
         "warm": {"truth": split.matrix("test"), "exclude": seen, "items": warm_items},
         "all": {"truth": all_truth.astype(bool).astype(np.float32).tocsr(), "exclude": seen_all,
                 "items": None},
+        "new_users": {"truth": split.matrix("new_test"), "exclude": split.matrix("new_history"),
+                      "items": warm_items},
     }  # fmt: skip
 
 
-def evaluate_segments(score_fn, tasks: dict, bootstrap: int, cold_ok: bool = True) -> dict:
-    """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None."""
+def profile_matrix(split) -> sp.csr_matrix:
+    """Train plus the new users' query-time histories: what a scorer reads a user from."""
+    return (
+        (split.matrix("train") + split.matrix("new_history"))
+        .astype(bool)
+        .astype(np.float32)
+        .tocsr()
+    )
+
+
+def evaluate_segments(
+    score_fn, tasks: dict, bootstrap: int, cold_ok: bool = True, new_fn="same"
+) -> dict:
+    """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None.
+    ``new_fn``: the scorer for new users (``"same"``: ``score_fn``; None: "new_users": None)."""
     out = {}
     for name, t in tasks.items():
-        if name == "cold" and not cold_ok:
+        fn = score_fn
+        if name == "new_users":
+            fn = score_fn if isinstance(new_fn, str) and new_fn == "same" else new_fn
+        if (name == "cold" and not cold_ok) or fn is None:
             out[name] = None
             continue
-        m = evaluate(score_fn, t["truth"], t["exclude"], items=t["items"], return_per_user=True)
+        m = evaluate(fn, t["truth"], t["exclude"], items=t["items"], return_per_user=True)
         per = m["per_user"]["ndcg@20"]
         _, lo, hi = bootstrap_ci(per, n=bootstrap)
         out[name] = {k: m[k] for k in KEYS} | {
@@ -108,31 +133,38 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
     from pipelines.data.baselines import Popularity, fit_ease
 
     train = split.matrix("train").tocsr()
+    prof = profile_matrix(split)
     n_items = split.n_items
     rng = np.random.default_rng(seed)
     noise = rng.random((split.n_users, n_items)).astype(np.float32)
     out = {"random": (lambda u: noise[u], True)}
     genres = item_features(data)[:, :-2].astype(np.float32)
     g = genres / np.maximum(np.linalg.norm(genres, axis=1, keepdims=True), 1e-9)
-    profile = np.asarray(train @ g)
+    profile = np.asarray(prof @ g)
     profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-9)
     out["genre_profile"] = (lambda u: profile[u] @ g.T, True)
     if text_emb is not None:
         e = text_emb / np.maximum(np.linalg.norm(text_emb, axis=1, keepdims=True), 1e-9)
-        up = np.asarray(train @ e)
+        up = np.asarray(prof @ e)
         up /= np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9)
         out["zero_shot_text"] = (lambda u: up[u] @ e.T, True)
     out["popularity"] = (Popularity(train), False)
     ease, _ = fit_ease(split)
-    out["ease"] = (ease, False)
+    ease_fn = _from_profile(ease.B, prof)
+    out["ease"] = (ease_fn, False)
     feats = item_features(data)
     for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
         if name == "content_map" and emb is None:
             continue
         cm, info = fit_content_map(split, ease.B, content_features(feats, emb))
-        out[name] = (_with_ease(cm, ease), True)
+        out[name] = (_with_ease(cm, ease_fn), True)
         logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
     return out
+
+
+def _from_profile(B: np.ndarray, prof: sp.csr_matrix):
+    """EASE^R's scores ``x_u B`` with ``x_u`` read from ``prof`` (so a new user's history)."""
+    return lambda users: np.asarray(prof[users] @ B)
 
 
 def _with_ease(cm, ease):
@@ -146,31 +178,46 @@ def _with_ease(cm, ease):
     return fn
 
 
+COLD_PAIRS = (
+    ("teacher", "content_map"),
+    ("student_distilled", "teacher"),
+    ("student_distilled", "student_hard"),
+    ("student_int8", "student_distilled"),
+    ("content_map", "content_map_no_text"),
+)
+NEW_USER_PAIRS = (
+    ("student_distilled", "ease"),
+    ("student_distilled", "popularity"),
+    ("student_distilled", "student_hard"),
+    ("student_int8", "student_distilled"),
+)
+
+
 def comparisons(segs: dict[str, dict], bootstrap: int) -> dict:
-    """Cold NDCG@20 ratios and paired intervals the issue's targets are stated in."""
+    """NDCG@20 ratios and paired intervals on the cold segment (keys ``a_vs_b``) and on the
+    new-user segment (keys ``new_users:a_vs_b``), the pairs the targets are stated in."""
 
-    def cold(name):
+    def seg(name, segment):
         s = segs.get(name)
-        return None if s is None or s.get("cold") is None else s["cold"]
+        return None if s is None or s.get(segment) is None else s[segment]
 
-    pairs = [
-        ("teacher", "content_map"),
-        ("student_distilled", "teacher"),
-        ("student_distilled", "student_hard"),
-        ("student_int8", "student_distilled"),
-        ("content_map", "content_map_no_text"),
-    ]
     out = {}
-    for a, b in pairs:
-        ca, cb = cold(a), cold(b)
-        if ca is None or cb is None:
-            continue
-        d, lo, hi = paired_bootstrap(ca["_per_user"], cb["_per_user"], n=bootstrap)
-        out[f"{a}_vs_{b}"] = {
-            "cold_ndcg@20_ratio": ca["ndcg@20"] / cb["ndcg@20"] if cb["ndcg@20"] else None,
-            "cold_ndcg@20_diff": d,
-            "cold_ndcg@20_diff_ci": [lo, hi],
-        }
+    for segment, pairs, prefix in (
+        ("cold", COLD_PAIRS, ""),
+        ("new_users", NEW_USER_PAIRS, "new_users:"),
+    ):
+        for a, b in pairs:
+            ca, cb = seg(a, segment), seg(b, segment)
+            if ca is None or cb is None:
+                continue
+            d, lo, hi = paired_bootstrap(ca["_per_user"], cb["_per_user"], n=bootstrap)
+            out[f"{prefix}{a}_vs_{b}"] = {
+                f"{segment}_ndcg@20_ratio": ca["ndcg@20"] / cb["ndcg@20"]
+                if cb["ndcg@20"]
+                else None,
+                f"{segment}_ndcg@20_diff": d,
+                f"{segment}_ndcg@20_diff_ci": [lo, hi],
+            }
     return out
 
 

@@ -197,16 +197,40 @@ def cold_table(report: dict[str, Any]) -> str:
     return _md_table(header, rows)
 
 
-def cold_comparisons(report: dict[str, Any]) -> list[str]:
-    """One line per cold-segment comparison (ratio, paired difference and its interval)."""
+def new_users_table(report: dict[str, Any]) -> str:
+    """Markdown table of the new-user segment of a ``cold_items`` report ("-" where a model
+    cannot score a user it has no labels for)."""
+    header = ["model", "new-user NDCG@20", "95% CI", "Recall@20", "NDCG@10", "MRR@10"]
+    rows = []
+    for name, m in report["models"].items():
+        new = (m.get("segments") or {}).get("new_users")
+        ci = None if new is None else new.get("ndcg@20_ci")
+        rows.append(
+            [
+                str(name),
+                "cannot score" if new is None else fmt_float(new["ndcg@20"]),
+                "-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]",
+                "-" if new is None else fmt_float(new["recall@20"]),
+                "-" if new is None else fmt_float(new["ndcg@10"]),
+                "-" if new is None else fmt_float(new["mrr@10"]),
+            ]
+        )
+    return _md_table(header, rows)
+
+
+def cold_comparisons(report: dict[str, Any], segment: str = "cold") -> list[str]:
+    """One line per comparison on ``segment`` ("cold" or "new_users"): ratio, paired
+    difference and its interval."""
     lines = []
+    label = {"cold": "cold", "new_users": "new-user"}[segment]
     for name, v in (report.get("comparisons") or {}).items():
-        if "cold_ndcg@20_ratio" not in v:
+        if f"{segment}_ndcg@20_ratio" not in v:
             continue
-        lo, hi = v["cold_ndcg@20_diff_ci"]
+        lo, hi = v[f"{segment}_ndcg@20_diff_ci"]
+        pair = name.split(":", 1)[-1].replace("_vs_", " vs ")
         lines.append(
-            f"- {name.replace('_vs_', ' vs ')}: cold NDCG@20 ratio {fmt_float(v['cold_ndcg@20_ratio'], 3)}, "
-            f"difference {v['cold_ndcg@20_diff']:+.4f} (95% paired bootstrap [{lo:+.4f}, {hi:+.4f}])"
+            f"- {pair}: {label} NDCG@20 ratio {fmt_float(v[f'{segment}_ndcg@20_ratio'], 3)}, "
+            f"difference {v[f'{segment}_ndcg@20_diff']:+.4f} (95% paired bootstrap [{lo:+.4f}, {hi:+.4f}])"
         )
     return lines
 
@@ -249,6 +273,18 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             "",
         ]
         parts += cold_comparisons(report) + [""]
+        if any((m.get("segments") or {}).get("new_users") for m in report["models"].values()):
+            parts += ["## Cold start: new users", ""]
+            parts += [
+                "Users with no training interaction at all, given their first 5 warm "
+                "interactions (by time) as a history at query time; they rank the warm items "
+                "and the targets are the rest of their warm interactions. The students encode "
+                "them from the history alone (no user id).",
+                "",
+                new_users_table(report),
+                "",
+            ]
+            parts += cold_comparisons(report, "new_users") + [""]
     parts += ["## Models", ""]
     parts += [headline_table(report) if report["models"] else "(no models)", ""]
     comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")

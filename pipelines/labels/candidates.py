@@ -72,7 +72,9 @@ def make_candidates(split: Split, config: CandidateConfig, users=None) -> pd.Dat
         hard_scores = hard_scores.tocsr()
     f = split.train.sort_values(["user", "timestamp"], ascending=[True, False], kind="stable")
     recent = f.groupby("user")["item"].apply(lambda s: s.to_numpy()[: c.max_positives])
-    users = np.arange(split.n_users) if users is None else np.asarray(users)
+    if users is None:  # a user with no train interaction (a new user) has nothing to label
+        users = np.flatnonzero(np.diff(train.indptr) > 0)
+    users = np.asarray(users)
     out_u, out_i, out_o, out_s = [], [], [], []
     for u in users:
         pos = (

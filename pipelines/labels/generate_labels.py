@@ -110,9 +110,10 @@ def run(config: GenerateLabelsConfig) -> dict:
     )
 
     rng = np.random.default_rng(c.candidate_seed)
-    users = np.arange(data.n_users)
-    if c.max_users and c.max_users < data.n_users:
-        users = np.sort(rng.choice(data.n_users, c.max_users, replace=False))
+    # users with a train interaction: a new user (cold_items protocol) has nothing to label
+    users = np.flatnonzero(np.bincount(split.train["user"].to_numpy(), minlength=data.n_users))
+    if c.max_users and c.max_users < len(users):
+        users = np.sort(rng.choice(users, c.max_users, replace=False))
 
     # --- the teacher and its mix, fit on validation pairs (never on test) -------------------
     fitted = fit_teacher(c, data, split, users, rng)

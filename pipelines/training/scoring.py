@@ -9,8 +9,12 @@ import torch
 from student.model import TwoTower
 
 
-def score_fn(model: TwoTower, hist: torch.Tensor):
-    """Full-catalogue scorer for ``pipelines.core.metrics.evaluate``: users [B] -> [B, I]."""
+def score_fn(model: TwoTower, hist: torch.Tensor, new_users: bool = False):
+    """Full-catalogue scorer for ``pipelines.core.metrics.evaluate``: users [B] -> [B, I].
+
+    ``new_users``: score every user as a new one, from ``hist[u]`` alone (no id, no
+    features: ``encode_users(None, ...)``), as a server does for a history given at query time.
+    """
     model.eval()
     with torch.no_grad():
         items = model.encode_items(torch.arange(model.config.n_items))
@@ -18,6 +22,6 @@ def score_fn(model: TwoTower, hist: torch.Tensor):
     def fn(users: np.ndarray) -> np.ndarray:
         u = torch.as_tensor(users, dtype=torch.long)
         with torch.no_grad():
-            return model.score(model.encode_users(u, hist[u]), items).numpy()
+            return model.score(model.encode_users(None if new_users else u, hist[u]), items).numpy()
 
     return fn

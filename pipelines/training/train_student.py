@@ -100,6 +100,14 @@ class TrainStudentConfig:
             "items without train interactions never use theirs (> 0 for cold start)"
         },
     )
+    user_id_dropout: float = field(
+        default=0.0,
+        metadata={
+            "help": "DropoutNet for users: zero a user's id embedding (and features) with this "
+            "probability in training, so the user tower also scores new users from a history "
+            "alone (> 0 for new users; needs use_user_id)"
+        },
+    )
     hard_loss: HardLoss = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
     n_negatives: int = field(
         default=512, metadata={"help": "shared popularity-sampled negatives per step"}
@@ -207,6 +215,7 @@ def build_student(
         use_user_id=config.use_user_id,
         dropout=config.dropout,
         item_id_dropout=config.item_id_dropout,
+        user_id_dropout=config.user_id_dropout,
     )
     return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
 
@@ -241,6 +250,10 @@ def run(config: TrainStudentConfig) -> dict:
     if c.item_id_dropout > 0:
         has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
         model.set_item_id_mask(has_id)
+    if c.user_id_dropout > 0:
+        model.set_user_id_mask(
+            np.bincount(split.train["user"].to_numpy(), minlength=data.n_users) > 0
+        )
     weights = c.weights()
     proj = None
     if weights.embed > 0:

@@ -28,9 +28,27 @@ def test_cold_split_invariants(data, seed):
     for part in ("train", "valid", "test"):  # no cold-item interaction in the warm parts
         assert not set(s.part(part)["item"]) & cold, part
     assert set(s.cold_valid["item"]) <= cv and set(s.cold_test["item"]) <= ct
-    # every interaction lands in exactly one part
-    n = sum(len(s.part(p)) for p in ("train", "valid", "test", "cold_valid", "cold_test"))
-    assert n == len(data.interactions)
+    # new users: 10% of the eligible users, no interaction of theirs in any other part
+    new = set(s.new_users)
+    inter = data.interactions
+    warm_counts = inter[~inter["item"].isin(cold)].groupby("user").size()
+    assert len(new) == round(0.1 * int((warm_counts > 5).sum())) and len(new) > 0
+    for part in ("train", "valid", "test", "cold_valid", "cold_test"):
+        assert not set(s.part(part)["user"]) & new, part
+    hist, tgt = s.part("new_history"), s.part("new_test")
+    assert set(hist["user"]) == set(tgt["user"]) == new
+    assert (hist.groupby("user").size() == 5).all()
+    assert not (set(hist["item"]) | set(tgt["item"])) & cold  # warm items only
+    for u in s.new_users:  # the history is each new user's first 5 warm interactions by time
+        mine = data.interactions[data.interactions["user"] == u]
+        mine = mine[~mine["item"].isin(cold)]
+        assert list(hist[hist["user"] == u]["item"]) == list(mine["item"][:5])
+        assert list(tgt[tgt["user"] == u]["item"]) == list(mine["item"][5:])
+    # every interaction lands in exactly one part (the new users' cold-item ones are dropped)
+    parts = ("train", "valid", "test", "cold_valid", "cold_test", "new_history", "new_test")
+    n = sum(len(s.part(p)) for p in parts)
+    dropped = int((inter["user"].isin(new) & inter["item"].isin(cold)).sum())
+    assert n + dropped == len(inter)
     # the same seed gives the same split; another seed other cold items
     assert s.fingerprint() == make_split(data, "cold_items", seed).fingerprint()
     assert set(make_split(data, "cold_items", seed + 7).cold_test_items) != ct
@@ -42,6 +60,10 @@ def test_training_view_has_no_cold_test(data):
         v.matrix("cold_test")
     with pytest.raises(LeakError):
         v.cold_items("cold_test")
+    for part in ("new_history", "new_test"):  # new users come at query time, not in training
+        with pytest.raises(LeakError):
+            v.part(part)
+    assert v.new_users is None
     assert len(v.cold_items("cold_valid")) > 0  # cold-validation is for model selection
     with pytest.raises(ValueError, match="only under protocol 'cold_items'"):
         training_split(data, "random", 0).matrix("cold_valid")

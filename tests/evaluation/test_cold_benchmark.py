@@ -113,10 +113,12 @@ def test_cold_report_schema(chain):
             "popularity", "ease", "teacher", "student_hard", "student_distilled"} <= names  # fmt: skip
     for name, m in report["models"].items():
         segs = m["segments"]
-        assert set(segs) == {"cold", "warm", "all"}, name
+        assert set(segs) == {"cold", "warm", "all", "new_users"}, name
         for seg, v in segs.items():
-            if v is None:
-                assert seg == "cold" and name in ("popularity", "ease")
+            if v is None:  # popularity and EASE^R cannot score a cold item, nor the teacher's
+                # labels a new user
+                assert (seg, name) in {("cold", "popularity"), ("cold", "ease"),
+                                       ("new_users", "teacher")}  # fmt: skip
                 continue
             assert {"ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10", "ndcg@20_ci"} <= set(
                 v
@@ -129,11 +131,41 @@ def test_cold_report_schema(chain):
     md = (tmp / "bench" / "report.md").read_text()
     assert "cold NDCG@20" in md and "cannot score" in md
     assert "student_distilled_vs_student_hard" in report["comparisons"]
+    assert "new_users:student_distilled_vs_ease" in report["comparisons"]
+    assert "## Cold start: new users" in md and "new-user NDCG@20" in md
+    new_users = report["dataset"]["split"]["users"]["new_users"]
+    assert new_users == report["dataset"]["split"]["new_users"] > 0
+
+
+def test_new_users_are_scored_from_their_history_alone(chain):
+    # a student scores a new user from the query-time history: changing the (never trained) id
+    # embedding of the new users changes nothing, changing the history does
+    from pipelines.data import histories
+    from pipelines.training.scoring import score_fn
+    from student.model import TwoTower
+
+    tmp, _, _ = chain
+    data = splits_data()
+    split = splits.make_split(data, "cold_items", 0)
+    model = TwoTower.from_pretrained(tmp / "distilled" / "model")
+    hist = torch.as_tensor(
+        histories(split.new_history, data.n_users, model.config.history_len, data.n_items)
+    )
+    users = split.new_users
+    before = score_fn(model, hist, new_users=True)(users)
+    with torch.no_grad():
+        model.user_id_emb.weight[torch.as_tensor(users)] = 5.0
+        model.user_features[torch.as_tensor(users)] += 3.0
+    assert np.array_equal(before, score_fn(model, hist, new_users=True)(users))
+    other = hist[torch.as_tensor(users)].roll(1, dims=0)
+    hist2 = hist.clone()
+    hist2[torch.as_tensor(users)] = other
+    assert not np.allclose(before, score_fn(model, hist2, new_users=True)(users))
 
 
 def test_cold_items_never_shape_training(monkeypatch, tmp_path, tiny_st_dir):
-    # move every cold-test interaction to another cold-test item: labels and students must not
-    # change (the cold-test part is the future)
+    # move every cold-test interaction to another cold-test item, and every new user's history
+    # and target to another item: labels and students must not change (the future)
     real = splits.make_split
 
     def other(*a, **kw):
@@ -143,7 +175,12 @@ def test_cold_items_never_shape_training(monkeypatch, tmp_path, tiny_st_dir):
         ct = s.cold_test.copy()
         items = s.cold_test_items
         ct["item"] = items[(np.searchsorted(items, ct["item"].to_numpy()) + 1) % len(items)]
-        return replace(s, cold_test=ct.astype(s.cold_test.dtypes.to_dict()))
+        moved = {}
+        for name in ("new_history", "new_test"):
+            f = getattr(s, name).copy()
+            f["item"] = (f["item"] + 1) % s.n_items
+            moved[name] = f.astype(getattr(s, name).dtypes.to_dict())
+        return replace(s, cold_test=ct.astype(s.cold_test.dtypes.to_dict()), **moved)
 
     got = []
     for k in (0, 1):
