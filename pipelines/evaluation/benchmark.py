@@ -23,10 +23,10 @@ from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, mak
 from pipelines.data.baselines import Popularity, fit_ease
 from pipelines.evaluation.report import (
     cold_comparisons,
-    new_users_table,
     cold_table,
     headline_table,
     index_table,
+    new_users_table,
     write_report,
 )
 
