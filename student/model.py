@@ -575,7 +575,15 @@ def load_tensors(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f"{path}: not found; expected the weights written by save_pretrained"
         )
-    return load_file(str(path))
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:  # a truncated or overwritten file
+        raise ValueError(
+            f"{path}: unreadable or truncated safetensors file ({exc}); expected the weights "
+            "written by save_pretrained: save or train the model again"
+        ) from exc
 
 
 def load_state_strict(

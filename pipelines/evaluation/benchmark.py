@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pipelines.core.config import to_dict
+from pipelines.core.io import artifact_path, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
@@ -142,7 +143,9 @@ def run(config: BenchmarkConfig) -> dict:
             c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
         )
         if teacher_meta.get("teacher_topk"):
-            ranked = np.load(Path(c.labels) / teacher_meta["teacher_topk"])  # train items excluded
+            ranked = load_npy(
+                artifact_path(c.labels, teacher_meta["teacher_topk"], "teacher_topk")
+            )  # train items excluded
             full = np.zeros((len(test_users), ranked.shape[1]), dtype=np.int64)
             for r, u in enumerate(test_users):
                 keep = ~np.isin(ranked[u], seen[u].indices)
@@ -294,7 +297,9 @@ def run_cold(c: BenchmarkConfig) -> dict:
             c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
         )
         if meta.get("item_embeddings"):
-            text_emb = np.load(Path(c.labels) / meta["item_embeddings"]).astype(np.float32)
+            text_emb = load_npy(
+                artifact_path(c.labels, meta["item_embeddings"], "item_embeddings")
+            ).astype(np.float32)
     segs: dict[str, dict] = {}
     models: dict[str, dict] = {}
 

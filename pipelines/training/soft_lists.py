@@ -4,10 +4,10 @@ distillation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pipelines.core.io import artifact_path, load_npy
 from pipelines.data import InteractionData, Split
 from pipelines.labels.schema import columns, load_labels
 
@@ -70,7 +70,9 @@ def soft_lists(
     out.mask[user, col] = True
     emb_name = meta.get("item_embeddings")
     if emb_name:
-        out.item_embeddings = np.load(Path(path) / emb_name).astype(np.float32)
+        out.item_embeddings = load_npy(artifact_path(path, emb_name, "item_embeddings")).astype(
+            np.float32
+        )
     return out, meta
 
 
@@ -79,4 +81,6 @@ def label_item_embeddings(path: str) -> np.ndarray | None:
     None when it has none; the folder's schema is checked as for the labels."""
     _, meta = load_labels(path)
     name = meta.get("item_embeddings")
-    return np.load(Path(path) / name).astype(np.float32) if name else None
+    return (
+        load_npy(artifact_path(path, name, "item_embeddings")).astype(np.float32) if name else None
+    )

@@ -31,7 +31,7 @@ from pipelines.data import (
     load_dataset,
     training_split,
 )
-from pipelines.data.features import item_features, user_features
+from pipelines.data.features import student_features
 from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.scoring import score_fn
 from pipelines.training.soft_lists import label_item_embeddings, soft_lists
@@ -84,7 +84,10 @@ class TrainStudentConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout in the towers"})
     use_features: bool = field(
         default=True,
-        metadata={"help": "user (age, gender, occupation) and item (genres, year) features"},
+        metadata={
+            "help": "user (age, gender, occupation) and item (genres, year) features, those the "
+            "data has (none for a side without them)"
+        },
     )
     use_text: bool = field(
         default=False,
@@ -191,8 +194,7 @@ class TrainStudentConfig:
 def build_student(
     config: TrainStudentConfig, data: InteractionData, text: np.ndarray | None
 ) -> TwoTower:
-    uf = user_features(data) if config.use_features else None
-    itf = item_features(data) if config.use_features else None
+    uf, itf = student_features(data) if config.use_features else (None, None)
     mc = TwoTowerConfig(
         n_users=data.n_users,
         n_items=data.n_items,

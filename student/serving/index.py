@@ -320,7 +320,12 @@ class ItemIndex:
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
                 raise FileNotFoundError(f"ItemIndex.load: {src / name} is missing")
-        meta = json.loads((src / META_FILE).read_text())
+        try:
+            meta = json.loads((src / META_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{src / META_FILE}: not valid JSON ({exc}); rebuild the index"
+            ) from None
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{src / META_FILE}: format={meta.get('format')!r}, expected {FORMAT_NAME!r}"
@@ -336,7 +341,12 @@ class ItemIndex:
                 f"{src}: index dimension {dim} does not match the expected dimension "
                 f"{expected_dim} (rebuild the index for the current embeddings)"
             )
-        ids = np.load(src / IDS_FILE, allow_pickle=False)
+        try:
+            ids = np.load(src / IDS_FILE, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise ValueError(
+                f"{src / IDS_FILE}: unreadable or truncated .npy file ({exc}); rebuild the index"
+            ) from exc
         if len(ids) != meta["n"]:
             raise ValueError(f"{src / IDS_FILE}: {len(ids)} ids, but meta.json says n={meta['n']}")
         if expected_item_ids is not None:
@@ -346,7 +356,13 @@ class ItemIndex:
                 f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
                 f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
             )
-        index = faiss.read_index(str(src / INDEX_FILE))
+        try:
+            index = faiss.read_index(str(src / INDEX_FILE))
+        except RuntimeError as exc:  # faiss raises RuntimeError on a truncated file
+            raise ValueError(
+                f"{src / INDEX_FILE}: unreadable or truncated FAISS index "
+                f"({str(exc).splitlines()[0] if str(exc) else 'read failed'}); rebuild the index"
+            ) from exc
         if index.ntotal != len(ids) or index.d != meta["index_dim"]:
             raise ValueError(
                 f"{src / INDEX_FILE}: holds {index.ntotal} vectors of dim {index.d}, meta.json "
