@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.data import DataError, load_dataset, load_grouplens, make_split
+from pipelines.data import DataError, load_dataset, load_grouplens, make_split, render_item_text
 from pipelines.data.features import student_features
 from pipelines.data.loaders import TableSpec, table_spec
 
@@ -65,6 +65,10 @@ def test_interactions_items_and_users_with_a_column_mapping(tmp_path):
     assert np.isnan(data.users.set_index("user_id").loc["u2", "age"])
     uf, itf = student_features(data)
     assert uf.shape[0] == 2 and uf.shape[1] >= 1 and itf.shape[0] == 4
+    # the teacher's item text is what the table has: title, year, genres, free text
+    text = {r["item_id"]: render_item_text(r) for _, r in data.items.iterrows()}
+    assert text["a"] == "Alpha (1999). Drama, Comedy. first one"
+    assert text["b"] == "Beta. Drama" and text["d"] == "Delta. fourth"
 
 
 def test_spec_string_round_trip_and_folder(tmp_path):
