@@ -40,7 +40,8 @@ COMPRESSION_NAME = "compression.json"
 MODEL_TYPE = "recdistill.two_tower"
 FORMAT_VERSION = 1
 # Files a model folder may contain; saving refuses to replace a folder holding anything else.
-_MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, COMPRESSION_NAME})
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, COMPRESSION_NAME})  # all a model folder holds
+_MODEL_FILES = MODEL_FILES
 
 
 def _is_int(value: Any) -> bool:

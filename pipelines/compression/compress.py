@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
@@ -39,7 +39,7 @@ from student.compress import (
     structured_prune,
 )
 from student.losses import listwise_kl_loss
-from student.model import TwoTower, count_parameters, model_bytes
+from student.model import MODEL_FILES, TwoTower, count_parameters, model_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,12 @@ class CompressConfig:
     protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
     out: str = field(default="runs/compressed", metadata={"help": "output folder"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds compressed students from an earlier run (else refused)"
+        },
+    )
     keep_ratio: float = field(
         default=0.5,
         metadata={"help": "fraction of hidden units kept by structured pruning (1 = no pruning)"},
@@ -134,6 +140,18 @@ def run(config: CompressConfig) -> dict:
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
+    for name in ("pruned", "int8", "int8_fast"):  # first: their stale temporaries sit in out
+        claim_output(
+            Path(c.out) / name,
+            "config.json",
+            overwrite=c.overwrite,
+            what="a student model",
+            only=MODEL_FILES,
+        )
+    what = "compressed students"
+    claim_output(
+        c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite, what=what
+    )
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     base = TwoTower.from_pretrained(c.model)

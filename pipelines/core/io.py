@@ -144,6 +144,51 @@ def artifact_path(folder: str | Path, name: str, field: str = "file") -> Path:
     return Path(folder) / p
 
 
+def claim_output(
+    path: str | Path,
+    marker: str | tuple[str, ...],
+    *,
+    overwrite: bool,
+    what: str,
+    only: frozenset[str] | None = None,
+) -> Path:
+    """Check, before any work, that a job may write its artifact folder ``path``.
+
+    Nothing a user did not make is deleted: a missing or empty folder is fine; a folder
+    holding ``marker`` (this job's metadata file, or one of several) is replaced only with
+    ``overwrite``; any
+    other folder is refused, ``--overwrite`` or not, and so is one holding names outside
+    ``only`` when given (a model folder holds nothing but model files). Stale temporaries of ``path`` (a kill
+    during the final save left ``.NAME.*.tmp`` beside it) are removed first."""
+    path = Path(path)
+    recover(path)
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: exists and is not a folder; choose another --out")
+    if not any(path.iterdir()):
+        return path
+    markers = (marker,) if isinstance(marker, str) else marker
+    if any((path / m).exists() for m in markers):
+        extra = sorted(p.name for p in path.iterdir() if only is not None and p.name not in only)
+        if extra:
+            raise ArtifactError(
+                f"{path} holds files that are not {what}: {extra[:5]}; recdistill replaces only "
+                "its own artifacts: move them away or choose another --out"
+            )
+        if overwrite:
+            return path
+        raise ArtifactError(
+            f"{path} already holds {what} ({' or '.join(markers)}); pass --overwrite to replace it, or choose "
+            "another --out"
+        )
+    found = sorted(p.name for p in path.iterdir())[:5]
+    raise ArtifactError(
+        f"{path} holds files that are not {what} (no {' or '.join(markers)}; found {found}); recdistill "
+        "replaces only its own artifacts: choose another --out (--overwrite does not apply)"
+    )
+
+
 def load_npy(path: str | Path, what: str = "an array written by recdistill"):
     """``np.load`` (no pickle) with a missing or truncated file raised as :class:`ArtifactError`
     naming it."""

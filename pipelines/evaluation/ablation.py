@@ -131,6 +131,7 @@ def run(config: AblationConfig) -> dict:
                     seed=seed,
                     epochs=c.epochs,
                     out=str(run_dir),
+                    overwrite=True,  # this job's own run folders (others are still refused)
                     no_teacher=mode == "hard",
                     threads=c.threads,
                     labels=None if mode == "hard" else str(labels_dir),

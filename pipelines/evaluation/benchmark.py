@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import artifact_path, load_npy
+from pipelines.core.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
@@ -73,6 +73,12 @@ class BenchmarkConfig:
         default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
     )
     out: str = field(default="runs/benchmark", metadata={"help": "output folder"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds a benchmark report from an earlier run (else refused)"
+        },
+    )
 
     def __post_init__(self):
         bad = [k for k in self.indexes if k not in INDEX_KINDS]
@@ -102,6 +108,7 @@ def run(config: BenchmarkConfig) -> dict:
 
     c = config
     torch.set_num_threads(c.threads)
+    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report")
     if c.protocol == "cold_items":
         return run_cold(c)
     t0 = time.perf_counter()

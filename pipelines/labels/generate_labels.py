@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import atomic_dir, write_json
+from pipelines.core.io import ArtifactError, atomic_dir, claim_output, recover, write_json
 from pipelines.data import load_dataset, training_split
 from pipelines.labels.candidates import CandidateConfig, make_candidates
 from pipelines.labels.config import (
@@ -89,13 +89,17 @@ def run(config: GenerateLabelsConfig) -> dict:
                 f"fingerprint {old_fp}, now {data.fingerprint()}); choose another --out or pass "
                 "--overwrite"
             )
-    elif out.exists() and any(out.iterdir()) and not c.overwrite:
-        raise LabelError(
-            f"{out} exists and is not a soft-label dataset; choose another --out or pass --overwrite"
-        )
+    else:  # a folder that is not labels is never replaced, --overwrite or not
+        claim_output(out, META_FILE, overwrite=c.overwrite, what="a soft-label dataset")
+    recover(out)  # stale temporaries of a kill during the final save
 
-    partial.mkdir(parents=True, exist_ok=True)
     job_file = partial / "job.json"
+    if partial.exists() and any(partial.iterdir()) and not job_file.exists():
+        raise ArtifactError(
+            f"{partial} holds files that are not label shards (no job.json); the label job keeps "
+            f"its shards there and deletes it when done: move it away or choose another --out"
+        )
+    partial.mkdir(parents=True, exist_ok=True)
     if job_file.exists():
         prev = json.loads(job_file.read_text()).get("job_hash")
         if prev != job_hash:

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import (
     PROTOCOLS,
@@ -39,7 +39,7 @@ from student.losses import (
     DistillLossWeights,
     total_loss,
 )
-from student.model import TwoTower, TwoTowerConfig, count_parameters
+from student.model import MODEL_FILES, TwoTower, TwoTowerConfig, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ class TrainStudentConfig:
     )
     out: str = field(
         default="runs/student", metadata={"help": "output folder: model + metrics.json"}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace --out if it holds a student from an earlier run (else refused)"},
     )
     seed: int = field(default=0, metadata={"help": "training seed"})
     epochs: int = field(default=40, metadata={"help": "maximum epochs"})
@@ -219,6 +223,17 @@ def run(config: TrainStudentConfig) -> dict:
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     t_start = time.perf_counter()
+    # before any work: never replace what this job did not make, nor its own without --overwrite
+    out = Path(c.out)
+    what = "a trained student"
+    claim_output(
+        out / "model",
+        "config.json",
+        overwrite=c.overwrite,
+        what="a student model",
+        only=MODEL_FILES,
+    )
+    claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite, what=what)
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     lists, meta = (None, None)
@@ -320,7 +335,6 @@ def run(config: TrainStudentConfig) -> dict:
     fn = score_fn(model, hist)
     valid = evaluate(fn, valid_truth, valid_seen)
     cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
-    out = Path(c.out)
     model.save_pretrained(out / "model")
     result = {
         "config": to_dict(c),
