@@ -215,6 +215,9 @@ class TwoTower(nn.Module):
         item_text: Any = None,
     ) -> None:
         super().__init__()
+        # where the model came from (dataset and split fingerprints, set by the job that
+        # trains or compresses it); saved in config.json and read back by from_pretrained
+        self.provenance: dict[str, Any] = {}
         if not isinstance(config, TwoTowerConfig):
             raise ValueError(f"TwoTower: expected a TwoTowerConfig, got {type(config).__name__}")
         self.config = config
@@ -469,7 +472,9 @@ class TwoTower(nn.Module):
             raise ValueError(
                 "this model has int8 parts; save it with student.compress.save_quantized"
             )
-        return write_model_dir(directory, self.config, self.state_dict())
+        return write_model_dir(
+            directory, self.config, self.state_dict(), provenance=self.provenance
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> TwoTower:
@@ -484,6 +489,7 @@ class TwoTower(nn.Module):
         with torch.random.fork_rng(devices=[]):  # building must not move the caller's RNG
             model = cls(config)
         load_state_strict(model, load_tensors(directory), directory / WEIGHTS_NAME)
+        model.provenance = read_provenance(directory)
         return model.eval()
 
 
@@ -505,6 +511,7 @@ def write_model_dir(
     config: TwoTowerConfig,
     state: Mapping[str, torch.Tensor],
     extra_json: Mapping[str, Mapping[str, Any]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a model folder atomically (``student._io.atomic_dir``).
 
@@ -526,6 +533,7 @@ def write_model_dir(
             "format_version": FORMAT_VERSION,
             "config": config.to_dict(),
             "versions": _versions(),
+            "provenance": dict(provenance or {}),
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -567,6 +575,15 @@ def load_config(directory: str | os.PathLike) -> TwoTowerConfig:
         return TwoTowerConfig.from_dict(meta["config"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: bad config: {exc}") from None
+
+
+def read_provenance(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``provenance`` object of a saved model's ``config.json`` (``{}`` if it has none)."""
+    path = Path(directory) / CONFIG_NAME
+    prov = read_json(path, "a folder written by TwoTower.save_pretrained").get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise ValueError(f"{path}: 'provenance' is {type(prov).__name__}; expected an object")
+    return prov
 
 
 def load_tensors(directory: str | os.PathLike) -> dict[str, torch.Tensor]:

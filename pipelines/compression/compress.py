@@ -26,6 +26,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
@@ -160,6 +161,8 @@ def run(config: CompressConfig) -> dict:
             f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
             f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
         )
+    provenance.check(c.model, base.provenance, data, split, what="the student")
+    stamp = provenance.stamp(data, split)
     hist = torch.as_tensor(
         histories(split.train, data.n_users, base.config.history_len, data.n_items)
     )
@@ -184,6 +187,7 @@ def run(config: CompressConfig) -> dict:
                 model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed
             )
             steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    model.provenance = stamp
     model.save_pretrained(out / "pruned")
     if c.magnitude_sparsity > 0:
         mag, rec = magnitude_prune(base, c.magnitude_sparsity)
@@ -195,16 +199,19 @@ def run(config: CompressConfig) -> dict:
     outputs = {"pruned": str(out / "pruned")}
     if c.int8 in ("all", "both"):
         q, rec = quantize_int8(model)
+        q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
         outputs["int8"] = str(out / "int8")
     if c.int8 in ("auto", "both"):
         q, rec = choose_int8_parts(model, num_threads=1)
+        q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
         outputs["int8_fast"] = str(out / "int8_fast")
     result = {
         "config": to_dict(c),
+        **stamp,
         "steps": steps,
         "seconds": time.perf_counter() - t0,
         "outputs": outputs,

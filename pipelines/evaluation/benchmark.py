@@ -17,6 +17,7 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
@@ -195,6 +196,7 @@ def run(config: BenchmarkConfig) -> dict:
         if not path:
             continue
         model = loader(path)
+        provenance.check(path, model.provenance, data, split, what=f"the {name} model")
         students[name] = model
         hist = torch.as_tensor(
             histories(split.train, data.n_users, model.config.history_len, data.n_items)
@@ -338,6 +340,8 @@ def run_cold(c: BenchmarkConfig) -> dict:
         models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
     test_users = np.flatnonzero(np.diff(tasks["all"]["truth"].indptr) > 0)
     students = _load_students(c)
+    for name, model in students.items():
+        provenance.check(getattr(c, name), model.provenance, data, split, what=f"the {name} model")
     for name, model in students.items():
         hist = torch.as_tensor(
             histories(split.train, data.n_users, model.config.history_len, data.n_items)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
@@ -335,6 +336,7 @@ def run(config: TrainStudentConfig) -> dict:
     fn = score_fn(model, hist)
     valid = evaluate(fn, valid_truth, valid_seen)
     cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
+    model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")
     result = {
         "config": to_dict(c),
