@@ -140,15 +140,23 @@ def test_truncated_npy_and_names_outside_the_folder(tmp_path):
     assert artifact_path(tmp_path, "x.npy") == tmp_path / "x.npy"
 
 
-def test_truncated_faiss_index_is_named(tmp_path):
+def test_faiss_index_checksum_and_truncation_are_named(tmp_path):
     from student.serving.config import IndexConfig
-    from student.serving.index import INDEX_FILE, ItemIndex
+    from student.serving.index import INDEX_FILE, META_FILE, ItemIndex
 
     rng = np.random.default_rng(0)
-    ItemIndex.build(
-        rng.normal(size=(50, 8)).astype(np.float32), np.arange(50), IndexConfig(kind="flat")
-    ).save(tmp_path / "idx")
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+    index = ItemIndex.build(emb, np.arange(50), IndexConfig(kind="flat"))
+    index.provenance = {"dataset": {"fingerprint": "abc"}}
+    index.save(tmp_path / "idx")
+    assert ItemIndex.load(tmp_path / "idx").provenance == index.provenance
     f = tmp_path / "idx" / INDEX_FILE
     f.write_bytes(f.read_bytes()[:64])
+    with pytest.raises(ValueError, match=r"index.faiss: sha256 differs from the one meta.json"):
+        ItemIndex.load(tmp_path / "idx")
+    meta_path = tmp_path / "idx" / META_FILE  # an index saved before checksums were recorded
+    meta = json.loads(meta_path.read_text())
+    del meta["index_sha256"]
+    meta_path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match=r"index.faiss: unreadable or truncated FAISS index"):
         ItemIndex.load(tmp_path / "idx")
