@@ -52,6 +52,7 @@ from pipelines.labels.shards import (
     load_shard,
     score_local,
     shard_done,
+    shard_stamp,
 )
 from pipelines.labels.teacher import (
     EmbeddingPart,
@@ -135,7 +136,9 @@ def run(config: GenerateLabelsConfig) -> dict:
         users,
     )
     shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
-    todo = [i for i in range(len(shards)) if not shard_done(partial, i)]
+    # each shard records what it was scored from; one from other inputs is rescored
+    stamps = {i: shard_stamp(job_hash, s) for i, s in enumerate(shards)}
+    todo = [i for i in range(len(shards)) if not shard_done(partial, i, stamps[i])]
     logger.info(
         "%d shards (%d done before), %d pairs", len(shards), len(shards) - len(todo), len(cand)
     )
@@ -145,7 +148,7 @@ def run(config: GenerateLabelsConfig) -> dict:
 
         n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
     else:
-        n_scored = score_local(partial, cand, shards, todo, parts, mix, data)
+        n_scored = score_local(partial, cand, shards, todo, parts, mix, data, stamps)
         engine_info = {"name": "local"}
     score_seconds = time.perf_counter() - t_score
 
