@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.data import ProtocolName, load_dataset, render_item_text, training_split
@@ -180,6 +181,7 @@ def run(config: AdaptTeacherConfig) -> dict:
         metrics = adapt_causal_lm(scorer.model, tok, rows, cfg, out)
     result = {
         "config": to_dict(c),
+        **provenance.stamp(data, split),  # generate-labels --adapter checks it
         "examples": len(examples),
         "metrics": metrics,
         "seconds": time.perf_counter() - t0,

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import ArtifactError, atomic_dir, claim_output, recover, write_json
 from pipelines.data import load_dataset, training_split
@@ -59,6 +60,7 @@ from pipelines.labels.teacher import (
 )
 
 logger = logging.getLogger(__name__)
+ADAPTER_META = "adapt_teacher.json"  # written by adapt-teacher beside the adapter
 
 
 def run(config: GenerateLabelsConfig) -> dict:
@@ -77,6 +79,10 @@ def run(config: GenerateLabelsConfig) -> dict:
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
+    if c.adapter and Path(c.adapter).is_dir():  # an adapter fit on another split would leak
+        info = Path(c.adapter) / ADAPTER_META
+        recorded = json.loads(info.read_text()) if info.exists() else None
+        provenance.check(c.adapter, recorded, data, split, what="the adapter")
     if (out / META_FILE).exists():
         meta = json.loads((out / META_FILE).read_text())
         if meta.get("job_hash") == job_hash:

@@ -76,10 +76,11 @@ def soft_lists(
     return out, meta
 
 
-def label_item_embeddings(path: str) -> np.ndarray | None:
+def label_item_embeddings(path: str, dataset_fingerprint: str | None = None) -> np.ndarray | None:
     """The teacher's frozen item embeddings [I, D] of a label folder (content, not labels), or
-    None when it has none; the folder's schema is checked as for the labels."""
-    _, meta = load_labels(path)
+    None when it has none; the folder's schema is checked as for the labels, and labels made
+    for another dataset (``dataset_fingerprint``) are refused."""
+    _, meta = load_labels(path, dataset_fingerprint=dataset_fingerprint)
     name = meta.get("item_embeddings")
     return (
         load_npy(artifact_path(path, name, "item_embeddings")).astype(np.float32) if name else None

@@ -242,7 +242,11 @@ def run(config: TrainStudentConfig) -> dict:
         lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
     text = None
     if c.use_text:
-        text = lists.item_embeddings if lists is not None else label_item_embeddings(c.labels)
+        text = (
+            lists.item_embeddings
+            if lists is not None
+            else label_item_embeddings(c.labels, data.fingerprint())
+        )
         if text is None:
             raise ValueError(
                 f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
