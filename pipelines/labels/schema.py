@@ -100,10 +100,10 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
     prob = t["prob"]
     if not np.isfinite(score).all():
         i = int(np.flatnonzero(~np.isfinite(score))[0])
-        raise LabelError(f"{where}: row {i} has a non-finite teacher score {score[i]!r}")
+        raise LabelError(f"{where}: row {i} has a non-finite teacher score {float(score[i])}")
     if ((prob < 0) | (prob > 1) | ~np.isfinite(prob)).any():
         i = int(np.flatnonzero(~((prob >= 0) & (prob <= 1)))[0])
-        raise LabelError(f"{where}: row {i} has prob {prob[i]!r}; expected a value in [0, 1]")
+        raise LabelError(f"{where}: row {i} has prob {float(prob[i])}; expected a value in [0, 1]")
     for col, n in (("user", n_users), ("item", n_items)):
         v = t[col]
         if v.min() < 0 or (n is not None and v.max() >= n):
