@@ -4,14 +4,29 @@ Each subcommand maps to a config dataclass and a ``run(config) -> dict``. ``recd
 lists the jobs from the static table below; ``recdistill <job> ...`` imports that job's module
 only, and parses ``--config file.yaml`` plus flags with the parser
 ``pipelines.core.config.ConfigParser`` builds from the config's annotations.
+
+Errors: a job's own errors are printed as one line, ``recdistill <job>: error: <what is
+wrong, where, what was expected>``, with no traceback (``--debug`` prints it too), and the
+process exits with
+
+- 0: done;
+- 1: an unexpected error (a bug: the traceback is always printed);
+- 2: bad input: flags or ``--config``, data (``DataError``), labels (``LabelError``), an
+  artifact folder that is missing, truncated, of another kind or made for other data
+  (``ArtifactError``), any other ``ValueError``;
+- 3: the environment: a missing optional dependency (``ImportError``) or an operating-system
+  error other than a missing file (full disk, permissions), named with its path;
+- 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
+import traceback
 
 # subcommand -> (module, config class, one-line help). Modules are imported on use so that
 # `recdistill prepare` does not pay for torch imports.
@@ -75,6 +90,19 @@ JOBS: dict[str, tuple[str, str, str]] = {
 
 logger = logging.getLogger("recdistill")
 
+# Your own data: these flags of every job with a ``dataset`` field are folded into that one
+# spec string (``pipelines.data.loaders.TableSpec``), which the job records and fingerprints.
+DATASET_FLAGS: dict[str, str] = {
+    "items": "item table (CSV/TSV/Parquet): item_id plus any of title, year, genres, text",
+    "users": "user table (CSV/TSV/Parquet): user_id plus any of age, gender, occupation",
+    "columns": "interaction column names, ours=yours: user_id=uid,item_id=asin,rating=stars,"
+    "timestamp=ts",
+    "item_columns": "item table column names, ours=yours: title=name,genres=categories,"
+    "text=description",
+    "user_columns": "user table column names, ours=yours: age=user_age,occupation=job",
+    "genre_sep": "separator of the genres cell of the item table (default '|')",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: ``-v`` and the job names (no job module is imported)."""
@@ -82,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="recdistill", description=__doc__.splitlines()[0], allow_abbrev=False
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error (see exit codes)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="<job>")
     for name, (_, _, help_) in JOBS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -95,23 +126,100 @@ def job_parser(name: str):
     module_name, cls_name, help_ = JOBS[name]
     module = importlib.import_module(module_name)
     parser = ConfigParser(getattr(module, cls_name), prog=f"recdistill {name}", description=help_)
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of an error (see exit codes)"
+    )
+    if "dataset" in parser.field_names():
+        _dataset_flags(
+            parser.add_argument_group(
+                "your own data (folded into --dataset; data/README.md walks through it)"
+            )
+        )
     return parser, module
 
 
+def _dataset_flags(group) -> None:
+    for name, help_ in DATASET_FLAGS.items():
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])
+        metavar = "FILE" if name in ("items", "users") else "SEP" if name == "genre_sep" else "MAP"
+        group.add_argument(*flags, dest=f"dataset_{name}", metavar=metavar, help=help_)
+
+
+def with_dataset_flags(parser, config, argv: list[str]):
+    """``config`` with the own-data flags in ``argv`` folded into ``config.dataset``."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    _dataset_flags(pre)
+    given, _ = pre.parse_known_args(argv)
+    opts = {k: getattr(given, f"dataset_{k}") for k in DATASET_FLAGS}
+    if all(v is None for v in opts.values()):
+        return config
+    import dataclasses
+
+    from pipelines.data.loaders import table_spec
+
+    try:
+        return dataclasses.replace(config, dataset=table_spec(config.dataset, **opts))
+    except ValueError as e:
+        parser.error(str(e))
+
+
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
+
+
+def error_line(exc: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for an error raised by a job."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"
+    if isinstance(exc, (FileNotFoundError, NotADirectoryError, IsADirectoryError)):
+        return EXIT_BAD_INPUT, _os_text(exc)
+    if isinstance(exc, OSError):
+        return EXIT_ENVIRONMENT, _os_text(exc)
+    if isinstance(exc, ImportError):
+        return EXIT_ENVIRONMENT, str(exc)
+    if isinstance(exc, ValueError):  # DataError, LabelError, ArtifactError are ValueErrors
+        return EXIT_BAD_INPUT, " ".join(str(exc).split()) or type(exc).__name__
+    return EXIT_BUG, f"{type(exc).__name__}: {exc} (a bug in recdistill; please report it)"
+
+
+def _os_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    if exc.filename and str(exc.filename) not in text:
+        text = f"{exc.filename}: {text}"
+    if exc.errno == errno.ENOSPC:
+        text += "; free some space or choose another --out"
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> dict:
+    """Run ``recdistill <job> [flags]``; returns the job's result. On an error, prints one line
+    to stderr and raises ``SystemExit`` with the code in the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 1
     top = build_parser().parse_args(argv[: i + 1])  # exits on --help or a bad job name
+    rest = argv[i + 1 :]
+    debug = top.debug or "--debug" in rest  # before or after the job name
     parser, module = job_parser(top.command)
-    config = parser.parse_config(argv[i + 1 :])
+    config = parser.parse_config(rest)
+    if "dataset" in parser.field_names():
+        config = with_dataset_flags(parser, config, rest)
     logging.basicConfig(
         level=logging.DEBUG if top.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    result = module.run(config)
+    try:
+        result = module.run(config)
+    except (Exception, KeyboardInterrupt) as exc:
+        code, text = error_line(exc)
+        if debug or code == EXIT_BUG:
+            traceback.print_exc()
+        sys.stderr.write(f"recdistill {top.command}: error: {text}\n")
+        raise SystemExit(code) from None
     summary = getattr(module, "format_summary", None)
     if summary is not None:
         sys.stdout.write(summary(result) + "\n")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -172,6 +172,8 @@ def step(
         return json.loads((out_dir / result_file).read_text()), key
     logger.info("[%s] running -> %s", name, out_dir)
     t0 = time.perf_counter()
+    if "overwrite" in {f.name for f in fields(config)}:  # its own step folder (not in the key)
+        config = replace(config, overwrite=True)
     result = module.run(config)
     write_json(marker, {"key": key, "step": name, "seconds": time.perf_counter() - t0})
     return result, key

@@ -40,7 +40,8 @@ COMPRESSION_NAME = "compression.json"
 MODEL_TYPE = "recdistill.two_tower"
 FORMAT_VERSION = 1
 # Files a model folder may contain; saving refuses to replace a folder holding anything else.
-_MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, COMPRESSION_NAME})
+MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, COMPRESSION_NAME})  # all a model folder holds
+_MODEL_FILES = MODEL_FILES
 
 
 def _is_int(value: Any) -> bool:
@@ -214,6 +215,9 @@ class TwoTower(nn.Module):
         item_text: Any = None,
     ) -> None:
         super().__init__()
+        # where the model came from (dataset and split fingerprints, set by the job that
+        # trains or compresses it); saved in config.json and read back by from_pretrained
+        self.provenance: dict[str, Any] = {}
         if not isinstance(config, TwoTowerConfig):
             raise ValueError(f"TwoTower: expected a TwoTowerConfig, got {type(config).__name__}")
         self.config = config
@@ -468,7 +472,9 @@ class TwoTower(nn.Module):
             raise ValueError(
                 "this model has int8 parts; save it with student.compress.save_quantized"
             )
-        return write_model_dir(directory, self.config, self.state_dict())
+        return write_model_dir(
+            directory, self.config, self.state_dict(), provenance=self.provenance
+        )
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> TwoTower:
@@ -483,6 +489,7 @@ class TwoTower(nn.Module):
         with torch.random.fork_rng(devices=[]):  # building must not move the caller's RNG
             model = cls(config)
         load_state_strict(model, load_tensors(directory), directory / WEIGHTS_NAME)
+        model.provenance = read_provenance(directory)
         return model.eval()
 
 
@@ -504,6 +511,7 @@ def write_model_dir(
     config: TwoTowerConfig,
     state: Mapping[str, torch.Tensor],
     extra_json: Mapping[str, Mapping[str, Any]] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a model folder atomically (``student._io.atomic_dir``).
 
@@ -525,6 +533,7 @@ def write_model_dir(
             "format_version": FORMAT_VERSION,
             "config": config.to_dict(),
             "versions": _versions(),
+            "provenance": dict(provenance or {}),
         }
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -568,6 +577,15 @@ def load_config(directory: str | os.PathLike) -> TwoTowerConfig:
         raise ValueError(f"{path}: bad config: {exc}") from None
 
 
+def read_provenance(directory: str | os.PathLike) -> dict[str, Any]:
+    """The ``provenance`` object of a saved model's ``config.json`` (``{}`` if it has none)."""
+    path = Path(directory) / CONFIG_NAME
+    prov = read_json(path, "a folder written by TwoTower.save_pretrained").get("provenance") or {}
+    if not isinstance(prov, dict):
+        raise ValueError(f"{path}: 'provenance' is {type(prov).__name__}; expected an object")
+    return prov
+
+
 def load_tensors(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load ``model.safetensors`` (safetensors only: no pickle)."""
     path = Path(directory) / WEIGHTS_NAME
@@ -575,7 +593,15 @@ def load_tensors(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f"{path}: not found; expected the weights written by save_pretrained"
         )
-    return load_file(str(path))
+    from safetensors import SafetensorError
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:  # a truncated or overwritten file
+        raise ValueError(
+            f"{path}: unreadable or truncated safetensors file ({exc}); expected the weights "
+            "written by save_pretrained: save or train the model again"
+        ) from exc
 
 
 def load_state_strict(

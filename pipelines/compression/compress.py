@@ -26,8 +26,9 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
@@ -39,7 +40,7 @@ from student.compress import (
     structured_prune,
 )
 from student.losses import listwise_kl_loss
-from student.model import TwoTower, count_parameters, model_bytes
+from student.model import MODEL_FILES, TwoTower, count_parameters, model_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class CompressConfig:
     protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
     out: str = field(default="runs/compressed", metadata={"help": "output folder"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds compressed students from an earlier run (else refused)"
+        },
+    )
     keep_ratio: float = field(
         default=0.5,
         metadata={"help": "fraction of hidden units kept by structured pruning (1 = no pruning)"},
@@ -134,6 +141,18 @@ def run(config: CompressConfig) -> dict:
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
+    for name in ("pruned", "int8", "int8_fast"):  # first: their stale temporaries sit in out
+        claim_output(
+            Path(c.out) / name,
+            "config.json",
+            overwrite=c.overwrite,
+            what="a student model",
+            only=MODEL_FILES,
+        )
+    what = "compressed students"
+    claim_output(
+        c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite, what=what
+    )
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     base = TwoTower.from_pretrained(c.model)
@@ -142,6 +161,8 @@ def run(config: CompressConfig) -> dict:
             f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
             f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
         )
+    provenance.check(c.model, base.provenance, data, split, what="the student")
+    stamp = provenance.stamp(data, split)
     hist = torch.as_tensor(
         histories(split.train, data.n_users, base.config.history_len, data.n_items)
     )
@@ -166,6 +187,7 @@ def run(config: CompressConfig) -> dict:
                 model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed
             )
             steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    model.provenance = stamp
     model.save_pretrained(out / "pruned")
     if c.magnitude_sparsity > 0:
         mag, rec = magnitude_prune(base, c.magnitude_sparsity)
@@ -177,16 +199,19 @@ def run(config: CompressConfig) -> dict:
     outputs = {"pruned": str(out / "pruned")}
     if c.int8 in ("all", "both"):
         q, rec = quantize_int8(model)
+        q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
         outputs["int8"] = str(out / "int8")
     if c.int8 in ("auto", "both"):
         q, rec = choose_int8_parts(model, num_threads=1)
+        q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
         outputs["int8_fast"] = str(out / "int8_fast")
     result = {
         "config": to_dict(c),
+        **stamp,
         "steps": steps,
         "seconds": time.perf_counter() - t0,
         "outputs": outputs,

@@ -6,6 +6,10 @@ Replacing an existing folder takes two renames (target -> ``.NAME.<id>.old``, te
 Recovery rule for a crash between them: the next :func:`atomic_dir` (or :func:`recover`) on the
 same path finds the target missing and the ``.old`` copy present, and moves that copy back
 before it does anything else; stale ``.tmp`` folders of the same target are removed.
+
+An operating-system error while writing (a full disk, a permission) is raised again as the
+same ``OSError`` kind naming the target, not the hidden temporary path. :class:`ArtifactError`
+is the error of a reader that finds an artifact missing, truncated or of another kind.
 """
 
 from __future__ import annotations
@@ -21,6 +25,17 @@ from typing import Any
 
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
+
+
+class ArtifactError(ValueError):
+    """An artifact on disk is missing, truncated, of another kind or made for other data."""
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` again, naming ``path`` (the target) instead of a temporary file."""
+    err = type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    err.__cause__ = exc
+    return err
 
 
 def _siblings(path: Path, suffix: str) -> list[Path]:
@@ -77,9 +92,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
         write(Path(tmp))
         _mode(Path(tmp), folder=False)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise _named(exc, path) from exc
         raise
     return path
 
@@ -106,9 +123,87 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno is not None:
+            if exc.filename is None or str(tmp) in str(exc.filename):
+                raise _named(exc, path) from exc
         raise
+
+
+def artifact_path(folder: str | Path, name: str, field: str = "file") -> Path:
+    """``folder / name`` for a file name read from an artifact's metadata; a name that is
+    absolute or climbs out of ``folder`` (``..``) is refused: an artifact reads only its own
+    files."""
+    p = Path(str(name))
+    if not str(name) or p.is_absolute() or ".." in p.parts:
+        raise ArtifactError(
+            f"{folder}: metadata field {field!r} names {name!r}; expected a file name inside the "
+            "folder (no absolute path, no '..')"
+        )
+    return Path(folder) / p
+
+
+def claim_output(
+    path: str | Path,
+    marker: str | tuple[str, ...],
+    *,
+    overwrite: bool,
+    what: str,
+    only: frozenset[str] | None = None,
+) -> Path:
+    """Check, before any work, that a job may write its artifact folder ``path``.
+
+    Nothing a user did not make is deleted: a missing or empty folder is fine; a folder
+    holding ``marker`` (this job's metadata file, or one of several) is replaced only with
+    ``overwrite``; any
+    other folder is refused, ``--overwrite`` or not, and so is one holding names outside
+    ``only`` when given (a model folder holds nothing but model files). Stale temporaries of ``path`` (a kill
+    during the final save left ``.NAME.*.tmp`` beside it) are removed first."""
+    path = Path(path)
+    recover(path)
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: exists and is not a folder; choose another --out")
+    if not any(path.iterdir()):
+        return path
+    markers = (marker,) if isinstance(marker, str) else marker
+    if any((path / m).exists() for m in markers):
+        extra = sorted(p.name for p in path.iterdir() if only is not None and p.name not in only)
+        if extra:
+            raise ArtifactError(
+                f"{path} holds files that are not {what}: {extra[:5]}; recdistill replaces only "
+                "its own artifacts: move them away or choose another --out"
+            )
+        if overwrite:
+            return path
+        raise ArtifactError(
+            f"{path} already holds {what} ({' or '.join(markers)}); pass --overwrite to replace it, or choose "
+            "another --out"
+        )
+    found = sorted(p.name for p in path.iterdir())[:5]
+    raise ArtifactError(
+        f"{path} holds files that are not {what} (no {' or '.join(markers)}; found {found}); recdistill "
+        "replaces only its own artifacts: choose another --out (--overwrite does not apply)"
+    )
+
+
+def load_npy(path: str | Path, what: str = "an array written by recdistill"):
+    """``np.load`` (no pickle) with a missing or truncated file raised as :class:`ArtifactError`
+    naming it."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; expected {what}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise ArtifactError(
+            f"{path}: unreadable or truncated .npy file ({exc}); expected {what}; re-run the job "
+            "that wrote it"
+        ) from exc
 
 
 def write_json(path: str | Path, data: Any) -> Path:

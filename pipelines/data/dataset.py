@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp")
 ITEM_COLUMNS = ("item_id", "title", "year", "genres", "text")
+LINE = "line"  # index name of a frame whose labels are its file's own 1-based line numbers
 
 
 class DataError(ValueError):
@@ -51,12 +52,20 @@ class InteractionData:
         return len(self.items)
 
     def fingerprint(self) -> str:
-        """sha256 of the ids and interactions: labels and models refuse data that differs."""
+        """sha256 of the ids, the interactions, the item table (title, year, genres, text) and
+        the user features: labels and models refuse data that differs in any of them."""
         h = hashlib.sha256(self.name.encode())
         for col in INTERACTION_COLUMNS:
             h.update(np.ascontiguousarray(self.interactions[col].to_numpy()).tobytes())
         h.update("\x1f".join(self.users["user_id"]).encode())
         h.update("\x1f".join(self.items["item_id"]).encode())
+        h.update("\x1f".join(self.items["title"]).encode())
+        h.update(np.ascontiguousarray(self.items["year"].to_numpy(np.float64)).tobytes())
+        h.update("\x1f".join("|".join(g) for g in self.items["genres"]).encode())
+        h.update("\x1f".join(self.items["text"]).encode())
+        for col in sorted(c for c in self.users.columns if c != "user_id"):
+            h.update(f"\x1e{col}\x1f".encode())
+            h.update("\x1f".join(map(str, self.users[col].tolist())).encode())
         return h.hexdigest()[:16]
 
     def stats(self) -> dict:
@@ -92,6 +101,23 @@ def render_item_text(row) -> str:
     return ". ".join(parts)
 
 
+def where(frame: pd.DataFrame, pos: int) -> str:
+    """Where row ``pos`` of ``frame`` came from: ``line N`` (its file's own 1-based line, when
+    the loader numbered the rows: index name ``"line"``), else ``row <index label>``."""
+    label = frame.index[pos]
+    return f"line {label}" if frame.index.name == LINE else f"row {label}"
+
+
+def cell(value) -> str:
+    """A cell for an error message: ``is empty`` for a missing or blank cell, else
+    ``holds 'value'``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "is empty"
+    if isinstance(value, str) and not value.strip():
+        return "is empty"
+    return f"holds {str(value)!r}"
+
+
 def build_data(
     name: str,
     ratings: pd.DataFrame,
@@ -99,6 +125,9 @@ def build_data(
     users: pd.DataFrame | None = None,
     *,
     source: str = "",
+    items_source: str = "",
+    users_source: str = "",
+    genre_sep: str | None = None,
 ) -> InteractionData:
     """Validate raw frames (original ids) and index them.
 
@@ -107,8 +136,13 @@ def build_data(
     "|"-separated str), ``text``; without it the catalogue is the items seen in ``ratings``.
     Documented repairs (logged): exact duplicate rows are dropped; for a user-item pair rated
     more than once, the latest rating is kept; rows are sorted by (user, timestamp).
+    Errors name the source, the line (frames whose index is named ``"line"`` hold their file's
+    line numbers) or row, the column and the value. ``genre_sep`` splits string genres (None:
+    ``|`` or ``,``).
     """
     src = source or name
+    items_src = items_source or f"{src} (item table)"
+    users_src = users_source or f"{src} (user table)"
     for col in ("user_id", "item_id", "rating", "timestamp"):
         if col not in ratings.columns:
             raise DataError(
@@ -126,17 +160,25 @@ def build_data(
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
-                f"{src}: column {col!r} row {i} holds {r[col].iloc[i]!r}; expected a finite number "
-                f"({int(bad.sum())} bad rows in all)"
+                f"{src}: {where(r, i)}, column {col!r} {cell(ratings[col].iloc[i])}; "
+                f"expected a finite number ({int(bad.sum())} bad rows in all)"
             )
         r[col] = num
     if (r["timestamp"] < 0).any():
         i = int(np.flatnonzero((r["timestamp"] < 0).to_numpy())[0])
-        raise DataError(f"{src}: column 'timestamp' row {i} is negative ({r['timestamp'].iloc[i]})")
-    empty = (r["user_id"].str.strip() == "") | (r["item_id"].str.strip() == "")
-    if empty.any():
-        i = int(np.flatnonzero(empty.to_numpy())[0])
-        raise DataError(f"{src}: row {i} has an empty user_id or item_id")
+        raise DataError(
+            f"{src}: {where(r, i)}, column 'timestamp' is negative ({r['timestamp'].iloc[i]}); "
+            "expected seconds >= 0"
+        )
+    for col in ("user_id", "item_id"):
+        raw = ratings[col]
+        empty = raw.isna().to_numpy() | (r[col].str.strip() == "").to_numpy()
+        if empty.any():
+            i = int(np.flatnonzero(empty)[0])
+            raise DataError(
+                f"{src}: {where(r, i)} has an empty {col}; expected an id in every row "
+                f"({int(empty.sum())} rows in all)"
+            )
 
     n0 = len(r)
     r = r.drop_duplicates()
@@ -154,24 +196,33 @@ def build_data(
             n1 - len(r),
         )
 
-    items = _normalise_items(items, r, src)
+    items = _normalise_items(items, r, items_src, genre_sep)
     item_index = pd.Index(items["item_id"])
-    if not item_index.is_unique:
-        dup = item_index[item_index.duplicated()][0]
-        raise DataError(f"{src}: item table lists item_id {dup!r} more than once")
     item_idx = item_index.get_indexer(r["item_id"])
     if (item_idx < 0).any():
-        unknown = r["item_id"].to_numpy()[item_idx < 0]
+        bad = r[item_idx < 0]
+        if bad.index.name == LINE:
+            bad = bad.sort_index()
+        shown = ", ".join(
+            f"item_id {bad['item_id'].iat[k]!r} ({where(bad, k)})" for k in range(min(3, len(bad)))
+        )
         raise DataError(
-            f"{src}: {len(unknown)} interactions refer to items missing from the item table, "
-            f"e.g. item_id {unknown[0]!r}"
+            f"{src}: {len(bad)} interactions name items missing from the item table "
+            f"{items_src}, e.g. {shown}; add those items to the item table or drop "
+            "the interactions"
         )
 
     user_ids = np.array(sorted(r["user_id"].unique(), key=_id_sort_key), dtype=object)
     if users is not None:
+        if "user_id" not in users.columns:
+            raise DataError(
+                f"{users_src}: no column 'user_id' (found {list(users.columns)}); map it with "
+                "--user-columns user_id=<your column>"
+            )
         users = users.copy()
         users["user_id"] = users["user_id"].astype(str)
-        users = users.drop_duplicates("user_id").set_index("user_id")
+        _refuse_duplicates(users, "user_id", users_src)
+        users = users.set_index("user_id")
         users = users.reindex(user_ids).reset_index()
     else:
         users = pd.DataFrame({"user_id": user_ids})
@@ -193,32 +244,66 @@ def _id_sort_key(x: str):
     return (0, int(x), "") if x.isdigit() else (1, 0, x)
 
 
-def _normalise_items(items: pd.DataFrame | None, r: pd.DataFrame, src: str) -> pd.DataFrame:
+def _refuse_duplicates(frame: pd.DataFrame, col: str, src: str) -> None:
+    dup = frame[col].duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = int(np.flatnonzero(dup)[0])
+        value = frame[col].iat[first]
+        second = int(np.flatnonzero(dup & (frame[col] == value).to_numpy())[1])
+        raise DataError(
+            f"{src}: {col} {value!r} is listed twice ({where(frame, first)} and "
+            f"{where(frame, second)}); expected one row per id "
+            f"({int(frame[col].duplicated().sum())} repeated ids in all)"
+        )
+
+
+def _normalise_items(
+    items: pd.DataFrame | None, r: pd.DataFrame, src: str, genre_sep: str | None = None
+) -> pd.DataFrame:
     if items is None:
         ids = sorted(r["item_id"].unique(), key=_id_sort_key)
         items = pd.DataFrame({"item_id": ids})
     elif "item_id" not in items.columns:
-        raise DataError(f"{src}: item table has no column 'item_id' (found {list(items.columns)})")
-    items = items.copy().reset_index(drop=True)
+        raise DataError(
+            f"{src}: no column 'item_id' (found {list(items.columns)}); map it with "
+            "--item-columns item_id=<your column>"
+        )
+    items = items.copy()
     items["item_id"] = items["item_id"].astype(str)
+    blank = items["item_id"].str.strip() == ""
+    if blank.any():
+        raise DataError(
+            f"{src}: {where(items, int(np.flatnonzero(blank.to_numpy())[0]))} has an empty item_id"
+        )
+    _refuse_duplicates(items, "item_id", src)
+    items = items.reset_index(drop=True)
     if "title" not in items:
-        items["title"] = "item " + items["item_id"]
-    items["title"] = items["title"].fillna("").astype(str)
+        items["title"] = ""
+    title = items["title"].fillna("").astype(str).str.strip()
+    untitled = (title == "").to_numpy()
+    if 0 < untitled.sum() < len(items):
+        logger.info(
+            "%s: %d items have no title; they are called 'item <id>'", src, int(untitled.sum())
+        )
+    items["title"] = np.where(untitled, "item " + items["item_id"], title)
     if "year" not in items:
         items["year"] = np.nan
     items["year"] = pd.to_numeric(items["year"], errors="coerce").astype(float)
     if "genres" not in items:
         items["genres"] = [[] for _ in range(len(items))]
-    items["genres"] = [_genres(g) for g in items["genres"]]
+    items["genres"] = [_genres(g, genre_sep) for g in items["genres"]]
     if "text" not in items:
         items["text"] = ""
     items["text"] = items["text"].fillna("").astype(str)
     return items[list(ITEM_COLUMNS)]
 
 
-def _genres(g) -> list[str]:
+def _genres(g, sep: str | None = None) -> list[str]:
     if isinstance(g, (list, tuple, np.ndarray)):
         return [str(x) for x in g if str(x)]
     if g is None or (isinstance(g, float) and np.isnan(g)):
         return []
-    return [x for x in str(g).replace(",", "|").split("|") if x.strip()]
+    text = str(g)
+    if sep is None:
+        text, sep = text.replace(",", "|"), "|"
+    return [x.strip() for x in text.split(sep) if x.strip()]

@@ -44,3 +44,12 @@ def user_features(data: InteractionData) -> np.ndarray:
     if not parts:
         return np.zeros((len(u), 0), dtype=np.float32)
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def student_features(data: InteractionData) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(user features, item features) that the data actually has, ``None`` for a side with
+    none: no user table (or one without age, gender, occupation) gives no user features; an
+    item table without genres and years gives no item features."""
+    uf = user_features(data)
+    has_items = any(len(g) for g in data.items["genres"]) or data.items["year"].notna().any()
+    return (uf if uf.shape[1] else None), (item_features(data) if has_items else None)

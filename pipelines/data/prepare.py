@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
@@ -31,6 +31,12 @@ class PrepareConfig:
     )
     seed: int = field(default=0, metadata={"help": "split seed"})
     out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds statistics from an earlier run (else refused)"
+        },
+    )
 
     def __post_init__(self):
         bad = [p for p in self.protocols if p not in PROTOCOLS]
@@ -42,6 +48,7 @@ class PrepareConfig:
 
 def run(config: PrepareConfig) -> dict:
     t0 = time.perf_counter()
+    claim_output(config.out, "stats.json", overwrite=config.overwrite, what="statistics")
     data = load_dataset(config.dataset)
     result = {"config": to_dict(config), "stats": data.stats(), "protocols": {}}
     for protocol in config.protocols:

@@ -25,6 +25,7 @@ artifact made from the training view carries the same fingerprint as the full sp
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
@@ -36,6 +37,7 @@ from pipelines.data.dataset import InteractionData
 
 ProtocolName = Literal["random", "temporal", "cold_items"]
 PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
+logger = logging.getLogger(__name__)
 PARTS = ("train", "valid", "test", "cold_valid", "cold_test", "new_history", "new_test")
 COLD_FRACTION = 0.2
 NEW_USER_FRACTION = 0.1
@@ -147,6 +149,14 @@ def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -
     # Interactions are sorted by (user, timestamp, item): position within a user's block is
     # time order.
     pos = np.arange(len(inter)) - starts[users]
+    small = int(((counts > 0) & (counts < 3)).sum())
+    if small:
+        logger.info(
+            "%s split: %d users have fewer than 3 interactions; all theirs stay in train "
+            "(no validation or test for them)",
+            protocol,
+            small,
+        )
     label = np.zeros(len(inter), dtype=np.int8)  # 0 train, 1 valid, 2 test
     if protocol == "random":
         for u in np.flatnonzero(counts >= 3):

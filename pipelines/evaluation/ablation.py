@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json, write_text
+from pipelines.core.io import artifact_path, load_npy, write_json, write_text
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
@@ -107,7 +107,7 @@ def run(config: AblationConfig) -> dict:
         rows: dict[str, dict] = {}
         teacher_top = None
         if meta.get("teacher_topk"):
-            ranked = np.load(labels_dir / meta["teacher_topk"])
+            ranked = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk"))
             teacher_top = np.stack(
                 [r[~np.isin(r, seen[u].indices)][:20] for u, r in zip(users, ranked[users])]
             )
@@ -131,6 +131,7 @@ def run(config: AblationConfig) -> dict:
                     seed=seed,
                     epochs=c.epochs,
                     out=str(run_dir),
+                    overwrite=True,  # this job's own run folders (others are still refused)
                     no_teacher=mode == "hard",
                     threads=c.threads,
                     labels=None if mode == "hard" else str(labels_dir),

@@ -17,7 +17,9 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
+from pipelines.core.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity, fit_ease
@@ -73,6 +75,12 @@ class BenchmarkConfig:
         default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
     )
     out: str = field(default="runs/benchmark", metadata={"help": "output folder"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds a benchmark report from an earlier run (else refused)"
+        },
+    )
 
     def __post_init__(self):
         bad = [k for k in self.indexes if k not in INDEX_KINDS]
@@ -102,6 +110,7 @@ def run(config: BenchmarkConfig) -> dict:
 
     c = config
     torch.set_num_threads(c.threads)
+    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report")
     if c.protocol == "cold_items":
         return run_cold(c)
     t0 = time.perf_counter()
@@ -143,7 +152,9 @@ def run(config: BenchmarkConfig) -> dict:
             c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
         )
         if teacher_meta.get("teacher_topk"):
-            ranked = np.load(Path(c.labels) / teacher_meta["teacher_topk"])  # train items excluded
+            ranked = load_npy(
+                artifact_path(c.labels, teacher_meta["teacher_topk"], "teacher_topk")
+            )  # train items excluded
             full = np.zeros((len(test_users), ranked.shape[1]), dtype=np.int64)
             for r, u in enumerate(test_users):
                 keep = ~np.isin(ranked[u], seen[u].indices)
@@ -186,6 +197,7 @@ def run(config: BenchmarkConfig) -> dict:
         if not path:
             continue
         model = loader(path)
+        provenance.check(path, model.provenance, data, split, what=f"the {name} model")
         students[name] = model
         hist = torch.as_tensor(
             histories(split.train, data.n_users, model.config.history_len, data.n_items)
@@ -295,7 +307,9 @@ def run_cold(c: BenchmarkConfig) -> dict:
             c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
         )
         if meta.get("item_embeddings"):
-            text_emb = np.load(Path(c.labels) / meta["item_embeddings"]).astype(np.float32)
+            text_emb = load_npy(
+                artifact_path(c.labels, meta["item_embeddings"], "item_embeddings")
+            ).astype(np.float32)
     segs: dict[str, dict] = {}
     models: dict[str, dict] = {}
 
@@ -329,6 +343,8 @@ def run_cold(c: BenchmarkConfig) -> dict:
         models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
     test_users = np.flatnonzero(np.diff(tasks["all"]["truth"].indptr) > 0)
     students = _load_students(c)
+    for name, model in students.items():
+        provenance.check(getattr(c, name), model.provenance, data, split, what=f"the {name} model")
     for name, model in students.items():
         hist = torch.as_tensor(
             histories(split.train, data.n_users, model.config.history_len, data.n_items)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from pipelines.core.io import artifact_path, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
 from pipelines.data.content_map import cold_truth, content_features, fit_content_map
 from pipelines.data.features import item_features
@@ -112,8 +113,10 @@ def ranked_scorer(ranked: np.ndarray, n_items: int):
 def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
     """The teacher's rankings from its label folder: the full-catalogue top-k, with its ranking
     of the items without train interactions placed below (for the cold segment)."""
-    top = np.load(labels_dir / meta["teacher_topk"]).astype(np.int64)
-    cold = np.load(labels_dir / meta["teacher_topk_cold"]).astype(np.int64)
+    top = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk")).astype(np.int64)
+    cold = load_npy(
+        artifact_path(labels_dir, meta["teacher_topk_cold"], "teacher_topk_cold")
+    ).astype(np.int64)
     warm_fn, cold_fn = ranked_scorer(top, n_items), ranked_scorer(cold, n_items)
 
     def fn(users: np.ndarray) -> np.ndarray:

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.data import ProtocolName, load_dataset, render_item_text, training_split
 from pipelines.labels.config import TeacherName
 from pipelines.labels.teacher import user_text
@@ -63,6 +64,12 @@ class AdaptTeacherConfig:
     seed: int = field(default=0, metadata={"help": "seed"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     out: str = field(default="runs/adapter", metadata={"help": "adapter output folder"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "replace --out if it holds an adapter from an earlier run (else refused)"
+        },
+    )
 
     def __post_init__(self):
         if self.teacher not in ("embedding", "causal_lm"):
@@ -110,6 +117,12 @@ def run(config: AdaptTeacherConfig) -> dict:
     c = config
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
+    claim_output(
+        c.out,
+        ("adapt_teacher.json", "training_meta.json"),
+        overwrite=c.overwrite,
+        what="an adapter",
+    )
     rng = np.random.default_rng(c.seed)
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
@@ -168,6 +181,7 @@ def run(config: AdaptTeacherConfig) -> dict:
         metrics = adapt_causal_lm(scorer.model, tok, rows, cfg, out)
     result = {
         "config": to_dict(c),
+        **provenance.stamp(data, split),  # generate-labels --adapter checks it
         "examples": len(examples),
         "metrics": metrics,
         "seconds": time.perf_counter() - t0,

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
-from pipelines.core.io import atomic_dir, write_json
+from pipelines.core.io import ArtifactError, atomic_dir, claim_output, recover, write_json
 from pipelines.data import load_dataset, training_split
 from pipelines.labels.candidates import CandidateConfig, make_candidates
 from pipelines.labels.config import (
@@ -52,12 +53,14 @@ from pipelines.labels.shards import (
     load_shard,
     score_local,
     shard_done,
+    shard_stamp,
 )
 from pipelines.labels.teacher import (
     EmbeddingPart,
 )
 
 logger = logging.getLogger(__name__)
+ADAPTER_META = "adapt_teacher.json"  # written by adapt-teacher beside the adapter
 
 
 def run(config: GenerateLabelsConfig) -> dict:
@@ -76,6 +79,10 @@ def run(config: GenerateLabelsConfig) -> dict:
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
+    if c.adapter and Path(c.adapter).is_dir():  # an adapter fit on another split would leak
+        info = Path(c.adapter) / ADAPTER_META
+        recorded = json.loads(info.read_text()) if info.exists() else None
+        provenance.check(c.adapter, recorded, data, split, what="the adapter")
     if (out / META_FILE).exists():
         meta = json.loads((out / META_FILE).read_text())
         if meta.get("job_hash") == job_hash:
@@ -89,13 +96,17 @@ def run(config: GenerateLabelsConfig) -> dict:
                 f"fingerprint {old_fp}, now {data.fingerprint()}); choose another --out or pass "
                 "--overwrite"
             )
-    elif out.exists() and any(out.iterdir()) and not c.overwrite:
-        raise LabelError(
-            f"{out} exists and is not a soft-label dataset; choose another --out or pass --overwrite"
-        )
+    else:  # a folder that is not labels is never replaced, --overwrite or not
+        claim_output(out, META_FILE, overwrite=c.overwrite, what="a soft-label dataset")
+    recover(out)  # stale temporaries of a kill during the final save
 
-    partial.mkdir(parents=True, exist_ok=True)
     job_file = partial / "job.json"
+    if partial.exists() and any(partial.iterdir()) and not job_file.exists():
+        raise ArtifactError(
+            f"{partial} holds files that are not label shards (no job.json); the label job keeps "
+            f"its shards there and deletes it when done: move it away or choose another --out"
+        )
+    partial.mkdir(parents=True, exist_ok=True)
     if job_file.exists():
         prev = json.loads(job_file.read_text()).get("job_hash")
         if prev != job_hash:
@@ -132,7 +143,9 @@ def run(config: GenerateLabelsConfig) -> dict:
         users,
     )
     shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
-    todo = [i for i in range(len(shards)) if not shard_done(partial, i)]
+    # each shard records what it was scored from; one from other inputs is rescored
+    stamps = {i: shard_stamp(job_hash, s) for i, s in enumerate(shards)}
+    todo = [i for i in range(len(shards)) if not shard_done(partial, i, stamps[i])]
     logger.info(
         "%d shards (%d done before), %d pairs", len(shards), len(shards) - len(todo), len(cand)
     )
@@ -142,7 +155,7 @@ def run(config: GenerateLabelsConfig) -> dict:
 
         n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
     else:
-        n_scored = score_local(partial, cand, shards, todo, parts, mix, data)
+        n_scored = score_local(partial, cand, shards, todo, parts, mix, data, stamps)
         engine_info = {"name": "local"}
     score_seconds = time.perf_counter() - t_score
 

@@ -25,6 +25,7 @@ initialised Ray as it is, and otherwise starts a local Ray that it shuts down at
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -40,7 +41,7 @@ from pipelines.core.io import atomic_write
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
 from pipelines.labels.fit import FittedTeacher, build_text_part, warm_text_part
 from pipelines.labels.schema import features
-from pipelines.labels.shards import score_shard, shard_name
+from pipelines.labels.shards import STAMP_KEY, score_shard, shard_name, shard_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -163,10 +164,15 @@ def _check_resources(ray, c: GenerateLabelsConfig, n_actors: int, started: bool)
     logger.warning("%s (waiting in case an autoscaler adds nodes)", msg)
 
 
-def write_parquet(path: Path, table) -> None:
-    """Write ``table`` to ``path`` atomically (see ``pipelines.core.io.atomic_write``)."""
+def write_parquet(path: Path, table, stamp: dict | None = None) -> None:
+    """Write ``table`` to ``path`` atomically (see ``pipelines.core.io.atomic_write``), with
+    the shard's ``stamp`` in the schema metadata."""
     import pyarrow.parquet as pq
 
+    if stamp is not None:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), STAMP_KEY: json.dumps(stamp).encode()}
+        )
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -240,7 +246,9 @@ def score_shards(
             c.ray_num_cpus,
             c.ray_num_gpus,
         )
-        n_scored, starts, ends, by_actor = _collect(scored, expected, partial)
+        job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
+        stamps = {i: shard_stamp(job_hash, shards[i]) for i in todo}
+        n_scored, starts, ends, by_actor = _collect(scored, expected, partial, stamps)
     finally:
         ctx.enable_progress_bars = bars
         if started:
@@ -253,7 +261,7 @@ def score_shards(
 
 
 def _collect(
-    scored, expected: dict[int, int], partial: Path
+    scored, expected: dict[int, int], partial: Path, stamps: dict[int, dict] | None = None
 ) -> tuple[int, list[float], list[float], dict[int, int]]:
     """Stream the actors' output; write each shard once all its rows are in. Returns pairs
     written, each shard's scoring start and end times, and shards per actor process."""
@@ -287,7 +295,7 @@ def _collect(
                 actor = pc.min(table[ACTOR_COL]).as_py()
                 by_actor[actor] = by_actor.get(actor, 0) + 1
                 table = table.drop_columns(list(EXTRA_COLS)).cast(schema)
-                write_parquet(partial / f"{shard_name(i)}.parquet", table)
+                write_parquet(partial / f"{shard_name(i)}.parquet", table, (stamps or {}).get(i))
                 n_scored += len(table)
                 bar.update(len(table))
                 expected_done = expected.pop(i)

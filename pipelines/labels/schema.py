@@ -100,10 +100,10 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
     prob = t["prob"]
     if not np.isfinite(score).all():
         i = int(np.flatnonzero(~np.isfinite(score))[0])
-        raise LabelError(f"{where}: row {i} has a non-finite teacher score {score[i]!r}")
+        raise LabelError(f"{where}: row {i} has a non-finite teacher score {float(score[i])}")
     if ((prob < 0) | (prob > 1) | ~np.isfinite(prob)).any():
         i = int(np.flatnonzero(~((prob >= 0) & (prob <= 1)))[0])
-        raise LabelError(f"{where}: row {i} has prob {prob[i]!r}; expected a value in [0, 1]")
+        raise LabelError(f"{where}: row {i} has prob {float(prob[i])}; expected a value in [0, 1]")
     for col, n in (("user", n_users), ("item", n_items)):
         v = t[col]
         if v.min() < 0 or (n is not None and v.max() >= n):
@@ -136,7 +136,10 @@ def load_labels(
             f"{path}: not a soft-label dataset ({META_FILE} missing); create one with "
             "`recdistill generate-labels`"
         )
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise LabelError(f"{meta_path}: not valid JSON ({exc}); regenerate the labels") from None
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise LabelError(
             f"{meta_path}: schema_version {meta.get('schema_version')!r}; this recdistill reads {SCHEMA_VERSION}"
@@ -153,6 +156,14 @@ def load_labels(
             f"{path}: labels were made for split fingerprint {got!r}, but this split has "
             f"{split_fingerprint!r} (another protocol or seed?); regenerate the labels"
         )
-    ds = load_from_disk(str(path))
-    validate_table(ds, str(path), n_users, n_items)
+    try:
+        ds = load_from_disk(str(path))
+        validate_table(ds, str(path), n_users, n_items)
+    except LabelError:
+        raise
+    except (ValueError, OSError, FileNotFoundError) as exc:  # pyarrow's ArrowInvalid is one
+        raise LabelError(
+            f"{path}: the label table is unreadable or truncated ({' '.join(str(exc).split())}); "
+            "regenerate the labels with `recdistill generate-labels --overwrite`"
+        ) from exc
     return ds, meta

@@ -4,7 +4,11 @@ atomically (``<out>.partial/shard-NNNNN``); both engines use these."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -22,15 +26,53 @@ from pipelines.labels.teacher import (
     Mix,
 )
 
+logger = logging.getLogger(__name__)
+STAMP_FILE = "recdistill_shard.json"  # in a local shard's folder; Parquet schema metadata key
+STAMP_KEY = b"recdistill_shard"
+
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}"
 
 
-def shard_done(partial: Path, i: int) -> bool:
-    """A complete shard: a ``datasets`` folder (local engine) or a Parquet file (ray engine)."""
+def shard_stamp(job_hash: str, users) -> dict:
+    """What a shard was scored from: the job hash (config, dataset and split fingerprints) and
+    a hash of the shard's users. A shard whose stamp differs is rescored."""
+    users = np.ascontiguousarray(np.asarray(users, dtype=np.int64))
+    return {"job_hash": job_hash, "users": hashlib.sha256(users.tobytes()).hexdigest()[:16]}
+
+
+def read_stamp(partial: Path, i: int) -> dict | None:
+    """The stamp a finished shard recorded (``None`` if it recorded none)."""
     name = shard_name(i)
-    return (partial / name / "dataset_info.json").exists() or (partial / f"{name}.parquet").exists()
+    if (partial / name / "dataset_info.json").exists():
+        f = partial / name / STAMP_FILE
+        return json.loads(f.read_text()) if f.exists() else None
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(partial / f"{name}.parquet").metadata or {}
+    return json.loads(meta[STAMP_KEY]) if STAMP_KEY in meta else None
+
+
+def shard_done(partial: Path, i: int, stamp: dict | None = None) -> bool:
+    """A complete shard: a ``datasets`` folder (local engine) or a Parquet file (ray engine).
+    With ``stamp``, a shard scored from other inputs (or recording none) is not done: it is
+    deleted (it sits in the job's own ``.partial`` folder) and rescored."""
+    name = shard_name(i)
+    folder, parquet = partial / name, partial / f"{name}.parquet"
+    done = (folder / "dataset_info.json").exists() or parquet.exists()
+    if not done or stamp is None:
+        return done
+    got = read_stamp(partial, i)
+    if got == stamp:
+        return True
+    logger.warning(
+        "%s: scored from other inputs (stamp %s, now %s); rescoring it", name, got, stamp
+    )
+    if folder.exists():
+        shutil.rmtree(folder)
+    parquet.unlink(missing_ok=True)
+    return False
 
 
 def load_shard(partial: Path, i: int):
@@ -50,8 +92,9 @@ def load_shard(partial: Path, i: int):
     return Dataset(table.cast(schema), info=DatasetInfo(features=features()))
 
 
-def score_local(partial: Path, cand, shards, todo, parts, mix, data) -> int:
-    """The local engine: score and write the ``todo`` shards in this process; returns pairs."""
+def score_local(partial: Path, cand, shards, todo, parts, mix, data, stamps=None) -> int:
+    """The local engine: score and write the ``todo`` shards in this process (each with its
+    ``stamps[i]``, see :func:`shard_stamp`); returns pairs."""
     sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
     t_score = time.perf_counter()
     n_scored = 0
@@ -63,7 +106,7 @@ def score_local(partial: Path, cand, shards, todo, parts, mix, data) -> int:
     ) as bar:
         for i in todo:
             sub = cand[cand.user.isin(shards[i])]
-            write_shard(partial / shard_name(i), sub, parts, mix, data)
+            write_shard(partial / shard_name(i), sub, parts, mix, data, (stamps or {}).get(i))
             n_scored += len(sub)
             bar.update(len(sub))
             bar.set_postfix(
@@ -124,9 +167,11 @@ def quiet_datasets():
             ds_logging.enable_progress_bar()
 
 
-def write_shard(path: Path, sub: pd.DataFrame, parts, mix, data) -> None:
+def write_shard(path: Path, sub: pd.DataFrame, parts, mix, data, stamp: dict | None = None) -> None:
     from datasets import Dataset, DatasetInfo
 
     ds = Dataset(score_shard(sub, parts, mix, data), info=DatasetInfo(features=features()))
     with quiet_datasets(), atomic_dir(path) as tmp:
         ds.save_to_disk(str(tmp))
+        if stamp is not None:
+            (tmp / STAMP_FILE).write_text(json.dumps(stamp))

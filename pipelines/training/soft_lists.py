@@ -4,10 +4,10 @@ distillation."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from pipelines.core.io import artifact_path, load_npy
 from pipelines.data import InteractionData, Split
 from pipelines.labels.schema import columns, load_labels
 
@@ -70,13 +70,18 @@ def soft_lists(
     out.mask[user, col] = True
     emb_name = meta.get("item_embeddings")
     if emb_name:
-        out.item_embeddings = np.load(Path(path) / emb_name).astype(np.float32)
+        out.item_embeddings = load_npy(artifact_path(path, emb_name, "item_embeddings")).astype(
+            np.float32
+        )
     return out, meta
 
 
-def label_item_embeddings(path: str) -> np.ndarray | None:
+def label_item_embeddings(path: str, dataset_fingerprint: str | None = None) -> np.ndarray | None:
     """The teacher's frozen item embeddings [I, D] of a label folder (content, not labels), or
-    None when it has none; the folder's schema is checked as for the labels."""
-    _, meta = load_labels(path)
+    None when it has none; the folder's schema is checked as for the labels, and labels made
+    for another dataset (``dataset_fingerprint``) are refused."""
+    _, meta = load_labels(path, dataset_fingerprint=dataset_fingerprint)
     name = meta.get("item_embeddings")
-    return np.load(Path(path) / name).astype(np.float32) if name else None
+    return (
+        load_npy(artifact_path(path, name, "item_embeddings")).astype(np.float32) if name else None
+    )

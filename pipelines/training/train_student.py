@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pipelines.core import provenance
 from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import (
     PROTOCOLS,
@@ -31,7 +32,7 @@ from pipelines.data import (
     load_dataset,
     training_split,
 )
-from pipelines.data.features import item_features, user_features
+from pipelines.data.features import student_features
 from pipelines.training.objective import hard_loss, soft_terms
 from pipelines.training.scoring import score_fn
 from pipelines.training.soft_lists import label_item_embeddings, soft_lists
@@ -39,7 +40,7 @@ from student.losses import (
     DistillLossWeights,
     total_loss,
 )
-from student.model import TwoTower, TwoTowerConfig, count_parameters
+from student.model import MODEL_FILES, TwoTower, TwoTowerConfig, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class TrainStudentConfig:
     )
     out: str = field(
         default="runs/student", metadata={"help": "output folder: model + metrics.json"}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace --out if it holds a student from an earlier run (else refused)"},
     )
     seed: int = field(default=0, metadata={"help": "training seed"})
     epochs: int = field(default=40, metadata={"help": "maximum epochs"})
@@ -84,7 +89,10 @@ class TrainStudentConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout in the towers"})
     use_features: bool = field(
         default=True,
-        metadata={"help": "user (age, gender, occupation) and item (genres, year) features"},
+        metadata={
+            "help": "user (age, gender, occupation) and item (genres, year) features, those the "
+            "data has (none for a side without them)"
+        },
     )
     use_text: bool = field(
         default=False,
@@ -199,8 +207,7 @@ class TrainStudentConfig:
 def build_student(
     config: TrainStudentConfig, data: InteractionData, text: np.ndarray | None
 ) -> TwoTower:
-    uf = user_features(data) if config.use_features else None
-    itf = item_features(data) if config.use_features else None
+    uf, itf = student_features(data) if config.use_features else (None, None)
     mc = TwoTowerConfig(
         n_users=data.n_users,
         n_items=data.n_items,
@@ -226,6 +233,17 @@ def run(config: TrainStudentConfig) -> dict:
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     t_start = time.perf_counter()
+    # before any work: never replace what this job did not make, nor its own without --overwrite
+    out = Path(c.out)
+    what = "a trained student"
+    claim_output(
+        out / "model",
+        "config.json",
+        overwrite=c.overwrite,
+        what="a student model",
+        only=MODEL_FILES,
+    )
+    claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite, what=what)
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     lists, meta = (None, None)
@@ -233,7 +251,11 @@ def run(config: TrainStudentConfig) -> dict:
         lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
     text = None
     if c.use_text:
-        text = lists.item_embeddings if lists is not None else label_item_embeddings(c.labels)
+        text = (
+            lists.item_embeddings
+            if lists is not None
+            else label_item_embeddings(c.labels, data.fingerprint())
+        )
         if text is None:
             raise ValueError(
                 f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
@@ -331,7 +353,7 @@ def run(config: TrainStudentConfig) -> dict:
     fn = score_fn(model, hist)
     valid = evaluate(fn, valid_truth, valid_seen)
     cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
-    out = Path(c.out)
+    model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")
     result = {
         "config": to_dict(c),

@@ -16,6 +16,7 @@ from student.model import (
     load_state_strict,
     load_tensors,
     read_json,
+    read_provenance,
     write_model_dir,
 )
 
@@ -44,7 +45,11 @@ def save_quantized(model: TwoTower, directory: str | os.PathLike) -> Path:
         "int8_modules": layers,
     }
     return write_model_dir(
-        directory, model.config, model.state_dict(), extra_json={COMPRESSION_NAME: compression}
+        directory,
+        model.config,
+        model.state_dict(),
+        extra_json={COMPRESSION_NAME: compression},
+        provenance=getattr(model, "provenance", None),
     )
 
 
@@ -88,4 +93,5 @@ def load_quantized(directory: str | os.PathLike) -> TwoTower:
             )
         model.set_submodule(name, replacement)
     load_state_strict(model, load_tensors(directory), directory / "model.safetensors")
+    model.provenance = read_provenance(directory)
     return model.eval()

@@ -119,6 +119,9 @@ class ItemIndex:
         self.dim = dim
         self.fingerprint = fingerprint
         self.mips_max_norm = mips_max_norm
+        # where the embeddings came from (e.g. the student's dataset and split fingerprints);
+        # saved in meta.json and read back by load
+        self.provenance: dict[str, Any] = {}
         self.apply_search_params()
 
     # ------------------------------------------------------------------ build
@@ -283,6 +286,7 @@ class ItemIndex:
             "mips_max_norm": self.mips_max_norm,
             "faiss_version": faiss.__version__,
             "numpy_version": np.__version__,
+            "provenance": self.provenance,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -303,7 +307,8 @@ class ItemIndex:
         with atomic_dir(target) as tmp:
             faiss.write_index(self.index, str(tmp / INDEX_FILE))
             np.save(tmp / IDS_FILE, self.item_ids, allow_pickle=False)
-            (tmp / META_FILE).write_text(json.dumps(self.meta(), indent=2))
+            meta = {**self.meta(), "index_sha256": _sha256(tmp / INDEX_FILE)}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
         logger.info("saved %s index (%d items) to %s", self.config.kind, self.n, target)
         return target
 
@@ -320,7 +325,12 @@ class ItemIndex:
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
                 raise FileNotFoundError(f"ItemIndex.load: {src / name} is missing")
-        meta = json.loads((src / META_FILE).read_text())
+        try:
+            meta = json.loads((src / META_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{src / META_FILE}: not valid JSON ({exc}); rebuild the index"
+            ) from None
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{src / META_FILE}: format={meta.get('format')!r}, expected {FORMAT_NAME!r}"
@@ -336,7 +346,12 @@ class ItemIndex:
                 f"{src}: index dimension {dim} does not match the expected dimension "
                 f"{expected_dim} (rebuild the index for the current embeddings)"
             )
-        ids = np.load(src / IDS_FILE, allow_pickle=False)
+        try:
+            ids = np.load(src / IDS_FILE, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise ValueError(
+                f"{src / IDS_FILE}: unreadable or truncated .npy file ({exc}); rebuild the index"
+            ) from exc
         if len(ids) != meta["n"]:
             raise ValueError(f"{src / IDS_FILE}: {len(ids)} ids, but meta.json says n={meta['n']}")
         if expected_item_ids is not None:
@@ -346,14 +361,36 @@ class ItemIndex:
                 f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
                 f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
             )
-        index = faiss.read_index(str(src / INDEX_FILE))
+        want = meta.get("index_sha256")
+        if want is not None and _sha256(src / INDEX_FILE) != want:
+            raise ValueError(
+                f"{src / INDEX_FILE}: sha256 differs from the one meta.json recorded at save time "
+                "(a truncated, edited or swapped file); rebuild the index"
+            )
+        try:
+            index = faiss.read_index(str(src / INDEX_FILE))
+        except RuntimeError as exc:  # faiss raises RuntimeError on a truncated file
+            raise ValueError(
+                f"{src / INDEX_FILE}: unreadable or truncated FAISS index "
+                f"({str(exc).splitlines()[0] if str(exc) else 'read failed'}); rebuild the index"
+            ) from exc
         if index.ntotal != len(ids) or index.d != meta["index_dim"]:
             raise ValueError(
                 f"{src / INDEX_FILE}: holds {index.ntotal} vectors of dim {index.d}, meta.json "
                 f"says {len(ids)} of dim {meta['index_dim']}"
             )
         config = IndexConfig.from_dict(meta["config"])
-        return cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
+        out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
+        out.provenance = dict(meta.get("provenance") or {})
+        return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _check_same_ids(src: Path, ids: np.ndarray, expected: np.ndarray) -> None:

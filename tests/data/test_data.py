@@ -87,9 +87,9 @@ def test_csv_loader_with_column_mapping(tmp_path):
 
 
 def test_bad_values_are_named():
-    with pytest.raises(DataError, match=r"column 'rating' row 1 holds 'five'"):
+    with pytest.raises(DataError, match=r"row 1, column 'rating' holds 'five'"):
         build_data("t", ratings([("1", "1", 4, 10), ("1", "2", "five", 11)]))
-    with pytest.raises(DataError, match=r"column 'timestamp' row 0"):
+    with pytest.raises(DataError, match=r"row 0, column 'timestamp' holds 'yesterday'"):
         build_data("t", ratings([("1", "1", 4, "yesterday")]))
     with pytest.raises(DataError, match="negative"):
         build_data("t", ratings([("1", "1", 4, -5)]))
@@ -103,7 +103,7 @@ def test_bad_values_are_named():
 
 def test_unknown_item_ids_are_refused():
     items = pd.DataFrame({"item_id": ["1"], "title": ["A"]})
-    with pytest.raises(DataError, match=r"missing from the item table, e\.g\. item_id '2'"):
+    with pytest.raises(DataError, match=r"missing from the item table .*item_id '2' \(row 1\)"):
         build_data("t", ratings([("1", "1", 4, 1), ("1", "2", 4, 2)]), items)
 
 

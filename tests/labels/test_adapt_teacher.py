@@ -74,6 +74,14 @@ def test_adapter_trains_and_feeds_label_generation(tmp_path, request, teacher, f
     )
     meta = generate(labels_cfg)
     assert meta["teacher"]["adapter"] == str(out)
+    # an adapter fit on the train part of another split has seen this split's test items
+    from pipelines.core.io import ArtifactError
+
+    other_split = {**labels_cfg.__dict__, "split_seed": 1, "out": str(tmp_path / "l1")}
+    with pytest.raises(
+        ArtifactError, match=r"the adapter was made for the random split with seed 0"
+    ):
+        generate(GenerateLabelsConfig(**other_split))
     # the adapter changes the teacher's scores: the same job without it scores differently
     base = generate(
         GenerateLabelsConfig(

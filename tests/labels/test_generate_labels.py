@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -207,3 +208,59 @@ def test_edited_csv_is_relabelled_not_reused(tmp_path, tiny_st_dir):
     assert again["dataset"]["fingerprint"] == edited
     split = make_split(load_dataset(str(csv)), "random", 0)
     load_labels(cfg.out, dataset_fingerprint=edited, split_fingerprint=split.fingerprint())
+
+
+def test_a_shard_scored_from_other_inputs_is_rescored(tmp_path, tiny_st_dir):
+    """Shards record a stamp (job hash: config, dataset and split fingerprints; the shard's
+    users). A shard left in ``.partial`` with another stamp, or none, is rescored, and the
+    result equals a clean run."""
+    from datasets import load_from_disk
+
+    from pipelines.data import training_split
+    from pipelines.labels.shards import STAMP_FILE, shard_done, shard_name, shard_stamp
+
+    ref = config(tmp_path / "ref", tiny_st_dir, shard_users=10)
+    run(ref)
+    cfg = config(tmp_path / "again", tiny_st_dir, shard_users=10)
+    data = load_dataset(DATASET)
+    job_hash = cfg.job_hash(data.fingerprint(), training_split(data).fingerprint())
+    partial = Path(cfg.out + ".partial")
+    partial.mkdir(parents=True)
+    (partial / "job.json").write_text(json.dumps({"job_hash": job_hash}))
+    # the reference's rows of shard 0's users with every score zeroed
+    bogus = load_from_disk(ref.out).filter(lambda r: r["user"] < 10)
+    bogus = bogus.map(lambda r: {"score": 0.0, "prob": 0.5})
+
+    def plant(i: int, stamp: dict | None) -> None:
+        bogus.save_to_disk(str(partial / shard_name(i)))
+        if stamp is not None:
+            (partial / shard_name(i) / STAMP_FILE).write_text(json.dumps(stamp))
+
+    right = shard_stamp(job_hash, np.arange(10))
+    plant(0, right)
+    assert shard_done(partial, 0, right)  # a matching stamp: kept
+    assert not shard_done(partial, 0, shard_stamp("another-job", np.arange(10)))
+    assert not (partial / shard_name(0)).exists()  # removed from the job's own .partial
+    plant(0, {"job_hash": "another-job", "users": right["users"]})
+    plant(1, None)  # a shard recording no stamp at all
+    run(cfg)
+    a = columns(load_from_disk(ref.out))
+    b = columns(load_from_disk(cfg.out))
+    assert len(a["score"]) == len(b["score"])
+    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-5, atol=1e-6)
+
+
+def test_ray_shards_carry_their_stamp_in_the_parquet_metadata(tmp_path):
+    import pyarrow as pa
+
+    from pipelines.labels.ray_engine import write_parquet
+    from pipelines.labels.schema import features
+    from pipelines.labels.shards import read_stamp, shard_done, shard_name, shard_stamp
+
+    schema = features().arrow_schema
+    table = pa.table({n: pa.array([], type=f.type) for n, f in zip(schema.names, schema)})
+    stamp = shard_stamp("job", np.arange(3))
+    write_parquet(tmp_path / f"{shard_name(2)}.parquet", table, stamp)
+    assert read_stamp(tmp_path, 2) == stamp and shard_done(tmp_path, 2, stamp)
+    assert not shard_done(tmp_path, 2, shard_stamp("job", np.arange(4)))  # other users
+    assert not (tmp_path / f"{shard_name(2)}.parquet").exists()

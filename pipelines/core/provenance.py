@@ -1,0 +1,49 @@
+"""Provenance: the dataset and split an artifact was made from, recorded in its metadata and
+checked by every consumer (labels, students, compressed students; a mismatch is refused with
+both fingerprints named)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipelines.core.io import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+
+def stamp(data, split) -> dict[str, Any]:
+    """``{"dataset": {name, fingerprint}, "split": {protocol, seed, fingerprint}}`` of an
+    ``InteractionData`` and a ``Split`` (either view: the fingerprint is the same)."""
+    return {
+        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
+        "split": {
+            "protocol": split.protocol,
+            "seed": split.seed,
+            "fingerprint": split.fingerprint(),
+        },
+    }
+
+
+def check(where: str, recorded: dict[str, Any] | None, data, split, *, what: str) -> None:
+    """Refuse ``recorded`` provenance (``stamp`` of the artifact's inputs) that differs from
+    this run's ``data`` and ``split``; an artifact without one (made before recdistill
+    recorded it) is logged and let through."""
+    now = stamp(data, split)
+    if not recorded or "dataset" not in recorded:
+        logger.warning("%s: %s records no dataset or split fingerprint; not checked", where, what)
+        return
+    d, s = recorded.get("dataset", {}), recorded.get("split", {})
+    if d.get("fingerprint") != now["dataset"]["fingerprint"]:
+        raise ArtifactError(
+            f"{where}: {what} was made for dataset {d.get('name')!r} (fingerprint "
+            f"{d.get('fingerprint')}), but --dataset gives {now['dataset']['name']!r} (fingerprint "
+            f"{now['dataset']['fingerprint']}); pass the dataset it was made for, or remake it"
+        )
+    if s and s.get("fingerprint") != now["split"]["fingerprint"]:
+        raise ArtifactError(
+            f"{where}: {what} was made for the {s.get('protocol')} split with seed "
+            f"{s.get('seed')} (fingerprint {s.get('fingerprint')}), but this run uses the "
+            f"{now['split']['protocol']} split with seed {now['split']['seed']} (fingerprint "
+            f"{now['split']['fingerprint']}); pass the same --protocol and --split-seed, or remake it"
+        )
