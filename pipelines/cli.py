@@ -51,6 +51,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "BenchmarkConfig",
         "quality and cost of teacher, baselines, students and FAISS indexes in one report",
     ),
+    "serve": (
+        "pipelines.serving.serve",
+        "ServeConfig",
+        "serve a finished run over HTTP (FastAPI/uvicorn): recommend, similar items, reload",
+    ),
     "demo": (
         "pipelines.demo",
         "DemoConfig",
