@@ -70,7 +70,7 @@ from student.serving import Query, search_excluding
 
 logger = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "::1", "localhost", "testclient")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 MAX_NAMED = 20  # unknown ids named in one error message
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
@@ -592,6 +592,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         """Readiness: a run is loaded and the batcher runs; what is served."""
         ok = state.started and (state.batcher is None or state.batcher.running)
         body = {"status": "ready" if ok else "starting", "reloading": state.reloading}
+        body["queued"] = 0 if state.batcher is None else state.batcher.pending
         body.update(state.engine.describe())
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -76,10 +76,11 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
     if comp.is_file():  # a compress output: its config names the trained student
         seen.append(str(comp))
         source = Path(_read(comp).get("config", {}).get("model", ""))
-        candidates = [source.parent / "metrics.json"]
+        # the run's own student first (a copied or moved run still records the old path)
+        candidates = [parent.parent / "student_distilled" / "metrics.json"]
         if run is not None:
             candidates.append(run / "student_distilled" / "metrics.json")
-        candidates.append(parent.parent / "student_distilled" / "metrics.json")
+        candidates.append(source.parent / "metrics.json")
         for m in candidates:
             if m.is_file():
                 data = _read(m)

@@ -38,8 +38,10 @@ class MicroBatcher:
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1e3
         self.on_batch = on_batch
         self.arriving = 0  # requests being parsed that will submit soon
+        self.pending = 0  # submitted, not yet answered
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
+        self._futures: set[asyncio.Future] = set()
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -53,6 +55,9 @@ class MicroBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for fut in list(self._futures):  # nobody will answer them now
+            if not fut.done():
+                fut.set_exception(RuntimeError("the server is shutting down"))
 
     @property
     def running(self) -> bool:
@@ -63,7 +68,13 @@ class MicroBatcher:
             raise RuntimeError("MicroBatcher.submit before start()")
         fut = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((key, item, fut))
-        return await fut
+        self.pending += 1
+        self._futures.add(fut)
+        try:
+            return await fut
+        finally:
+            self.pending -= 1
+            self._futures.discard(fut)
 
     def _drain(self, batch: list) -> None:
         while len(batch) < self.max_batch and not self._queue.empty():
