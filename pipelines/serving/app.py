@@ -65,7 +65,7 @@ from pipelines.serving.artifacts import (
     resolve_run,
 )
 from pipelines.serving.batching import MicroBatcher
-from pipelines.serving.config import MAX_K, ServeConfig
+from pipelines.serving.config import ServeConfig
 from student.serving import Query, search_excluding
 
 logger = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class RecommendRequest(BaseModel):
         description="a new user's item ids, most recent first; [] = popularity",
         examples=[["242", "302"]],
     )
-    k: StrictInt = Field(10, ge=1, le=MAX_K, description="how many items")
+    k: StrictInt = Field(10, ge=1, description="how many items (at most max_k, default 1000)")
     exclude_seen: StrictBool = Field(
         True, description="drop the user's train items (known) or history (new)"
     )
@@ -546,7 +546,7 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         )
 
     @app.get("/items/{item_id}/similar", responses=_ERRORS)
-    async def similar(item_id: str, k: Annotated[int, QueryParam(ge=1, le=MAX_K)] = 10):
+    async def similar(item_id: str, k: Annotated[int, QueryParam(ge=1)] = 10):
         """Items nearest to ``item_id`` by the item tower (cold items included)."""
         e = state.engine
         row = e.item_pos.get(item_id)

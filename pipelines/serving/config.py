@@ -7,7 +7,8 @@ from typing import Literal, get_args
 
 IndexType = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]
 INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
-MAX_K = 1000
+MAX_K = 1000  # the default largest k
+MAX_K_LIMIT = 100_000
 
 
 @dataclass
@@ -48,9 +49,7 @@ class ServeConfig:
             "request never waits)"
         },
     )
-    max_k: int = field(
-        default=MAX_K, metadata={"help": f"largest k a request may ask (<= {MAX_K})"}
-    )
+    max_k: int = field(default=MAX_K, metadata={"help": "largest k a request may ask"})
     max_batch_queries: int = field(
         default=1000, metadata={"help": "most queries in one /recommend/batch request"}
     )
@@ -81,7 +80,7 @@ class ServeConfig:
             ("torch_threads", 1, 256),
             ("faiss_threads", 1, 256),
             ("max_batch", 1, 1 << 16),
-            ("max_k", 1, MAX_K),
+            ("max_k", 1, MAX_K_LIMIT),
             ("max_batch_queries", 1, 1 << 16),
             ("max_body_bytes", 64, 1 << 30),
         ):
@@ -94,5 +93,3 @@ class ServeConfig:
             raise ValueError(
                 f"ServeConfig.max_wait_ms={self.max_wait_ms!r}; expected a number in [0, 1000]"
             )
-        if not self.run and not self.model:
-            raise ValueError("ServeConfig: give run (a finished run folder) or model")
