@@ -358,7 +358,7 @@ def load(config: ServeConfig, run=None, model=None, index=None) -> Engine:
     """Resolve and load a run (the config's paths unless given)."""
     if run is None and model is None and index is None:
         run, model, index = config.run, config.model, config.index
-    return load_engine(resolve_run(run, model, index), config.index_type)
+    return load_engine(resolve_run(run, model, index), config.index_type, config.batch_independent)
 
 
 # ---------------------------------------------------------------------------- the factory

@@ -191,6 +191,7 @@ class Engine:
     model_fingerprint: str
     index_fingerprint: str
     index_kind: str
+    int8_linear_switched: int = 0  # int8 Linear layers moved to the dequant kernel
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -221,6 +222,7 @@ class Engine:
             "items": self.n_items,
             "cold_items": int(self.cold.sum()),
             "dim": int(self.index.dim),
+            "int8_linear_dequant": self.int8_linear_switched,
             "loaded_at": self.loaded_at,
         }
 
@@ -237,8 +239,30 @@ def _load_model(model_dir: Path):
         raise ServeError(f"{model_dir}: cannot load the student: {exc}") from None
 
 
-def load_engine(source: RunSource, index_kind: str = "flat") -> Engine:
+def make_batch_independent(model) -> int:
+    """Switch int8 Linear layers from the ``qlinear`` kernel to ``dequant``; returns how many.
+
+    ``qlinear`` (fbgemm ``linear_dynamic``) quantizes the activations with one scale per call,
+    so a user's embedding depends on the other users in its batch: behind a micro-batcher the
+    answer would depend on the traffic. ``dequant`` multiplies by the same int8 weights
+    dequantized, one row at a time in effect, so answers do not depend on the batch.
+    """
+    from student.compress.int8 import Int8Linear
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Int8Linear) and m.kernel != "dequant":
+            m.kernel = "dequant"
+            n += 1
+    return n
+
+
+def load_engine(
+    source: RunSource, index_kind: str = "flat", batch_independent: bool = True
+) -> Engine:
     """Load model, data, histories and index of ``source``; check they belong together.
+
+    ``batch_independent``: see :func:`make_batch_independent`.
 
     Checks: the model's users and items match the dataset; the dataset and split fingerprints
     match those the training job recorded; a stored index has the model's dimension, the
@@ -251,6 +275,7 @@ def load_engine(source: RunSource, index_kind: str = "flat") -> Engine:
     from student.serving import IndexConfig, ItemIndex, Retriever, embedding_fingerprint
 
     model = _load_model(source.model)
+    switched = make_batch_independent(model) if batch_independent else 0
     try:
         data = load_dataset(source.dataset)
     except (OSError, ValueError) as exc:
@@ -314,6 +339,7 @@ def load_engine(source: RunSource, index_kind: str = "flat") -> Engine:
         model_fingerprint=model_fingerprint(source.model),
         index_fingerprint=index.fingerprint[:16],
         index_kind=kind,
+        int8_linear_switched=switched,
     )
     logger.info(
         "loaded %s (%s): %d users, %d items (%d cold), %s index %s",

@@ -49,6 +49,13 @@ class ServeConfig:
             "request never waits)"
         },
     )
+    batch_independent: bool = field(
+        default=True,
+        metadata={
+            "help": "run int8 Linear layers with the dequant kernel: qlinear quantizes "
+            "activations per call, so a user's answer would depend on its micro-batch"
+        },
+    )
     max_k: int = field(default=MAX_K, metadata={"help": "largest k a request may ask"})
     max_batch_queries: int = field(
         default=1000, metadata={"help": "most queries in one /recommend/batch request"}
