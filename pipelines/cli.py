@@ -71,6 +71,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "BenchRayConfig",
         "soft-label throughput in-process vs on Ray Data with 1 and 2 actors",
     ),
+    "bench-serve": (
+        "pipelines.evaluation.bench_serve",
+        "BenchServeConfig",
+        "load test of recdistill serve over loopback vs a naive server and an empty endpoint",
+    ),
     "bench-prefix": (
         "pipelines.evaluation.bench_prefix",
         "BenchPrefixConfig",
