@@ -66,6 +66,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "BenchmarkConfig",
         "quality and cost of teacher, baselines, students and FAISS indexes in one report",
     ),
+    "serve": (
+        "pipelines.serving.serve",
+        "ServeConfig",
+        "serve a finished run over HTTP (FastAPI/uvicorn): recommend, similar items, reload",
+    ),
     "demo": (
         "pipelines.demo",
         "DemoConfig",
@@ -80,6 +85,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "pipelines.evaluation.bench_ray",
         "BenchRayConfig",
         "soft-label throughput in-process vs on Ray Data with 1 and 2 actors",
+    ),
+    "bench-serve": (
+        "pipelines.evaluation.bench_serve",
+        "BenchServeConfig",
+        "load test of recdistill serve over loopback vs a naive server and an empty endpoint",
     ),
     "bench-prefix": (
         "pipelines.evaluation.bench_prefix",

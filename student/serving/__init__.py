@@ -2,12 +2,13 @@
 
 - ``config``: ``IndexConfig`` (flat, SQ8, IVF, HNSW; refine; MIPS transform), factory strings;
 - ``index``: ``ItemIndex`` build / search / save / load;
-- ``retrieve``: over-fetch and drop seen items; ``Retriever`` (student user tower -> index).
+- ``retrieve``: over-fetch and drop seen items; ``Retriever`` (student user tower -> index;
+  known users, new users from a history, popularity for an empty one).
 """
 
 from student.serving.config import INDEX_KINDS, IndexConfig, default_nlist, factory_string
 from student.serving.index import ItemIndex, embedding_fingerprint, mips_augment
-from student.serving.retrieve import Retriever, retrieve
+from student.serving.retrieve import Query, Result, Retriever, retrieve, search_excluding
 
 __all__ = [
     "INDEX_KINDS",
@@ -18,5 +19,8 @@ __all__ = [
     "embedding_fingerprint",
     "factory_string",
     "mips_augment",
+    "Query",
+    "Result",
     "retrieve",
+    "search_excluding",
 ]

@@ -371,3 +371,73 @@ def test_retriever_encodes_users_and_never_returns_seen_items():
     assert list(out[1]) == [f"m{j}" for j in np.argsort(-scores[0])[:10]]
     with pytest.raises(ValueError, match="item columns"):
         Retriever(model, index, hist, seen[:, :10])
+
+
+def _tiny_retriever(popularity=None):
+    import torch
+
+    from student.model import TwoTower, TwoTowerConfig
+    from student.serving import Retriever
+
+    torch.manual_seed(0)
+    n_users, n_items = 6, 40
+    model = TwoTower(
+        TwoTowerConfig(
+            n_users=n_users, n_items=n_items, id_dim=8, history_len=3, user_hidden=(8,),
+            item_hidden=(8,), out_dim=8, user_id_dropout=0.5,
+        )
+    ).eval()  # fmt: skip
+    with torch.no_grad():
+        items = model.encode_items(torch.arange(n_items)).numpy()
+    index = ItemIndex.build(items, np.array([f"m{j}" for j in range(n_items)]), IndexConfig())
+    hist = np.full((n_users, 3), n_items)
+    hist[:, 0] = np.arange(n_users)
+    seen = sp.csr_matrix(
+        (np.ones(n_users), (np.arange(n_users), np.arange(n_users))), shape=(n_users, n_items)
+    )
+    return Retriever(model, index, hist, seen, popularity=popularity), model, items
+
+
+def test_retriever_new_users_from_history_and_scores():
+    import torch
+
+    r, model, items = _tiny_retriever()
+    hists = [[4, 9, 11, 30], [7]]
+    ids, scores = r.retrieve_histories(hists, 5, exclude=[[0], []], return_scores=True)
+    for h, ex, row_ids, row_scores in zip(hists, ([0], []), ids, scores):
+        pad = np.full((1, 3), 40)
+        pad[0, : min(3, len(h))] = h[:3]  # the first history_len items enter the tower
+        with torch.no_grad():
+            q = model.encode_users(None, torch.as_tensor(pad)).numpy()[0]
+        s = items @ q
+        s[h + ex] = -np.inf  # the history itself is seen; exclude drops more
+        order = np.argsort(-s, kind="stable")[:5]
+        assert list(row_ids) == [f"m{j}" for j in order]
+        np.testing.assert_allclose(row_scores, s[order], rtol=1e-5)
+    kept = r.retrieve_histories([[4]], 40, exclude_seen=False)
+    assert "m4" in kept[0]
+
+
+def test_retriever_run_mixes_known_new_and_popularity_with_their_own_k():
+    from student.serving import Query
+
+    pop = np.arange(40, dtype=float)[::-1]  # item 0 most popular
+    r, _, _ = _tiny_retriever(popularity=pop)
+    res = r.run(
+        [
+            Query(user=2, k=3),
+            Query(history=[5, 6], k=7, exclude=[1]),
+            Query(history=[], k=4, exclude=[0, 2]),
+        ]
+    )
+    assert [len(x.ids) for x in res] == [3, 7, 4]
+    assert [x.source for x in res] == ["model", "model", "popularity"]
+    np.testing.assert_array_equal(res[0].ids, r.retrieve([2], 3)[0])
+    np.testing.assert_array_equal(res[1].ids, r.retrieve_histories([[5, 6]], 7, exclude=[[1]])[0])
+    assert list(res[2].ids) == ["m1", "m3", "m4", "m5"] and list(res[2].scores) == [38, 36, 35, 34]
+    with pytest.raises(ValueError, match="empty history and no popularity"):
+        _tiny_retriever()[0].run([Query(history=[], k=2)])
+    with pytest.raises(ValueError, match=r"history: expected item rows in \[0, 39\]"):
+        r.run([Query(history=[40])])
+    with pytest.raises(ValueError, match="user=9"):
+        r.run([Query(user=9)])

@@ -1,0 +1,371 @@
+"""Find a finished run's artifacts and load them once into an :class:`Engine`.
+
+A run folder is what ``recdistill demo`` writes (``compressed/``, ``student_distilled/``, ...)
+or a single ``train-student`` / ``compress`` output. The model is the first of
+:data:`RUN_MODELS` that exists (``--model`` overrides). The dataset, protocol and split seed
+come from the JSON the job that made the model wrote beside it (``compression.json`` or
+``metrics.json``), and the dataset and split fingerprints from the training job's
+``metrics.json``; loading refuses data whose fingerprints differ. The item index is
+``<run>/index`` if present (``--index`` overrides; it must match the model's item embeddings),
+else it is built from the student's item tower over every item, cold ones included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# where a run keeps its servable model, preferred first (int8_fast: int8 only where it is faster)
+RUN_MODELS = (
+    "compressed/int8_fast",
+    "compressed/int8",
+    "compressed/pruned",
+    "student_distilled/model",
+    "student_hard/model",
+    "model",
+)
+RUN_INDEX = "index"
+
+
+class ServeError(ValueError):
+    """A run that cannot be served: the message names the file, what is wrong and the fix."""
+
+
+@dataclass
+class RunSource:
+    """Where a run's artifacts are and which data made them (see :func:`resolve_run`)."""
+
+    model: Path
+    dataset: str
+    protocol: str
+    split_seed: int
+    dataset_fingerprint: str
+    split_fingerprint: str
+    provenance: list[str]
+    index: Path | None = None
+    run: Path | None = None
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ServeError(f"{path}: cannot read it as JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ServeError(f"{path}: expected a JSON object")
+    return data
+
+
+def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str]]:
+    """The config (dataset, protocol, split_seed) and fingerprints behind ``model_dir``."""
+    seen = []
+    parent = model_dir.parent
+    metrics = parent / "metrics.json"
+    if metrics.is_file():  # a train-student output: <out>/model + <out>/metrics.json
+        return _read(metrics), [str(metrics)]
+    comp = parent / "compression.json"
+    if comp.is_file():  # a compress output: its config names the trained student
+        seen.append(str(comp))
+        source = Path(_read(comp).get("config", {}).get("model", ""))
+        # the run's own student first (a copied or moved run still records the old path)
+        candidates = [parent.parent / "student_distilled" / "metrics.json"]
+        if run is not None:
+            candidates.append(run / "student_distilled" / "metrics.json")
+        candidates.append(source.parent / "metrics.json")
+        for m in candidates:
+            if m.is_file():
+                data = _read(m)
+                cfg = _read(comp)["config"]
+                for key in ("dataset", "protocol", "split_seed"):
+                    if data.get("config", {}).get(key) != cfg.get(key):
+                        raise ServeError(
+                            f"{comp}: {key}={cfg.get(key)!r} but the student's {m} says "
+                            f"{data.get('config', {}).get(key)!r}"
+                        )
+                return data, [*seen, str(m)]
+        raise ServeError(
+            f"{comp}: the student it compressed ({source}) has no metrics.json; looked at "
+            f"{[str(c) for c in candidates]} (needed for the dataset and split fingerprints)"
+        )
+    raise ServeError(
+        f"{model_dir}: cannot tell which data made this model; expected {metrics} (train-student) "
+        f"or {comp} (compress) beside it"
+    )
+
+
+def resolve_run(
+    run: str | Path | None, model: str | Path | None = None, index: str | Path | None = None
+) -> RunSource:
+    """Find the model, index and data of ``run`` (``model`` / ``index`` override). Cheap: reads
+    JSON files only, so the CLI reports a bad path as a one-line error."""
+    run_dir = Path(run) if run else None
+    if run_dir is not None and not run_dir.is_dir():
+        raise ServeError(
+            f"--run {run_dir}: no such folder (a finished `recdistill demo --out` run)"
+        )
+    if model:
+        model_dir = Path(model)
+    elif run_dir is not None:
+        found = [run_dir / m for m in RUN_MODELS if (run_dir / m / "config.json").is_file()]
+        if not found:
+            raise ServeError(
+                f"--run {run_dir}: holds no model; looked for {list(RUN_MODELS)} (each a folder "
+                "with config.json); pass --model"
+            )
+        model_dir = found[0]
+    else:
+        raise ServeError("serve: give --run (a finished run folder) or --model")
+    if not (model_dir / "config.json").is_file():
+        raise ServeError(f"--model {model_dir}: no config.json (expected a saved student folder)")
+    metrics, provenance = _training_metrics(model_dir, run_dir)
+    cfg = metrics.get("config", {})
+    try:
+        fp_data = metrics["dataset"]["fingerprint"]
+        fp_split = metrics["split"]["fingerprint"]
+        dataset, protocol, seed = cfg["dataset"], cfg["protocol"], int(cfg["split_seed"])
+    except (KeyError, TypeError, ValueError):
+        raise ServeError(
+            f"{provenance[-1]}: expected config.dataset/protocol/split_seed and "
+            "dataset.fingerprint / split.fingerprint (written by train-student)"
+        ) from None
+    if index:
+        index_dir: Path | None = Path(index)
+        if not (index_dir / "meta.json").is_file():
+            raise ServeError(
+                f"--index {index_dir}: no meta.json (expected an ItemIndex.save folder)"
+            )
+    elif run_dir is not None and (run_dir / RUN_INDEX / "meta.json").is_file():
+        index_dir = run_dir / RUN_INDEX
+    else:
+        index_dir = None
+    return RunSource(
+        model=model_dir,
+        dataset=dataset,
+        protocol=protocol,
+        split_seed=seed,
+        dataset_fingerprint=fp_data,
+        split_fingerprint=fp_split,
+        provenance=provenance,
+        index=index_dir,
+        run=run_dir,
+    )
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """sha256 (first 16 hex) of the model folder's files: the weights and their config."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "compression.json"):
+        p = model_dir / name
+        if p.is_file():
+            h.update(name.encode())
+            with p.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Engine:
+    """Everything one served run needs, loaded once; replaced whole on reload."""
+
+    source: RunSource
+    model: Any
+    index: Any
+    retriever: Any
+    item_emb: np.ndarray  # [n_items, D] item tower outputs (the index holds these)
+    item_ids: np.ndarray  # [n_items] str
+    titles: list[str]
+    user_ids: np.ndarray  # [n_users] str
+    user_pos: dict[str, int]
+    item_pos: dict[str, int]
+    cold: np.ndarray  # [n_items] bool: no train interaction (served through content)
+    model_fingerprint: str
+    index_fingerprint: str
+    index_kind: str
+    int8_linear_switched: int = 0  # int8 Linear layers moved to the dequant kernel
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    def describe(self) -> dict:
+        s = self.source
+        return {
+            "run": None if s.run is None else str(s.run),
+            "model": str(s.model),
+            "model_fingerprint": self.model_fingerprint,
+            "index": str(s.index) if s.index else f"built ({self.index_kind})",
+            "index_kind": self.index_kind,
+            "index_fingerprint": self.index_fingerprint,
+            "dataset": s.dataset,
+            "dataset_fingerprint": s.dataset_fingerprint,
+            "split": {
+                "protocol": s.protocol,
+                "seed": s.split_seed,
+                "fingerprint": s.split_fingerprint,
+            },
+            "users": self.n_users,
+            "items": self.n_items,
+            "cold_items": int(self.cold.sum()),
+            "dim": int(self.index.dim),
+            "int8_linear_dequant": self.int8_linear_switched,
+            "loaded_at": self.loaded_at,
+        }
+
+
+def _load_model(model_dir: Path):
+    from student.compress import load_quantized
+    from student.model import COMPRESSION_NAME, TwoTower
+
+    try:
+        if (model_dir / COMPRESSION_NAME).exists():
+            return load_quantized(model_dir)
+        return TwoTower.from_pretrained(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"{model_dir}: cannot load the student: {exc}") from None
+
+
+def make_batch_independent(model) -> int:
+    """Switch int8 Linear layers from the ``qlinear`` kernel to ``dequant``; returns how many.
+
+    ``qlinear`` (fbgemm ``linear_dynamic``) quantizes the activations with one scale per call,
+    so a user's embedding depends on the other users in its batch: behind a micro-batcher the
+    answer would depend on the traffic. ``dequant`` multiplies by the same int8 weights
+    dequantized, one row at a time in effect, so answers do not depend on the batch.
+    """
+    from student.compress.int8 import Int8Linear
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Int8Linear) and m.kernel != "dequant":
+            m.kernel = "dequant"
+            n += 1
+    return n
+
+
+def load_engine(
+    source: RunSource, index_kind: str = "flat", batch_independent: bool = True
+) -> Engine:
+    """Load model, data, histories and index of ``source``; check they belong together.
+
+    ``batch_independent``: see :func:`make_batch_independent`.
+
+    Checks: the model's users and items match the dataset; the dataset and split fingerprints
+    match those the training job recorded; a stored index has the model's dimension, the
+    dataset's item ids in order and the fingerprint of the model's item embeddings. Raises
+    :class:`ServeError` naming what differs.
+    """
+    import torch
+
+    from pipelines.data import histories, load_dataset, training_split
+    from student.serving import IndexConfig, ItemIndex, Retriever, embedding_fingerprint
+
+    model = _load_model(source.model)
+    switched = make_batch_independent(model) if batch_independent else 0
+    try:
+        data = load_dataset(source.dataset)
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"{source.provenance[-1]}: dataset {source.dataset!r}: {exc}") from None
+    if data.fingerprint() != source.dataset_fingerprint:
+        raise ServeError(
+            f"dataset {source.dataset!r} has fingerprint {data.fingerprint()}, but "
+            f"{source.provenance[-1]} says the model was trained on {source.dataset_fingerprint}"
+            " (the data changed; retrain or serve the matching data)"
+        )
+    cfg = model.config
+    if (cfg.n_users, cfg.n_items) != (data.n_users, data.n_items):
+        raise ServeError(
+            f"{source.model}: model has {cfg.n_users} users / {cfg.n_items} items, dataset "
+            f"{source.dataset!r} has {data.n_users} / {data.n_items}"
+        )
+    split = training_split(data, source.protocol, source.split_seed)
+    if split.fingerprint() != source.split_fingerprint:
+        raise ServeError(
+            f"split {source.protocol}/{source.split_seed} has fingerprint {split.fingerprint()}, "
+            f"but {source.provenance[-1]} recorded {source.split_fingerprint}"
+        )
+    item_ids = data.items["item_id"].to_numpy().astype(str)
+    with torch.no_grad():
+        item_emb = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
+    if source.index is not None:
+        try:
+            index = ItemIndex.load(
+                source.index,
+                expected_dim=cfg.out_dim,
+                expected_item_ids=item_ids,
+                expected_fingerprint=embedding_fingerprint(item_emb),
+            )
+        except (OSError, ValueError) as exc:
+            raise ServeError(f"--index {source.index}: {exc}") from None
+        kind = index.config.kind
+    else:
+        index = ItemIndex.build(
+            item_emb, item_ids, IndexConfig(kind=index_kind, normalize=cfg.normalize)
+        )
+        kind = index_kind
+    if index.dim != cfg.out_dim:
+        raise ServeError(f"index dimension {index.dim} != the model's out_dim {cfg.out_dim}")
+    hist = histories(split.train, data.n_users, cfg.history_len, data.n_items)
+    seen = split.matrix("train")
+    counts = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items)
+    retriever = Retriever(model, index, hist, seen, popularity=counts)
+    user_ids = data.users["user_id"].to_numpy().astype(str)
+    engine = Engine(
+        source=source,
+        model=model,
+        index=index,
+        retriever=retriever,
+        item_emb=item_emb,
+        item_ids=item_ids,
+        titles=[str(t) for t in data.items["title"]],
+        user_ids=user_ids,
+        user_pos={u: i for i, u in enumerate(user_ids)},
+        item_pos={m: j for j, m in enumerate(item_ids)},
+        cold=counts == 0,
+        model_fingerprint=model_fingerprint(source.model),
+        index_fingerprint=index.fingerprint[:16],
+        index_kind=kind,
+        int8_linear_switched=switched,
+    )
+    logger.info(
+        "loaded %s (%s): %d users, %d items (%d cold), %s index %s",
+        source.model,
+        engine.model_fingerprint,
+        engine.n_users,
+        engine.n_items,
+        int(engine.cold.sum()),
+        kind,
+        engine.index_fingerprint,
+    )
+    return engine
+
+
+def check_replacement(old: Engine, new: Engine, allow_new_dataset: bool = False) -> None:
+    """Refuse a reload that would change what the clients' ids mean, unless allowed."""
+    if new.index.dim != new.model.config.out_dim:
+        raise ServeError(
+            f"new run: index dim {new.index.dim} != model out_dim {new.model.config.out_dim}"
+        )
+    if not allow_new_dataset:
+        if new.source.dataset_fingerprint != old.source.dataset_fingerprint:
+            raise ServeError(
+                f"new run was trained on dataset {new.source.dataset_fingerprint}, the served one on "
+                f"{old.source.dataset_fingerprint}; user and item ids would change meaning "
+                "(pass allow_new_dataset=true to switch datasets)"
+            )
+        if not np.array_equal(new.item_ids, old.item_ids):
+            raise ServeError("new run's item id map differs from the served one")

@@ -1,0 +1,102 @@
+"""``ServeConfig``: what ``recdistill serve`` loads and how the server runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+IndexType = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+MAX_K = 1000  # the default largest k
+MAX_K_LIMIT = 100_000
+
+
+@dataclass
+class ServeConfig:
+    run: str | None = field(
+        default="runs/demo",
+        metadata={"help": "a finished run folder (recdistill demo --out): model, index, data"},
+    )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "student folder to serve instead of the run's (int8 or plain)"},
+    )
+    index: str | None = field(
+        default=None,
+        metadata={"help": "saved ItemIndex folder (default: <run>/index, else built at start)"},
+    )
+    index_type: IndexType = field(
+        default="flat",
+        metadata={"help": f"kind of the index built at start, one of {INDEX_TYPES}"},
+    )
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8000, metadata={"help": "port to bind (0 = any free port)"})
+    torch_threads: int = field(
+        default=1, metadata={"help": "torch intra-op threads of the compute thread"}
+    )
+    faiss_threads: int = field(
+        default=1, metadata={"help": "faiss OpenMP threads of the compute thread"}
+    )
+    micro_batch: bool = field(
+        default=True,
+        metadata={"help": "join concurrent /recommend requests into one tower call and search"},
+    )
+    max_batch: int = field(default=128, metadata={"help": "most requests in one micro-batch"})
+    max_wait_ms: float = field(
+        default=1.0,
+        metadata={
+            "help": "longest a micro-batch waits for requests already being parsed (a lone "
+            "request never waits)"
+        },
+    )
+    batch_independent: bool = field(
+        default=True,
+        metadata={
+            "help": "run int8 Linear layers with the dequant kernel: qlinear quantizes "
+            "activations per call, so a user's answer would depend on its micro-batch"
+        },
+    )
+    max_k: int = field(default=MAX_K, metadata={"help": "largest k a request may ask"})
+    max_batch_queries: int = field(
+        default=1000, metadata={"help": "most queries in one /recommend/batch request"}
+    )
+    max_body_bytes: int = field(
+        default=1 << 20, metadata={"help": "largest request body accepted (413 above)"}
+    )
+    admin_anywhere: bool = field(
+        default=False,
+        metadata={"help": "accept /admin/reload from any address (default: loopback only)"},
+    )
+    sighup: bool = field(default=True, metadata={"help": "reload the run on SIGHUP"})
+    access_log: bool = field(default=False, metadata={"help": "uvicorn access log lines"})
+    out: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder for serving.json (what is loaded: paths, fingerprints, address), "
+            "rewritten at start and on every reload; None = write nothing"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.index_type not in INDEX_TYPES:
+            raise ValueError(
+                f"ServeConfig.index_type={self.index_type!r}; expected one of {INDEX_TYPES}"
+            )
+        for name, low, high in (
+            ("port", 0, 65535),
+            ("torch_threads", 1, 256),
+            ("faiss_threads", 1, 256),
+            ("max_batch", 1, 1 << 16),
+            ("max_k", 1, MAX_K_LIMIT),
+            ("max_batch_queries", 1, 1 << 16),
+            ("max_body_bytes", 64, 1 << 30),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ValueError(
+                    f"ServeConfig.{name}={v!r}; expected an integer in [{low}, {high}]"
+                )
+        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
+            raise ValueError(
+                f"ServeConfig.max_wait_ms={self.max_wait_ms!r}; expected a number in [0, 1000]"
+            )
