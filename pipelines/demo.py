@@ -270,7 +270,7 @@ def run(config: DemoConfig) -> dict:
     )
     if c.cold_start:
         report["cold"] = _cold_chain(c, out / "cold", timed, k_prep)
-    report["demo"] = {"seconds": time.perf_counter() - t0, "step_seconds": timings}
+    report["demo"] = {"seconds": time.perf_counter() - t0, "step_seconds": timings, "out": str(out)}
     report["prepare"] = prep
     write_json(out / "demo.json", report["demo"])
     return report
@@ -349,4 +349,9 @@ def format_summary(report: dict) -> str:
             "cold start (cold_items protocol):\n" + benchmark.format_summary(report["cold"])
         )
     parts.append(f"demo took {report['demo']['seconds']:.0f}s")
+    run_dir = Path(report["demo"].get("out", "runs/demo"))
+    parts.append(
+        f"serve it: recdistill serve --run {run_dir}  (the cold chain's students, which also "
+        f"serve new users from a history: --run {run_dir / 'cold'})"
+    )
     return "\n\n".join(parts)
