@@ -398,7 +398,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
 
 def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfig) -> dict:
     from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep
-    from student.serving import IndexConfig, ItemIndex, retrieve
+    from student.serving import IndexConfig, ItemIndex, Retriever
 
     hist = torch.as_tensor(
         histories(split.train, data.n_users, model.config.history_len, data.n_items)
@@ -428,8 +428,8 @@ def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfi
                 "bytes",
             )
         }
-        # ranking quality through the index, seen items filtered out
-        ids = retrieve(queries, 10, seen[test_users], index)
+        # ranking quality through the index, seen items filtered out: the server's query path
+        ids = Retriever(model, index, hist.numpy(), seen).retrieve(test_users, 10)
         pos = {iid: j for j, iid in enumerate(data.items.item_id)}
         rows = np.vectorize(pos.get)(ids)
         from pipelines.core.metrics import per_user_metrics
