@@ -229,6 +229,7 @@ def inprocess(engine, users: np.ndarray, c: BenchServeConfig) -> dict:
 
 
 def run(config: BenchServeConfig) -> dict:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one log line per request
     c = config
     t_start = time.perf_counter()
     rng = np.random.default_rng(c.seed)
