@@ -306,31 +306,26 @@ class TwoTower(nn.Module):
             buf = getattr(self, name)
             buf.copy_(_as_float_tensor(value, name, (rows, cols)).to(buf.device))
 
-    @torch.no_grad()
     def set_item_id_mask(self, has_id: Any) -> None:
         """``has_id`` [n_items] bool: False for items seen in no training interaction; their id
         embedding is never used, so their score depends on content only."""
-        if self.config.item_id_dropout <= 0:
-            raise ValueError("set_item_id_mask needs config.item_id_dropout > 0")
-        mask = torch.as_tensor(np.asarray(has_id), dtype=torch.float32)
-        if mask.shape != (self.config.n_items,):
-            raise ValueError(
-                f"item id mask: expected shape [{self.config.n_items}], got {list(mask.shape)}"
-            )
-        self.item_id_mask.copy_(mask)
+        self._set_id_mask("item", has_id)
 
-    @torch.no_grad()
     def set_user_id_mask(self, has_id: Any) -> None:
         """``has_id`` [n_users] bool: False for users with no training interaction; their id
         embedding (never trained) is not used, so they are scored from their history."""
-        if self.config.user_id_dropout <= 0:
-            raise ValueError("set_user_id_mask needs config.user_id_dropout > 0")
+        self._set_id_mask("user", has_id)
+
+    @torch.no_grad()
+    def _set_id_mask(self, side: str, has_id: Any) -> None:
+        c = self.config
+        if getattr(c, f"{side}_id_dropout") <= 0:
+            raise ValueError(f"set_{side}_id_mask needs config.{side}_id_dropout > 0")
+        n = c.n_items if side == "item" else c.n_users
         mask = torch.as_tensor(np.asarray(has_id), dtype=torch.float32)
-        if mask.shape != (self.config.n_users,):
-            raise ValueError(
-                f"user id mask: expected shape [{self.config.n_users}], got {list(mask.shape)}"
-            )
-        self.user_id_mask.copy_(mask)
+        if mask.shape != (n,):
+            raise ValueError(f"{side} id mask: expected shape [{n}], got {list(mask.shape)}")
+        getattr(self, f"{side}_id_mask").copy_(mask)
 
     # ---- encoding -------------------------------------------------------------------------
     def _check_idx(self, idx: torch.Tensor, name: str, upper: int, hint: str) -> None:

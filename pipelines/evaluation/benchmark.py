@@ -313,8 +313,11 @@ def run_cold(c: BenchmarkConfig) -> dict:
     segs: dict[str, dict] = {}
     models: dict[str, dict] = {}
 
-    def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None, new_fn="same"):
-        segs[name] = evaluate_segments(fn, tasks, c.bootstrap, cold_ok=cold_ok, new_fn=new_fn)
+    def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None, new_ok=True,
+            new_fn=None):  # fmt: skip
+        segs[name] = evaluate_segments(
+            fn, tasks, c.bootstrap, cold_ok=cold_ok, new_ok=new_ok, new_fn=new_fn
+        )
         a = segs[name]["all"]
         models[name] = {
             **{k: a[k] for k in ("ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20")},
@@ -337,7 +340,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
         add(name, fn, cold_ok)
     if meta is not None and meta.get("teacher_topk_cold"):
         # labels exist for training users only: the teacher has nothing for a new user
-        add("teacher", teacher_scorer(Path(c.labels), meta, data.n_items), new_fn=None)
+        add("teacher", teacher_scorer(Path(c.labels), meta, data.n_items), new_ok=False)
         models["teacher"]["parts"] = meta["teacher"]["parts"]
         models["teacher"]["mix"] = meta["teacher"]["mix"]["weights"]
         models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]

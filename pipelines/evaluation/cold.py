@@ -71,18 +71,22 @@ def profile_matrix(split) -> sp.csr_matrix:
 
 
 def evaluate_segments(
-    score_fn, tasks: dict, bootstrap: int, cold_ok: bool = True, new_fn="same"
+    score_fn,
+    tasks: dict,
+    bootstrap: int,
+    cold_ok: bool = True,
+    new_ok: bool = True,
+    new_fn=None,
 ) -> dict:
-    """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None.
-    ``new_fn``: the scorer for new users (``"same"``: ``score_fn``; None: "new_users": None)."""
+    """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None,
+    ``new_ok=False``: "new_users": None. ``new_fn`` scores the new users (default
+    ``score_fn``)."""
     out = {}
     for name, t in tasks.items():
-        fn = score_fn
-        if name == "new_users":
-            fn = score_fn if isinstance(new_fn, str) and new_fn == "same" else new_fn
-        if (name == "cold" and not cold_ok) or fn is None:
+        if (name == "cold" and not cold_ok) or (name == "new_users" and not new_ok):
             out[name] = None
             continue
+        fn = new_fn if name == "new_users" and new_fn is not None else score_fn
         m = evaluate(fn, t["truth"], t["exclude"], items=t["items"], return_per_user=True)
         per = m["per_user"]["ndcg@20"]
         _, lo, hi = bootstrap_ci(per, n=bootstrap)

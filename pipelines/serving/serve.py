@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from pipelines.serving.artifacts import ServeError
 from pipelines.serving.config import ServeConfig
 
 __all__ = ["ServeConfig", "run"]
@@ -23,10 +22,7 @@ def run(config: ServeConfig) -> dict:
 
     from pipelines.serving.app import create_app
 
-    try:
-        app = create_app(config)
-    except ServeError as exc:  # one line, not a traceback
-        raise SystemExit(f"recdistill serve: error: {exc}") from None
+    app = create_app(config)  # a bad run raises ServeError: the CLI prints one line, exit 2
     state = app.state.serving
     logger.info(
         "serving %s on http://%s:%d (docs at /docs)",
