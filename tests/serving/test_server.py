@@ -146,7 +146,7 @@ def test_a_bad_run_is_a_one_line_error(tmp_path):
         [sys.executable, "-m", "pipelines.cli", "serve", "--run", str(tmp_path / "none")],
         cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad input, as the CLI documents
     assert "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("recdistill serve: error: --run ") and "no such folder" in last
