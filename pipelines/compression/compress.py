@@ -4,7 +4,8 @@ Steps (each a function ``model -> model`` from ``student.compress``):
 1. structured pruning: physically smaller layers (and optionally embedding dims);
 2. a short distillation fine-tune of the pruned model from the unpruned student: for
    batches of about 64 train users, the listwise KL (temperature ``temperature``) between
-   the two models' scores over the full catalogue, ``finetune_epochs`` passes over the train
+   the two models' scores over the full catalogue (above ``finetune_items`` items, over a
+   fresh seeded sample of that many per step), ``finetune_epochs`` passes over the train
    users (0 = none). The unpruned student is the only target: no hard labels, the observed
    positives enter only through the user histories both models read;
 3. int8: ``all`` quantizes every part (smallest; written to ``int8/``); ``auto`` times each
@@ -76,6 +77,13 @@ class CompressConfig:
         default=20, metadata={"help": "distillation fine-tune epochs after pruning (0 = none)"}
     )
     finetune_lr: float = field(default=2e-3, metadata={"help": "fine-tune learning rate"})
+    finetune_items: int = field(
+        default=20000,
+        metadata={
+            "help": "items each fine-tune step ranks: the whole catalogue up to this size, "
+            "above it a fresh seeded sample of this many per step (a sampled listwise KL)"
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "fine-tune listwise KL temperature"})
     int8: Int8Mode = field(default="both", metadata={"help": f"int8 mode: one of {INT8_MODES}"})
     magnitude_sparsity: float = field(
@@ -95,6 +103,8 @@ class CompressConfig:
             raise ValueError(
                 f"CompressConfig.magnitude_sparsity={self.magnitude_sparsity}; expected [0, 1)"
             )
+        if self.finetune_items < 2:
+            raise ValueError(f"CompressConfig.finetune_items={self.finetune_items}; expected >= 2")
         if self.finetune_epochs < 0:
             raise ValueError(
                 f"CompressConfig.finetune_epochs={self.finetune_epochs}; expected >= 0"
@@ -110,12 +120,19 @@ def distill_finetune(
     lr: float,
     temperature: float,
     seed: int,
+    max_items: int | None = None,
 ) -> list[float]:
-    """Fine-tune ``student`` to reproduce ``teacher``'s full-catalogue ranking (listwise KL)."""
+    """Fine-tune ``student`` to reproduce ``teacher``'s full-catalogue ranking (listwise KL).
+
+    With more than ``max_items`` items, each step ranks a fresh seeded uniform sample of
+    ``max_items`` of them instead (both towers encode only those): the step's cost stays
+    bounded as the catalogue grows, and the KL is over a sampled sub-list."""
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     users = np.unique(split.train["user"].to_numpy())
-    items = torch.arange(student.config.n_items)
+    n_items = student.config.n_items
+    sample = max_items is not None and n_items > max_items
+    items = torch.arange(n_items)
     teacher.eval()
     losses = []
     for _ in range(epochs):
@@ -123,6 +140,8 @@ def distill_finetune(
         total = 0.0
         for b in np.array_split(rng.permutation(users), max(1, len(users) // 64)):
             u = torch.as_tensor(b)
+            if sample:
+                items = torch.as_tensor(np.sort(rng.choice(n_items, max_items, replace=False)))
             with torch.no_grad():
                 t = teacher.score(teacher.encode_users(u, hist[u]), teacher.encode_items(items))
             s = student.score(student.encode_users(u, hist[u]), student.encode_items(items))
@@ -184,7 +203,8 @@ def run(config: CompressConfig) -> dict:
         steps["structured_prune"] = {**quality(model), "record": rec}
         if c.finetune_epochs:
             losses = distill_finetune(
-                model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed
+                model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed,
+                max_items=c.finetune_items,
             )
             steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
     model.provenance = stamp

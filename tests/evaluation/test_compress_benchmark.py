@@ -179,3 +179,41 @@ def test_demo_overrides_are_checked():
         DemoConfig(overrides={"student_hard": {"epochs": 3}})
     with pytest.raises(ValueError, match="expected a mapping"):
         DemoConfig(overrides="[1, 2]")
+
+
+def test_sampled_finetune_is_bounded_and_exact_below_the_limit(student_dir):
+    """Above ``max_items`` each step ranks a seeded item sample; at or below it the fine-tune
+    is the full-catalogue one, bit for bit."""
+    import copy
+
+    import torch
+
+    from pipelines.compression.compress import distill_finetune
+    from pipelines.data import histories, load_dataset, training_split
+    from student.compress import structured_prune
+
+    data = load_dataset(DATASET)
+    split = training_split(data, "random", 0)
+    base = TwoTower.from_pretrained(student_dir)
+    hist = torch.as_tensor(histories(split.train, data.n_users, 10, data.n_items))
+    pruned, _ = structured_prune(base, 0.5)
+
+    def tune(max_items):
+        m = copy.deepcopy(pruned)
+        torch.manual_seed(0)
+        losses = distill_finetune(m, base, split, hist, 2, 2e-3, 1.0, 0, max_items=max_items)
+        return m, losses
+
+    full, l_full = tune(None)
+    same, l_same = tune(data.n_items)
+    assert l_full == l_same
+    for a, b in zip(full.state_dict().values(), same.state_dict().values()):
+        assert torch.equal(a, b)
+    sampled, l_sampled = tune(20)
+    assert l_sampled != l_full and all(v > 0 for v in l_sampled)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(sampled.state_dict().values(), pruned.state_dict().values())
+    )
+    with pytest.raises(ValueError, match="finetune_items"):
+        CompressConfig(model="m", finetune_items=1)
