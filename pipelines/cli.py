@@ -91,6 +91,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "BenchServeConfig",
         "load test of recdistill serve over loopback vs a naive server and an empty endpoint",
     ),
+    "bench-scale": (
+        "pipelines.evaluation.bench_scale",
+        "BenchScaleConfig",
+        "the whole chain on synthetic data at growing sizes: time, peak RSS, growth exponents",
+    ),
     "bench-prefix": (
         "pipelines.evaluation.bench_prefix",
         "BenchPrefixConfig",

@@ -74,6 +74,14 @@ class GenerateLabelsConfig:
     max_seq_length: int = field(
         default=128, metadata={"help": "embedding teacher: tokens per text"}
     )
+    user_encoding: Literal["text", "item_mean"] = field(
+        default="text",
+        metadata={
+            "help": "embedding teacher: how a user is embedded: 'text' encodes the rendered "
+            "history (one transformer pass per user), 'item_mean' averages the history items' "
+            "embeddings (no pass per user: the lever at 10^5+ users, see docs/scale.md)"
+        },
+    )
     batch_size: int = field(default=32, metadata={"help": "teacher batch size"})
     n_negatives: int = field(
         default=200,

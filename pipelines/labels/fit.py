@@ -43,7 +43,8 @@ def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
         )
         limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
         t.model.max_seq_length = min(c.max_seq_length, int(limit))
-        return EmbeddingPart(t, data, split, c.history_items), t.info()
+        part = EmbeddingPart(t, data, split, c.history_items, c.user_encoding)
+        return part, {**t.info(), "user_encoding": c.user_encoding}
     from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
     from llm_teacher.loading import load_causal_lm
 

@@ -37,20 +37,38 @@ logger = logging.getLogger(__name__)
 
 
 class EmbeddingPart:
-    """Embedding teacher: each unique user and item text is encoded once."""
+    """Embedding teacher: each unique item text is encoded once; a user is either their
+    rendered history encoded once (``user_encoding="text"``) or the unit-norm mean of their
+    history items' embeddings (``"item_mean"``: no transformer pass per user; a user with no
+    history gets the zero vector, so every item scores 0)."""
 
     name = "text"
 
-    def __init__(self, teacher, data: InteractionData, split: Split, history_items: int):
+    def __init__(
+        self,
+        teacher,
+        data: InteractionData,
+        split: Split,
+        history_items: int,
+        user_encoding: str = "text",
+    ):
         from pipelines.data import render_item_text
 
+        if user_encoding not in ("text", "item_mean"):
+            raise ValueError(f"user_encoding={user_encoding!r}; expected 'text' or 'item_mean'")
         self.teacher = teacher
+        self.user_encoding = user_encoding
         self.item_emb = teacher.encode([render_item_text(r) for _, r in data.items.iterrows()])
-        h = histories(split.train, data.n_users, history_items, data.n_items)
-        self.user_text = [user_text(data, row) for row in h]
+        self.hist = histories(split.train, data.n_users, history_items, data.n_items)
+        self.user_text = None
+        if user_encoding == "text":
+            self.user_text = [user_text(data, row) for row in self.hist]
         self._user_emb: dict[int, np.ndarray] = {}
 
     def user_emb(self, users: np.ndarray) -> np.ndarray:
+        users = np.asarray(users)
+        if self.user_encoding == "item_mean":
+            return history_mean(self.item_emb, self.hist[users])
         missing = [u for u in np.unique(users) if u not in self._user_emb]
         if missing:
             emb = self.teacher.encode([self.user_text[u] for u in missing], show_progress=False)
@@ -62,6 +80,15 @@ class EmbeddingPart:
 
     def score_matrix(self, users: np.ndarray) -> np.ndarray:
         return self.teacher.score_matrix(self.user_emb(users), self.item_emb)
+
+
+def history_mean(item_emb: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    """[B, D] unit-norm mean of ``item_emb`` [I, D] over each row of ``hist`` [B, H] (item
+    indices, ``I`` = padding); an empty row gives zeros."""
+    real = hist < len(item_emb)
+    s = (item_emb[np.where(real, hist, 0)] * real[..., None]).sum(1)
+    norm = np.linalg.norm(s, axis=1, keepdims=True)
+    return (s / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
 def user_text(data: InteractionData, history_row: np.ndarray) -> str:

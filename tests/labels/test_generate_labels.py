@@ -264,3 +264,34 @@ def test_ray_shards_carry_their_stamp_in_the_parquet_metadata(tmp_path):
     assert read_stamp(tmp_path, 2) == stamp and shard_done(tmp_path, 2, stamp)
     assert not shard_done(tmp_path, 2, shard_stamp("job", np.arange(4)))  # other users
     assert not (tmp_path / f"{shard_name(2)}.parquet").exists()
+
+
+def test_item_mean_users_need_no_pass_per_user(tmp_path, tiny_st_dir, labels):
+    """``user_encoding="item_mean"``: a user is the unit-norm mean of their history items'
+    embeddings (no user text is encoded), and the labels record it."""
+    from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
+    from pipelines.data import histories
+    from pipelines.labels.teacher import EmbeddingPart, history_mean
+
+    emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    m = history_mean(emb, np.array([[0, 1, 3], [3, 3, 3], [2, 3, 3]]))  # 3 = padding
+    assert np.allclose(m, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [0, 0], [0.6, 0.8]])
+
+    data = load_dataset(DATASET)
+    split = make_split(data, "random", 0)
+    teacher = EmbeddingTeacher(EmbeddingTeacherConfig(model=str(tiny_st_dir), temperature=0.1))
+    part = EmbeddingPart(teacher, data, split, 5, user_encoding="item_mean")
+    encoded = []
+    teacher.encode = lambda texts, **kw: encoded.append(texts)  # any further pass would show
+    users, items = np.array([0, 0, 3, 7]), np.array([1, 2, 5, 9])
+    hist = histories(split.train, data.n_users, 5, data.n_items)
+    want = (history_mean(part.item_emb, hist[users]) * part.item_emb[items]).sum(1) / 0.1
+    got = part.score(users, items)
+    assert not encoded
+    assert np.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="user_encoding"):
+        EmbeddingPart(teacher, data, split, 5, user_encoding="nope")
+
+    meta = run(config(tmp_path, tiny_st_dir, user_encoding="item_mean"))
+    assert meta["teacher"]["info"]["user_encoding"] == "item_mean"
+    assert meta["job_hash"] != labels[1]["job_hash"]  # never taken for text-encoded labels
