@@ -203,7 +203,14 @@ def run(config: CompressConfig) -> dict:
         steps["structured_prune"] = {**quality(model), "record": rec}
         if c.finetune_epochs:
             losses = distill_finetune(
-                model, base, split, hist, c.finetune_epochs, c.finetune_lr, c.temperature, c.seed,
+                model,
+                base,
+                split,
+                hist,
+                c.finetune_epochs,
+                c.finetune_lr,
+                c.temperature,
+                c.seed,
                 max_items=c.finetune_items,
             )
             steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}

@@ -1,0 +1,72 @@
+"""bench-scale's plumbing: sizes, commands every job accepts, child-process accounting, growth
+fits. The benchmark's numbers themselves come from `recdistill bench-scale`, never a test."""
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.evaluation import bench_scale as bs
+
+
+def test_parse_size():
+    assert bs.parse_size("100000x2000x50") == (100000, 2000, 50)
+    assert bs.parse_size("1e5x1e5x20") == (100000, 100000, 20)
+    for bad in ("100x100", "axbxc", "10x10x10", "0x10x2"):
+        with pytest.raises(ValueError, match="size"):
+            bs.parse_size(bad)
+    with pytest.raises(ValueError, match="stages"):
+        bs.BenchScaleConfig(stages=("labels", "nope"))
+
+
+def test_run_stage_accounts_the_child(tmp_path):
+    ok = bs.run_stage(
+        ["-c", "import numpy as np; a = np.ones(50_000_000, np.uint8); a[:] = 2; print('done')"],
+        tmp_path / "ok.log",
+        timeout_s=60,
+        threads=1,
+    )
+    assert ok["rc"] == 0 and not ok["timed_out"]
+    assert ok["peak_rss_gb"] > 0.05  # the 50 MB array was resident in the child
+    assert (tmp_path / "ok.log").read_text().strip() == "done"
+    bad = bs.run_stage(["-c", "raise SystemExit(2)"], tmp_path / "bad.log", 60, 1)
+    assert bad["rc"] == 2 and "log_tail" in bad
+    slow = bs.run_stage(["-c", "import time; time.sleep(30)"], tmp_path / "slow.log", 1, 1)
+    assert slow["timed_out"] and slow["rc"] != 0
+
+
+def test_growth_exponents():
+    assert bs.fit_exponent([1e4, 1e5, 1e6], [3 * x**1.5 for x in (1e4, 1e5, 1e6)]) == (
+        pytest.approx(1.5)
+    )
+    assert bs.fit_exponent([1e4], [2.0]) is None
+    sizes = {
+        s: {
+            "data": {"rc": 0, "seconds": 1.0, "peak_rss_gb": 1.0, "outputs": {"interactions": n}},
+            "labels": {"rc": 0, "seconds": n / 100, "peak_rss_gb": 0.5},
+        }
+        for s, n in (("a", 1000), ("b", 10000))
+    }
+    sizes["b"]["prepare"] = {"rc": 1, "seconds": 3.0, "peak_rss_gb": 1.0}
+    g = bs.growth(sizes)
+    assert g["labels"]["seconds_exponent"] == pytest.approx(1.0)
+    assert g["data"]["seconds_exponent"] == pytest.approx(0.0)
+    assert "prepare" not in g  # a failed stage is not a point
+    text = bs.format_report({"sizes": sizes, "growth": g})
+    assert "| labels | 2 | 1.00 |" in text
+
+
+def test_a_finished_stage_is_reused(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(argv, log, timeout_s, threads):
+        calls.append(argv[0])
+        Path(log).write_text('{"interactions": 10, "train": 8}\n')
+        return {"rc": 0, "seconds": 1.0, "peak_rss_gb": 0.1, "timed_out": False}
+
+    monkeypatch.setattr(bs, "run_stage", fake)
+    c = bs.BenchScaleConfig(sizes=("300x200x10",), stages=("data",), out=str(tmp_path / "o"))
+    r = bs.run(c)
+    assert r["sizes"]["300x200x10"]["data"]["outputs"]["interactions"] == 10
+    bs.run(c)
+    assert calls == ["-c"]  # the second run reused the stage
+    assert (tmp_path / "o" / "report.md").exists()
