@@ -61,7 +61,11 @@ HEAVY = ("torch", "faiss", "matplotlib")
 # jobs whose --help must not import HEAVY (the others' config modules import torch)
 LIGHT = ("prepare", "adapt-teacher", "generate-labels", "index-bench", "bench-ray", "bench-prefix")
 # values the generic generator below cannot guess (they must satisfy __post_init__)
-SPECIAL = {"overrides": "{labels: {n_negatives: 10}}", "keep_ratio": 0.25}
+SPECIAL = {
+    "overrides": "{labels: {n_negatives: 10}}",
+    "keep_ratio": 0.25,
+}
+SPECIAL_OF = {"BenchScaleConfig": {"sizes": ("300x200x10", "600x400x10")}}
 
 
 def _hints(cls) -> dict:
@@ -75,8 +79,9 @@ def _sample(cls) -> dict:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         optional, hint = _split_optional(_hints(cls)[f.name])
         origin = typing.get_origin(hint)
-        if f.name in SPECIAL:
-            v = SPECIAL[f.name]
+        special = {**SPECIAL, **SPECIAL_OF.get(cls.__name__, {})}
+        if f.name in special:
+            v = special[f.name]
         elif origin is typing.Literal:
             v = default
         elif origin is tuple:

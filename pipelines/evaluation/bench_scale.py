@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -49,15 +49,10 @@ from pipelines.core.io import claim_output, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
-STAGES = (
-    "data",
-    "prepare",
-    "labels",
-    "student_hard",
-    "student_distilled",
-    "compress",
-    "benchmark",
-)
+Stage = Literal[
+    "data", "prepare", "labels", "student_hard", "student_distilled", "compress", "benchmark"
+]
+STAGES: tuple[str, ...] = get_args(Stage)
 RESULT = "bench_scale.json"
 
 
@@ -67,7 +62,7 @@ class BenchScaleConfig:
         default=("10000x10000x20", "30000x30000x30", "100000x100000x50"),
         metadata={"help": "sizes USERSxITEMSxPER_USER, smallest first"},
     )
-    stages: tuple[str, ...] = field(default=STAGES, metadata={"help": f"stages, from {STAGES}"})
+    stages: tuple[Stage, ...] = field(default=STAGES, metadata={"help": f"stages, from {STAGES}"})
     protocol: str = field(default="temporal", metadata={"help": "split protocol"})
     seed: int = field(default=0, metadata={"help": "synthetic data seed"})
     epochs: int = field(default=3, metadata={"help": "student epochs"})
