@@ -90,15 +90,35 @@ class InteractionData:
         }
 
 
-def render_item_text(row) -> str:
-    year = row["year"]
-    head = row["title"] if pd.isna(year) else f"{row['title']} ({int(year)})"
+def _item_text(title, year, genres, text) -> str:
+    head = title if pd.isna(year) else f"{title} ({int(year)})"
     parts = [head]
-    if len(row["genres"]):
-        parts.append(", ".join(row["genres"]))
-    if row["text"]:
-        parts.append(str(row["text"]))
+    if len(genres):
+        parts.append(", ".join(genres))
+    if text:
+        parts.append(str(text))
     return ". ".join(parts)
+
+
+def render_item_text(row) -> str:
+    """One item (a row of ``InteractionData.items``) as the teacher reads it:
+    ``title (year). genre, genre. text``, leaving out what the item lacks."""
+    return _item_text(row["title"], row["year"], row["genres"], row["text"])
+
+
+def render_item_texts(items: pd.DataFrame) -> list[str]:
+    """``[render_item_text(row) for _, row in items.iterrows()]``, the same strings, read
+    column-wise: [n_items] texts. ``iterrows`` builds a Series per row (minutes at 1M items);
+    this walks the four columns once (about a second)."""
+    return [
+        _item_text(t, y, g, x)
+        for t, y, g, x in zip(
+            items["title"].tolist(),
+            items["year"].tolist(),
+            items["genres"].tolist(),
+            items["text"].tolist(),
+        )
+    ]
 
 
 def where(frame: pd.DataFrame, pos: int) -> str:
@@ -240,6 +260,74 @@ def build_data(
     return InteractionData(name=name, users=users, items=items, interactions=inter, source=src)
 
 
+def build_indexed_data(
+    name: str,
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    *,
+    source: str = "",
+) -> InteractionData:
+    """The fast path of :func:`build_data` for interactions that already refer to indices.
+
+    ``interactions`` has ``user`` (row of ``users``), ``item`` (row of ``items``), ``rating``
+    and ``timestamp``: [n] arrays, no string id per interaction (generated data at 20M rows).
+    ``users`` has ``user_id`` (unique) plus features; ``items`` is normalised as in
+    :func:`build_data`. Refused: indices out of range, non-finite ratings, negative
+    timestamps, a (user, item) pair twice. Rows are sorted by (user, timestamp, item) unless
+    they already are. Gives what :func:`build_data` gives (the same fingerprint) when every
+    user has an interaction and ``users`` is in build_data's id order (numeric ids ascending).
+    """
+    src = source or name
+    for col in INTERACTION_COLUMNS:
+        if col not in interactions.columns:
+            raise DataError(
+                f"{src}: indexed interactions have no column {col!r} (found "
+                f"{list(interactions.columns)}); expected {list(INTERACTION_COLUMNS)}"
+            )
+    if len(interactions) == 0:
+        raise DataError(f"{src}: no interactions")
+    if "user_id" not in users.columns:
+        raise DataError(f"{src} (user table): no column 'user_id' (found {list(users.columns)})")
+    items = _normalise_items(items, None, f"{src} (item table)")
+    users = users.reset_index(drop=True)
+    users["user_id"] = users["user_id"].astype(str)
+    _refuse_duplicates(users, "user_id", f"{src} (user table)")
+    user = interactions["user"].to_numpy().astype(np.int32)
+    item = interactions["item"].to_numpy().astype(np.int32)
+    rating = interactions["rating"].to_numpy(np.float32)
+    ts = interactions["timestamp"].to_numpy().astype(np.int64)
+    for col, idx, n in (("user", user, len(users)), ("item", item, len(items))):
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{src}: row {i}, column {col!r} holds {int(idx[i])}; expected an index in "
+                f"[0, {n}) ({int(bad.sum())} bad rows in all)"
+            )
+    for col, bad in (("rating", ~np.isfinite(rating)), ("timestamp", ts < 0)):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{src}: row {i}, column {col!r} holds {interactions[col].iat[i]!r}; expected "
+                f"{'a finite number' if col == 'rating' else 'seconds >= 0'}"
+            )
+    du, dt, di = np.diff(user), np.diff(ts), np.diff(item)
+    if not ((du > 0) | ((du == 0) & ((dt > 0) | ((dt == 0) & (di > 0))))).all():
+        order = np.lexsort((item, ts, user))
+        user, item, rating, ts = user[order], item[order], rating[order], ts[order]
+    key = np.sort(user.astype(np.int64) * len(items) + item)
+    twice = np.flatnonzero(key[1:] == key[:-1])
+    if len(twice):
+        k = int(key[twice[0]])
+        raise DataError(
+            f"{src}: user {k // len(items)} and item {k % len(items)} (indices) appear together "
+            f"more than once ({len(twice)} repeated pairs in all); expected one row per pair"
+        )
+    inter = pd.DataFrame({"user": user, "item": item, "rating": rating, "timestamp": ts})
+    return InteractionData(name=name, users=users, items=items, interactions=inter, source=src)
+
+
 def _id_sort_key(x: str):
     return (0, int(x), "") if x.isdigit() else (1, 0, x)
 
@@ -258,7 +346,7 @@ def _refuse_duplicates(frame: pd.DataFrame, col: str, src: str) -> None:
 
 
 def _normalise_items(
-    items: pd.DataFrame | None, r: pd.DataFrame, src: str, genre_sep: str | None = None
+    items: pd.DataFrame | None, r: pd.DataFrame | None, src: str, genre_sep: str | None = None
 ) -> pd.DataFrame:
     if items is None:
         ids = sorted(r["item_id"].unique(), key=_id_sort_key)
