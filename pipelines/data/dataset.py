@@ -316,7 +316,7 @@ def build_indexed_data(
     if not ((du > 0) | ((du == 0) & ((dt > 0) | ((dt == 0) & (di > 0))))).all():
         order = np.lexsort((item, ts, user))
         user, item, rating, ts = user[order], item[order], rating[order], ts[order]
-    key = np.sort(user.astype(np.int64) * len(items) + item)
+    key = np.sort(user.astype(np.int64) * len(items) + item, kind="stable")  # runs per user
     twice = np.flatnonzero(key[1:] == key[:-1])
     if len(twice):
         k = int(key[twice[0]])
@@ -324,7 +324,9 @@ def build_indexed_data(
             f"{src}: user {k // len(items)} and item {k % len(items)} (indices) appear together "
             f"more than once ({len(twice)} repeated pairs in all); expected one row per pair"
         )
-    inter = pd.DataFrame({"user": user, "item": item, "rating": rating, "timestamp": ts})
+    inter = pd.DataFrame(
+        {"user": user, "item": item, "rating": rating, "timestamp": ts}, copy=False
+    )
     return InteractionData(name=name, users=users, items=items, interactions=inter, source=src)
 
 

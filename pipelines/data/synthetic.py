@@ -212,34 +212,58 @@ def _fast_interactions(
                 sel = np.flatnonzero(g == k)
                 pos = np.searchsorted(cdf, r[sel], side="right")
                 item[sel] = m[np.minimum(pos, len(m) - 1)]
-        return np.unique(user.astype(np.int64) * n_items + item)
+        keys = np.sort(user.astype(np.int64) * n_items + item, kind="stable")  # runs per user
+        return keys[np.concatenate([[True], keys[1:] != keys[:-1]])]  # np.unique hashes: slower
 
-    keys = draw(np.arange(n_users), counts, uniform=False)
-    have = np.bincount(keys // n_items, minlength=n_users)
+    base = draw(np.arange(n_users), counts, uniform=False)
+    extra = np.empty(0, np.int64)  # accepted in the redraw rounds: small, kept sorted
+    short = counts - np.bincount(base // n_items, minlength=n_users)
     for rnd in range(MAX_ROUNDS):
-        who = np.flatnonzero(have < counts)
+        who = np.flatnonzero(short > 0)
         if not len(who):
             break
-        new = draw(who, (counts - have)[who], uniform=rnd >= MODEL_ROUNDS)
-        pos = np.searchsorted(keys, new)
-        fresh = ~((pos < len(keys)) & (keys[np.minimum(pos, len(keys) - 1)] == new))
-        keys = np.insert(keys, pos[fresh], new[fresh])
-        have += np.bincount(new[fresh] // n_items, minlength=n_users)
+        logger.debug("synthetic fast sampler: round %d, %d users short", rnd, len(who))
+        new = draw(who, short[who], uniform=rnd >= MODEL_ROUNDS)
+        new = new[~(_member(base, new) | _member(extra, new))]
+        extra = np.sort(np.concatenate([extra, new]))
+        short -= np.bincount(new // n_items, minlength=n_users)
     else:
         raise RuntimeError(f"synthetic fast sampler: users still short after {MAX_ROUNDS} rounds")
-    user = (keys // n_items).astype(np.int32)
-    item = (keys % n_items).astype(np.int32)
+    keys = np.insert(base, np.searchsorted(base, extra), extra)
+    del base
+    # order by (user, time, item): one sort of packed keys when they fit in 64 bits
+    ts = rng.integers(0, SPAN, len(keys), dtype=np.uint64)
+    user, item = np.divmod(keys, n_items)
     del keys
-    # time order within each user; equal times keep item order (keys are item-sorted)
-    ts = rng.integers(0, SPAN, len(user))
-    order = np.argsort((user.astype(np.int64) << 24) | ts, kind="stable")
-    user, item, ts = user[order], item[order], ts[order] + T0
-    del order
+    ib, tb = int(n_items - 1).bit_length(), int(SPAN - 1).bit_length()
+    if int(n_users - 1).bit_length() + tb + ib <= 64:
+        packed = (user.astype(np.uint64) << np.uint64(tb + ib)) | (ts << np.uint64(ib))
+        packed |= item.astype(np.uint64)
+        del user, item, ts
+        packed.sort(kind="stable")  # timsort: already in runs, one per user
+        item = (packed & np.uint64((1 << ib) - 1)).astype(np.int32)
+        ts = ((packed >> np.uint64(ib)) & np.uint64((1 << tb) - 1)).astype(np.int64) + T0
+        user = (packed >> np.uint64(tb + ib)).astype(np.int32)
+        del packed
+    else:  # keys are (user, item)-sorted, so a stable sort on (user, time) breaks ties by item
+        order = np.lexsort((ts, user))
+        user, item = user[order].astype(np.int32), item[order].astype(np.int32)
+        ts = ts[order].astype(np.int64) + T0
+        del order
     affinity = np.zeros(len(user))
-    for k in range(user_f.shape[1]):
-        affinity += user_f[user, k] * item_f[item, k]
+    for uk, vk in zip(np.ascontiguousarray(user_f.T), np.ascontiguousarray(item_f.T)):
+        affinity += uk[user] * vk[item]
     affinity *= AFFINITY
     rating = np.clip(np.round(3 + affinity + rng.normal(0, 0.5, len(user))), 1, 5)
     return pd.DataFrame(
-        {"user": user, "item": item, "rating": rating.astype(np.float32), "timestamp": ts}
+        {"user": user, "item": item, "rating": rating.astype(np.float32), "timestamp": ts},
+        copy=False,  # no block consolidation: a copy of every column at 20M rows
     )
+
+
+def _member(sorted_keys: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """[len(x)] bool: which of ``x`` are in ``sorted_keys`` (ascending)."""
+    if not len(sorted_keys):
+        return np.zeros(len(x), bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, x), len(sorted_keys) - 1)
+    return sorted_keys[pos] == x
