@@ -2,7 +2,14 @@
 synthetic), splits, user and item features, the collaborative baselines (popularity, EASE^R) and
 the `prepare` job. Reads raw files; writes statistics."""
 
-from pipelines.data.dataset import DataError, InteractionData, build_data, render_item_text
+from pipelines.data.dataset import (
+    DataError,
+    InteractionData,
+    build_data,
+    build_indexed_data,
+    render_item_text,
+    render_item_texts,
+)
 from pipelines.data.loaders import load_dataset, load_grouplens, load_ml100k, load_table
 from pipelines.data.splits import (
     PROTOCOLS,
@@ -14,7 +21,7 @@ from pipelines.data.splits import (
     to_csr,
     training_split,
 )
-from pipelines.data.synthetic import SyntheticConfig, make_synthetic
+from pipelines.data.synthetic import SyntheticConfig, make_synthetic, resolve_sampler
 
 __all__ = [
     "PROTOCOLS",
@@ -25,6 +32,7 @@ __all__ = [
     "Split",
     "SyntheticConfig",
     "build_data",
+    "build_indexed_data",
     "histories",
     "load_dataset",
     "load_grouplens",
@@ -33,6 +41,8 @@ __all__ = [
     "make_split",
     "make_synthetic",
     "render_item_text",
+    "render_item_texts",
+    "resolve_sampler",
     "to_csr",
     "training_split",
 ]

@@ -305,11 +305,11 @@ def build_indexed_data(
                 f"{src}: row {i}, column {col!r} holds {int(idx[i])}; expected an index in "
                 f"[0, {n}) ({int(bad.sum())} bad rows in all)"
             )
-    for col, bad in (("rating", ~np.isfinite(rating)), ("timestamp", ts < 0)):
+    for col, values, bad in (("rating", rating, ~np.isfinite(rating)), ("timestamp", ts, ts < 0)):
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(
-                f"{src}: row {i}, column {col!r} holds {interactions[col].iat[i]!r}; expected "
+                f"{src}: row {i}, column {col!r} holds {values[i].item()!r}; expected "
                 f"{'a finite number' if col == 'rating' else 'seconds >= 0'}"
             )
     du, dt, di = np.diff(user), np.diff(ts), np.diff(item)

@@ -490,6 +490,7 @@ def _read_any(path: Path) -> pd.DataFrame:
 
 def load_dataset(spec: str) -> InteractionData:
     """``ml-100k`` (packaged) | ``grouplens:/path`` | ``synthetic[:users=..,items=..,seed=..]``
+    (any :class:`SyntheticConfig` field, ``sampler=exact|fast`` included)
     | your own files: a ``.csv``/``.tsv``/``.parquet`` path or a folder, with options
     (``TableSpec``: ``file.csv?items=items.csv&columns=user_id=uid``)."""
     from pipelines.data.synthetic import SyntheticConfig, make_synthetic
@@ -508,8 +509,18 @@ def load_dataset(spec: str) -> InteractionData:
                     f"dataset spec {spec!r}: unknown synthetic field {key!r}; "
                     f"allowed: {sorted(SyntheticConfig.__dataclass_fields__)}"
                 )
-            kwargs[key] = type(getattr(SyntheticConfig(), key))(value)
-        return make_synthetic(SyntheticConfig(**kwargs))
+            try:
+                kwargs[key] = type(getattr(SyntheticConfig(), key))(value)
+            except ValueError:
+                raise DataError(
+                    f"dataset spec {spec!r}: {key}={value!r}; expected a value of type "
+                    f"{type(getattr(SyntheticConfig(), key)).__name__}"
+                ) from None
+        try:
+            config = SyntheticConfig(**kwargs)
+        except ValueError as e:
+            raise DataError(f"dataset spec {spec!r}: {e}") from None
+        return make_synthetic(config)
     if _is_table(spec):
         t = TableSpec.parse(spec).resolved()
         head = Path(t.interactions)

@@ -21,9 +21,10 @@ lognormal around ``per_user`` (at least 5, below ``items``). Two samplers draw t
   popularity skew, genre words in the text, ratings from ``u.v``) is the same.
 
 Ratings are ``clip(round(3 + 3 u.v + N(0, 0.5)), 1, 5)``; timestamps are uniform in
-[1e9, 1e9 + 1e7) seconds, in random item order within each user. The latent factors, counts,
-years and ages come from the same draws under both samplers, so a seed means the same users
-and items; only the histories differ.
+[1e9, 1e9 + 1e7) seconds, in random item order within each user. The latent factors (so the
+genres, titles and texts) and the per-user counts come from the same draws under both
+samplers; the histories differ, and so do the item years and user ages, drawn after them
+(moving them would change the exact sampler's output).
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ class SyntheticConfig:
                 f"SyntheticConfig.per_user={self.per_user} must be below items={self.items}"
             )
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"SyntheticConfig.sampler={self.sampler!r}; expected one of {SAMPLERS}")
+            raise ValueError(
+                f"SyntheticConfig.sampler={self.sampler!r}; expected one of {SAMPLERS}"
+            )
 
 
 def resolve_sampler(config: SyntheticConfig) -> str:

@@ -52,13 +52,13 @@ class EmbeddingPart:
         history_items: int,
         user_encoding: str = "text",
     ):
-        from pipelines.data import render_item_text
+        from pipelines.data import render_item_texts
 
         if user_encoding not in ("text", "item_mean"):
             raise ValueError(f"user_encoding={user_encoding!r}; expected 'text' or 'item_mean'")
         self.teacher = teacher
         self.user_encoding = user_encoding
-        self.item_emb = teacher.encode([render_item_text(r) for _, r in data.items.iterrows()])
+        self.item_emb = teacher.encode(render_item_texts(data.items))
         self.hist = histories(split.train, data.n_users, history_items, data.n_items)
         self.user_text = None
         if user_encoding == "text":
