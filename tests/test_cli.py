@@ -318,7 +318,7 @@ def test_post_init_errors_and_bad_files_are_parser_errors(tmp_path, capsys):
     err = _error("train-student", [], capsys)
     assert "give --labels <folder> from generate-labels, or --no-teacher" in err
     err = _error("generate-labels", ["--content-map", "text", "--collab", "none"], capsys)
-    assert "it needs collab='ease'" in err
+    assert "it needs collab='auto', 'ease' or 'als', not 'none'" in err
     assert "no such file" in _error("prepare", ["--config", str(tmp_path / "no.yaml")], capsys)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("- a\n- b\n")

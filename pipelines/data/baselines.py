@@ -30,6 +30,8 @@ class EASE:
     Quadratic in the catalogue (an I x I dense matrix): exact and cheap at MovieLens size,
     which is why a small student replaces it in serving."""
 
+    kind = "ease"
+
     def __init__(self, train: sp.csr_matrix, lam: float = 500.0):
         if lam <= 0:
             raise ValueError(f"EASE lambda={lam}; expected > 0")
@@ -42,8 +44,26 @@ class EASE:
         B[np.diag_indices_from(B)] = 0.0
         self.B = B.astype(np.float32)
 
+    @property
+    def params(self) -> int:
+        return int(self.B.size)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.B.nbytes)
+
     def __call__(self, users: np.ndarray) -> np.ndarray:
+        """[B] -> [B, I] float32."""
         return np.asarray(self.X[users] @ self.B)
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Pairs ``users`` [P], ``items`` [P] -> [P]: one dense row per distinct user."""
+        users, items = np.asarray(users), np.asarray(items)
+        out = np.empty(len(users), dtype=np.float32)
+        for u in np.unique(users):
+            idx = np.flatnonzero(users == u)
+            out[idx] = self(np.array([u]))[0, items[idx]]
+        return out
 
 
 def fit_ease(split, lambdas=EASE_LAMBDAS, metric: str = "ndcg@10") -> tuple[EASE, dict]:

@@ -1,13 +1,15 @@
 """Content -> collaborative map for items without interactions (CB2CF / ALDI's reference point).
 
 A ridge regression, fit on the warm items (those with train interactions), from each item's
-content (genres, year, and optionally the LLM's item embedding) onto its EASE^R column
-``B[:, j]`` and its log train count. For an item ``c`` with no interactions the predicted
-column ``b_c`` gives the score ``x_u . b_c`` (``x_u`` the user's train row), on the scale of an
-EASE^R score, and the predicted log count stands in for its popularity::
+content (genres, year, and optionally the LLM's item embedding) onto its collaborative target
+``t_j`` and its log train count. The target is the item's EASE^R column ``B[:, j]`` (so
+``targets = B.T``) or its ALS item factor; a user's score for a cold item ``c`` is
+``r_u . t_c`` with ``r_u`` the user's representation in that model (EASE^R: the train row
+``x_u``; ALS: the user factor), on the scale of the model's own scores, and the predicted log
+count stands in for its popularity::
 
     phi_j = [genres, year, year known, (LLM embedding)],  mu = mean of phi over warm items
-    W = (Phi_w^T Phi_w + lambda I)^-1 Phi_w^T (Y_w - y_bar),  Y_j = [B[:, j], log(1 + n_j)]
+    W = (Phi_w^T Phi_w + lambda I)^-1 Phi_w^T (Y_w - y_bar),  Y_j = [t_j, log(1 + n_j)]
     y_c = (phi_c - mu) W + y_bar
 
 Only train interactions and content go in; lambda is chosen on the cold-validation items
@@ -36,28 +38,45 @@ def content_features(item_features: np.ndarray, text_emb: np.ndarray | None) -> 
 
 
 class ContentMap:
-    """Ridge map from content to EASE^R columns, fit on warm items. ``train`` [U, I],
-    ``B`` [I, I] the EASE^R weights, ``features`` [I, F]."""
+    """Ridge map from content to collaborative targets, fit on warm items. ``train`` [U, I]
+    (binary), ``targets`` [I, D] (EASE^R: ``B.T``; ALS: the item factors), ``features``
+    [I, F]; ``users`` [U, D] the users' representation (default: their ``train`` rows, as
+    EASE^R scores ``x_u B``)."""
 
-    def __init__(self, train: sp.csr_matrix, B: np.ndarray, features: np.ndarray, lam: float):
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        targets: np.ndarray,
+        features: np.ndarray,
+        lam: float,
+        users: np.ndarray | None = None,
+    ):
         if lam <= 0:
             raise ValueError(f"ContentMap lambda={lam}; expected > 0")
-        if features.shape[0] != B.shape[0]:
-            raise ValueError(f"features has {features.shape[0]} rows; B has {B.shape[0]} items")
+        if features.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"features has {features.shape[0]} rows; targets has {targets.shape[0]} items"
+            )
         self.lam = float(lam)
         self.train = train.tocsr().astype(np.float32)
+        if users is not None and users.shape != (self.train.shape[0], targets.shape[1]):
+            raise ValueError(
+                f"users has shape {users.shape}; expected (users, target dim) = "
+                f"{(self.train.shape[0], targets.shape[1])}"
+            )
+        self.users = self.train if users is None else np.asarray(users, dtype=np.float32)
         counts = np.asarray(self.train.sum(0)).ravel()
         self.warm = counts > 0
         self.cold = np.flatnonzero(~self.warm)
         X = np.asarray(features, dtype=np.float64)
         mu = X[self.warm].mean(0)
         Xw = X[self.warm] - mu
-        Y = np.concatenate([B[:, self.warm].T, np.log1p(counts[self.warm])[:, None]], axis=1)
+        Y = np.concatenate([targets[self.warm], np.log1p(counts[self.warm])[:, None]], axis=1)
         y_bar = Y.mean(0)
         A = Xw.T @ Xw + self.lam * np.eye(X.shape[1])
         W = np.linalg.solve(A, Xw.T @ (Y - y_bar))
-        pred = (X[self.cold] - mu) @ W + y_bar  # [n_cold, I + 1]
-        self.columns = pred[:, :-1].astype(np.float32)  # predicted B columns of the cold items
+        pred = (X[self.cold] - mu) @ W + y_bar  # [n_cold, D + 1]
+        self.columns = pred[:, :-1].astype(np.float32)  # predicted targets of the cold items
         self.log_count = pred[:, -1].astype(np.float32)  # predicted log(1 + count)
         self._row = np.full(len(counts), -1, dtype=np.int64)
         self._row[self.cold] = np.arange(len(self.cold))
@@ -66,40 +85,64 @@ class ContentMap:
         return ~self.warm[np.asarray(items)]
 
     def score_cold(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Pairs (``users`` [P], cold ``items`` [P]) -> predicted EASE^R scores [P]."""
+        """Pairs (``users`` [P], cold ``items`` [P]) -> predicted collaborative scores [P]."""
         rows = self._row[np.asarray(items)]
         if (rows < 0).any():
-            raise ValueError("score_cold got items with train interactions; score them with EASE^R")
-        x = self.train[np.asarray(users)]
-        return np.asarray(x.multiply(self.columns[rows]).sum(1)).ravel().astype(np.float32)
+            raise ValueError(
+                "score_cold got items with train interactions; score them with the "
+                "collaborative model"
+            )
+        x = self.users[np.asarray(users)]
+        if sp.issparse(x):
+            return np.asarray(x.multiply(self.columns[rows]).sum(1)).ravel().astype(np.float32)
+        return np.einsum("pd,pd->p", x, self.columns[rows]).astype(np.float32)
 
     def score_cold_matrix(self, users: np.ndarray) -> np.ndarray:
         """[B, n_cold]: every cold item for ``users`` (columns in ``self.cold`` order)."""
-        return np.asarray(self.train[np.asarray(users)] @ self.columns.T, dtype=np.float32)
+        return np.asarray(self.users[np.asarray(users)] @ self.columns.T, dtype=np.float32)
 
     def __call__(self, users: np.ndarray) -> np.ndarray:
-        """[B, I] scores: the cold items' predicted EASE^R scores, 0 for warm items (only
+        """[B, I] scores: the cold items' predicted collaborative scores, 0 for warm items (only
         meaningful when ranking the cold items alone, as the lambda search does)."""
         out = np.zeros((len(users), len(self.warm)), dtype=np.float32)
         out[:, self.cold] = self.score_cold_matrix(users)
         return out
 
 
+def collab_targets(model) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(targets [I, D], users [U, D] or None)`` of a collaborative model for
+    :class:`ContentMap`: an ALS model's item and user factors, or EASE^R's ``B.T`` (users:
+    their train rows). ``model`` may be an EASE^R weight matrix ``B`` [I, I] itself."""
+    if isinstance(model, np.ndarray):
+        return model.T, None
+    if getattr(model, "kind", None) == "als":
+        return model.item_factors, model.user_factors
+    if getattr(model, "kind", None) == "ease":
+        return model.B.T, None
+    raise ValueError(
+        f"fit_content_map: model {type(model).__name__} is neither EASE^R (or its B) nor ALS"
+    )
+
+
 def fit_content_map(
-    split, B: np.ndarray, features: np.ndarray, lambdas=LAMBDAS, k: int = 20
+    split, model, features: np.ndarray, lambdas=LAMBDAS, k: int = 20
 ) -> tuple[ContentMap, dict]:
-    """Fit a :class:`ContentMap`; lambda by cold-validation NDCG@k when the split has a
-    cold-validation part (``cold_items`` protocol), else ``DEFAULT_LAMBDA``."""
+    """Fit a :class:`ContentMap` onto ``model``'s targets (an EASE^R or ALS model from
+    ``pipelines.data.collab``, or an EASE^R ``B`` [I, I]); lambda by cold-validation NDCG@k
+    when the split has a cold-validation part (``cold_items`` protocol), else
+    ``DEFAULT_LAMBDA``."""
     from pipelines.core.metrics import evaluate
 
     train = split.matrix("train")
+    targets, users = collab_targets(model)
     if not split.is_cold:
-        return ContentMap(train, B, features, DEFAULT_LAMBDA), {"lambda": DEFAULT_LAMBDA}
+        m = ContentMap(train, targets, features, DEFAULT_LAMBDA, users)
+        return m, {"lambda": DEFAULT_LAMBDA}
     truth = cold_truth(split, "cold_valid")
     items = split.cold_items("cold_valid")
     best, scores = None, {}
     for lam in lambdas:
-        m = ContentMap(train, B, features, lam)
+        m = ContentMap(train, targets, features, lam, users)
         scores[lam] = evaluate(m, truth, None, ks=(k,), items=items)[f"ndcg@{k}"]
         logger.info("content map lambda=%g cold-valid ndcg@%d=%.4f", lam, k, scores[lam])
         if best is None or scores[lam] > scores[best.lam]:

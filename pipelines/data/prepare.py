@@ -1,7 +1,9 @@
 """`recdistill prepare`: load a dataset, split it, print statistics and the baselines.
 
-Popularity and EASE^R under each protocol tell a user whether a distilled student is worth
-anything.
+Popularity and the collaborative baseline (EASE^R, or ALS when EASE^R's dense fit would not
+fit the memory budget: ``pipelines.data.collab``) under each protocol tell a user whether a
+distilled student is worth anything. The collaborative row keeps the key ``ease`` for
+compatibility; its ``kind`` says which model it is.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
-from pipelines.data.baselines import Popularity, fit_ease
+from pipelines.data.baselines import Popularity
+from pipelines.data.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +33,17 @@ class PrepareConfig:
         default=("random", "temporal"), metadata={"help": f"split protocols, from {PROTOCOLS}"}
     )
     seed: int = field(default=0, metadata={"help": "split seed"})
+    collab: CollabKind = field(
+        default="auto",
+        metadata={
+            "help": f"collaborative baseline, one of {COLLAB_KINDS}: 'auto' fits EASE^R when "
+            "its dense fit fits --collab-memory-gb, else ALS"
+        },
+    )
+    collab_memory_gb: float = field(
+        default=DEFAULT_MEMORY_GB,
+        metadata={"help": "collab='auto': memory budget (GB) for EASE^R's estimated peak"},
+    )
     out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
     overwrite: bool = field(
         default=False,
@@ -44,6 +58,14 @@ class PrepareConfig:
             raise ValueError(
                 f"PrepareConfig.protocols={self.protocols!r}; expected a non-empty subset of {PROTOCOLS}"
             )
+        if self.collab not in COLLAB_KINDS:
+            raise ValueError(
+                f"PrepareConfig.collab={self.collab!r}; expected one of {COLLAB_KINDS}"
+            )
+        if not self.collab_memory_gb > 0:
+            raise ValueError(
+                f"PrepareConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
+            )
 
 
 def run(config: PrepareConfig) -> dict:
@@ -54,15 +76,31 @@ def run(config: PrepareConfig) -> dict:
     for protocol in config.protocols:
         split = make_split(data, protocol, config.seed)
         truth, exclude = split.matrix("test"), split.seen_for("test")
-        ease, ease_info = fit_ease(split)
+        collab, info = fit_collab(split, config.collab, config.collab_memory_gb)
+        hyper = (
+            {"lambda": info["lambda"]}
+            if collab.kind == "ease"
+            else {k: info[k] for k in ("factors", "regularization", "alpha", "iterations")}
+        )
         result["protocols"][protocol] = {
             "sizes": {p: len(split.part(p)) for p in ("train", "valid", "test")},
             "popularity": _strip(evaluate(Popularity(split.matrix("train")), truth, exclude)),
-            "ease": {**_strip(evaluate(ease, truth, exclude)), "lambda": ease_info["lambda"]},
+            "ease": {
+                **_strip(evaluate(collab, truth, exclude)),
+                **hyper,
+                "kind": collab.kind,
+                "chosen_by": info["chosen_by"],
+            },
         }
     result["seconds"] = time.perf_counter() - t0
     write_json(Path(config.out) / "stats.json", result)
     return result
+
+
+def _collab_label(m: dict) -> str:
+    if m.get("kind", "ease") == "ease":
+        return f"ease(l={m['lambda']:g})"
+    return f"als(d={m['factors']})"
 
 
 def _strip(m: dict) -> dict:
@@ -82,7 +120,7 @@ def format_summary(result: dict) -> str:
     for protocol, r in result["protocols"].items():
         for name in ("popularity", "ease"):
             m = r[name]
-            label = name if name != "ease" else f"ease(l={m['lambda']:g})"
+            label = name if name != "ease" else _collab_label(m)
             lines.append(
                 f"{protocol:<10} {label:<11} {m['users']:>6} "
                 + " ".join(

@@ -23,7 +23,8 @@ from pipelines.core.config import to_dict
 from pipelines.core.io import artifact_path, load_npy, write_json, write_text
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
-from pipelines.data.baselines import Popularity, fit_ease
+from pipelines.data.baselines import Popularity
+from pipelines.data.collab import fit_collab
 from pipelines.labels.config import TeacherName
 from pipelines.labels.generate_labels import GenerateLabelsConfig
 from pipelines.labels.generate_labels import run as generate
@@ -114,9 +115,10 @@ def run(config: AblationConfig) -> dict:
             per = per_user_metrics(teacher_top, [truth[u].indices for u in users])
             rows["teacher"] = {m: {"mean": float(per[m].mean()), "std": 0.0} for m in METRICS}
             rows["teacher"]["parts"] = meta["teacher"]["mix"]["weights"]
+        collab = fit_collab(split)[0]  # EASE^R, or ALS past EASE^R's memory budget
         for name, model in (
             ("popularity", Popularity(split.matrix("train"))),
-            ("ease", fit_ease(split)[0]),
+            (collab.kind, collab),
         ):
             m = evaluate(model, truth, seen)
             rows[name] = {k: {"mean": m[k], "std": 0.0} for k in METRICS}

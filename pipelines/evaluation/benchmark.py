@@ -22,7 +22,8 @@ from pipelines.core.config import to_dict
 from pipelines.core.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
-from pipelines.data.baselines import Popularity, fit_ease
+from pipelines.data.baselines import Popularity
+from pipelines.data.collab import fit_collab
 from pipelines.evaluation.report import (
     cold_comparisons,
     cold_table,
@@ -142,9 +143,11 @@ def run(config: BenchmarkConfig) -> dict:
 
     train = split.matrix("train")
     add("popularity", Popularity(train), params=train.shape[1], nbytes=4 * train.shape[1])
-    ease, info = fit_ease(split)
-    add("ease", ease, params=int(ease.B.size), nbytes=int(ease.B.nbytes))
-    models["ease"]["lambda"] = info["lambda"]
+    collab, info = fit_collab(split)  # EASE^R, or ALS past EASE^R's memory budget
+    add(collab.kind, collab, params=collab.params, nbytes=collab.nbytes)
+    if collab.kind == "ease":
+        models["ease"]["lambda"] = info["lambda"]
+    models[collab.kind]["collab"] = info
 
     teacher_meta = None
     if c.labels:

@@ -13,8 +13,10 @@ Segments, each with a 95% bootstrap interval over users, at K = 10 and 20:
 
 Reference scorers beside the teacher and the students: random, genre profile, zero-shot text
 (the LLM's item embeddings, no training), the content map with and without the LLM embedding
-(``pipelines.data.content_map``), and popularity / EASE^R, which cannot score a cold item
-(``"cold": null``) but can score a new user from a history. Every reference scorer reads a
+(``pipelines.data.content_map``), and popularity / the collaborative model (EASE^R, or ALS
+past EASE^R's memory budget: ``pipelines.data.collab``, named after its kind), which cannot
+score a cold item (``"cold": null``) but can score a new user from a history (ALS: the
+history folded into a user vector). Every reference scorer reads a
 user's profile from train plus the new users' histories (fitting reads train only; a new user
 has no train row, so the other segments are unchanged). The teacher has labels for training
 users only (``"new_users": null``); the students score new users with ``encode_users(None,
@@ -137,7 +139,8 @@ def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
 
 def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> dict:
     """name -> (score_fn, can score cold items)."""
-    from pipelines.data.baselines import Popularity, fit_ease
+    from pipelines.data.baselines import Popularity
+    from pipelines.data.collab import fit_collab
 
     train = split.matrix("train").tocsr()
     prof = profile_matrix(split)
@@ -156,29 +159,34 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         up /= np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9)
         out["zero_shot_text"] = (lambda u: up[u] @ e.T, True)
     out["popularity"] = (Popularity(train), False)
-    ease, _ = fit_ease(split)
-    ease_fn = _from_profile(ease.B, prof)
-    out["ease"] = (ease_fn, False)
+    collab, _ = fit_collab(split)
+    collab_fn = _from_profile(collab, prof)
+    out[collab.kind] = (collab_fn, False)
     feats = item_features(data)
     for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
         if name == "content_map" and emb is None:
             continue
-        cm, info = fit_content_map(split, ease.B, content_features(feats, emb))
-        out[name] = (_with_ease(cm, ease_fn), True)
+        cm, info = fit_content_map(split, collab, content_features(feats, emb))
+        out[name] = (_with_collab(cm, collab_fn), True)
         logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
     return out
 
 
-def _from_profile(B: np.ndarray, prof: sp.csr_matrix):
-    """EASE^R's scores ``x_u B`` with ``x_u`` read from ``prof`` (so a new user's history)."""
-    return lambda users: np.asarray(prof[users] @ B)
+def _from_profile(model, prof: sp.csr_matrix):
+    """The collaborative model's scores with each user read from ``prof`` [U, I] (so a new
+    user's history): EASE^R ``x_u B``; ALS ``fold_in(x_u) . Y`` (every row folded in against
+    the item factors, train users included, so all users are scored the same way)."""
+    if model.kind == "ease":
+        return lambda users: np.asarray(prof[users] @ model.B)
+    vectors = model.fold_in(prof)  # [U, D]
+    return lambda users: vectors[np.asarray(users)] @ model.item_factors.T
 
 
-def _with_ease(cm, ease):
-    """EASE^R for warm items, the content map's predicted columns for cold ones."""
+def _with_collab(cm, collab):
+    """The collaborative model for warm items, the content map's predictions for cold ones."""
 
     def fn(users: np.ndarray) -> np.ndarray:
-        s = ease(users).copy()
+        s = collab(users).copy()
         s[:, cm.cold] = cm.score_cold_matrix(users)
         return s
 
@@ -194,6 +202,7 @@ COLD_PAIRS = (
 )
 NEW_USER_PAIRS = (
     ("student_distilled", "ease"),
+    ("student_distilled", "als"),  # the collaborative model is one of these two
     ("student_distilled", "popularity"),
     ("student_distilled", "student_hard"),
     ("student_int8", "student_distilled"),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from pipelines.core.config import to_dict
+from pipelines.data.collab import DEFAULT_MEMORY_GB
 from pipelines.data.splits import ProtocolName
 from pipelines.labels.candidates import CandidateConfig, Strategy
 
@@ -16,7 +17,7 @@ TeacherName = Literal["embedding", "causal_lm"]
 TEACHERS: tuple[str, ...] = get_args(TeacherName)
 
 
-Collab = Literal["ease", "none"]
+Collab = Literal["auto", "ease", "als", "none"]
 COLLAB: tuple[str, ...] = get_args(Collab)
 
 
@@ -60,8 +61,20 @@ class GenerateLabelsConfig:
     )
     template: str = field(default="yes_no_v1", metadata={"help": "prompt template (causal_lm)"})
     collab: Collab = field(
-        default="ease",
-        metadata={"help": f"collaborative part joined with the LLM: one of {COLLAB}"},
+        default="auto",
+        metadata={
+            "help": f"collaborative part joined with the LLM: one of {COLLAB}. 'auto' fits "
+            "EASE^R when its dense I x I fit fits --collab-memory-gb, else ALS (the part is "
+            "named after the model); 'ease' past the machine's memory is refused"
+        },
+    )
+    collab_memory_gb: float = field(
+        default=DEFAULT_MEMORY_GB,
+        metadata={
+            "help": "collab='auto': the memory budget (GB) EASE^R's estimated peak must fit in, "
+            "else ALS is fit. A fixed number, not the free memory, so the choice is the same "
+            "on every machine"
+        },
     )
     popularity: bool = field(default=True, metadata={"help": "add a popularity part to the mix"})
     history_items: int = field(default=20, metadata={"help": "history items rendered per user"})
@@ -101,7 +114,7 @@ class GenerateLabelsConfig:
         default="auto",
         metadata={
             "help": "cold items (no train interactions): scored through a ridge map from content "
-            "onto EASE^R columns. 'text' (genres, year and the LLM's item embedding), 'no_text' "
+            "onto the collaborative model's targets (EASE^R columns or ALS item factors). 'text' (genres, year and the LLM's item embedding), 'no_text' "
             "(genres and year only), 'off', or 'auto' ('text' under the cold_items protocol, "
             "else 'off')"
         },
@@ -162,10 +175,14 @@ class GenerateLabelsConfig:
             raise ValueError(
                 f"GenerateLabelsConfig.cold_negatives={self.cold_negatives}; expected >= 0"
             )
-        if self.content_map not in ("off", "auto") and self.collab != "ease":
+        if self.content_map not in ("off", "auto") and self.collab == "none":
             raise ValueError(
-                f"GenerateLabelsConfig.content_map={self.content_map!r} maps content onto EASE^R "
-                "columns: it needs collab='ease'"
+                f"GenerateLabelsConfig.content_map={self.content_map!r} maps content onto the "
+                "collaborative model: it needs collab='auto', 'ease' or 'als', not 'none'"
+            )
+        if not self.collab_memory_gb > 0:
+            raise ValueError(
+                f"GenerateLabelsConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
             )
         if self.collab not in COLLAB:
             raise ValueError(
@@ -200,7 +217,7 @@ class GenerateLabelsConfig:
     def resolved_content_map(self) -> str:
         """'text', 'no_text' or 'off' ('auto' resolved by the protocol)."""
         if self.content_map == "auto":
-            return "text" if self.protocol == "cold_items" and self.collab == "ease" else "off"
+            return "text" if self.protocol == "cold_items" and self.collab != "none" else "off"
         return self.content_map
 
     def job_hash(self, dataset_fingerprint: str, split_fingerprint: str) -> str:

@@ -12,8 +12,9 @@ import pandas as pd
 from pipelines.labels.config import GenerateLabelsConfig
 from pipelines.labels.schema import LabelError
 from pipelines.labels.teacher import (
+    COLLAB_PARTS,
     CausalPart,
-    EasePart,
+    CollabPart,
     EmbeddingPart,
     Mix,
     PopularityPart,
@@ -114,12 +115,12 @@ class FittedTeacher:
 def fit_teacher(
     c: GenerateLabelsConfig, data, split, users: np.ndarray, rng: np.random.Generator
 ) -> FittedTeacher:
-    """Build the parts (LLM, EASE^R, popularity) and fit their mix on validation pairs of a
+    """Build the parts (LLM, the collaborative model, popularity) and fit their mix on validation pairs of a
     seeded sample of ``users`` (never on test)."""
     text, text_info = build_text_part(c, data, split)
     parts = [text]
-    if c.collab == "ease":
-        parts.append(EasePart(split))
+    if c.collab != "none":
+        parts.append(CollabPart(split, c.collab, c.collab_memory_gb))
     if c.popularity:
         parts.append(PopularityPart(split))
     eval_users = (
@@ -158,7 +159,11 @@ def fit_teacher(
             "lambda_search": cm_info,
             "cold_items": int(len(cm.cold)),
             "scored_by": {
-                "ease": "content map: predicted EASE^R column",
+                **{
+                    p.name: f"content map: predicted {COLLAB_TARGET[p.name]}"
+                    for p in parts
+                    if p.name in COLLAB_PARTS
+                },
                 "popularity": "content map: predicted log count",
                 "text": "the LLM part, as for every item",
             },
@@ -171,9 +176,12 @@ def fit_teacher(
     )
 
 
+COLLAB_TARGET = {"ease": "EASE^R column", "als": "ALS item factor"}
+
+
 def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
     """Fit the content map the config asks for on train (lambda on cold-validation) and let the
-    ``ease`` and ``popularity`` parts score items without train interactions through it.
+    collaborative (``ease`` or ``als``) and ``popularity`` parts score items without train interactions through it.
     Returns ``(map, its lambda search)``, or ``(None, None)`` when the config has none."""
     mode = c.resolved_content_map()
     if mode == "off":
@@ -181,15 +189,21 @@ def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
     from pipelines.data.content_map import content_features, fit_content_map
     from pipelines.data.features import item_features
 
-    text, ease = parts[0], next(p for p in parts if p.name == "ease")
+    text = parts[0]
+    collab = next((p for p in parts if p.name in COLLAB_PARTS), None)
+    if collab is None:
+        raise LabelError(
+            f"content_map={mode!r} maps content onto the collaborative model, but the teacher "
+            "has none (collab='none'): use collab='auto' or content_map='off'"
+        )
     emb = getattr(text, "item_emb", None) if mode == "text" else None
     if mode == "text" and emb is None:
         raise LabelError(
             "content_map='text' needs the LLM's item embeddings (teacher='embedding'); use "
             "content_map='no_text' with the causal-LM teacher"
         )
-    cm, info = fit_content_map(split, ease.model.B, content_features(item_features(data), emb))
-    ease.content = cm
+    cm, info = fit_content_map(split, collab.model, content_features(item_features(data), emb))
+    collab.content = cm
     for p in parts:
         if p.name == "popularity":
             p.use_content(cm)

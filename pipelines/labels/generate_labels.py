@@ -56,6 +56,7 @@ from pipelines.labels.shards import (
     shard_stamp,
 )
 from pipelines.labels.teacher import (
+    COLLAB_PARTS,
     EmbeddingPart,
 )
 
@@ -179,6 +180,7 @@ def run(config: GenerateLabelsConfig) -> dict:
             "parts": [p.name for p in parts],
             "mix": mix.to_dict(),
             "ease_lambda": next((p.info["lambda"] for p in parts if p.name == "ease"), None),
+            "collab": next((p.info for p in parts if p.name in COLLAB_PARTS), None),
         },
         "teacher_quality": {
             "validation_pairs": fitted.n_valid_pairs,

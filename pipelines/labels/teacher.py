@@ -4,14 +4,17 @@ Parts:
 - ``text``: the LLM. An embedding model (cosine of the user's history text and the item text,
   divided by a temperature) or a causal LM (log P(yes) - log P(no) for a prompt built from
   the user's history and the candidate).
-- ``ease``: collaborative signal, EASE^R fit on the train split (lambda chosen on validation).
+- ``ease`` or ``als``: the collaborative signal fit on the train split
+  (``pipelines.data.collab.fit_collab``): EASE^R (lambda chosen on validation) while its dense
+  I x I fit fits the memory budget, else implicit ALS (regularization chosen on validation);
+  the part is named after the model.
 - ``popularity``: log(1 + train count).
 
 Items with no train interactions (the cold items of the ``cold_items`` protocol) have no
-EASE^R column and no count: when the teacher has a content map
-(``pipelines.data.content_map``), the ``ease`` and ``popularity`` parts score them with the
-map's predicted column and log count, and a second mix, fit on cold-validation pairs, ranks
-them (``Mix.cold``).
+collaborative column or factor and no count: when the teacher has a content map
+(``pipelines.data.content_map``), the collaborative and ``popularity`` parts score them with
+the map's predicted target and log count, and a second mix, fit on cold-validation pairs,
+ranks them (``Mix.cold``).
 
 Each part is standardised (mean/std over the validation pairs), mixed with weights chosen on
 validation (NDCG@10 over each user's validation candidates), then Platt-calibrated so that
@@ -31,7 +34,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from pipelines.data import InteractionData, Split, histories
-from pipelines.data.baselines import fit_ease
+from pipelines.data.collab import DEFAULT_MEMORY_GB, fit_collab
 
 logger = logging.getLogger(__name__)
 
@@ -151,26 +154,25 @@ class CausalPart:
         return out
 
 
-class EasePart:
-    """EASE^R; items without train interactions through ``content`` (a ``ContentMap``)."""
+class CollabPart:
+    """The collaborative model (EASE^R or ALS, ``fit_collab``), named after its kind; items
+    without train interactions through ``content`` (a ``ContentMap``)."""
 
-    name = "ease"
-
-    def __init__(self, split: Split):
-        self.model, self.info = fit_ease(split)
+    def __init__(self, split: Split, kind: str = "auto", memory_gb: float = DEFAULT_MEMORY_GB):
+        self.model, self.info = fit_collab(split, kind, memory_gb)
+        self.name = self.info["kind"]
         self.content = None
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        out = np.empty(len(users), dtype=np.float32)
-        for u in np.unique(users):
-            idx = np.flatnonzero(users == u)
-            out[idx] = self.model(np.array([u]))[0, items[idx]]
+        """Pairs ``users`` [P], ``items`` [P] -> [P] (ALS: one dot product per pair)."""
+        out = self.model.score_pairs(users, items)
         if self.content is not None:
             cold = self.content.is_cold(items)
             out[cold] = self.content.score_cold(users[cold], items[cold])
         return out
 
     def score_matrix(self, users: np.ndarray) -> np.ndarray:
+        """[B] -> [B, I]."""
         s = self.model(users)
         if self.content is not None:
             s[:, self.content.cold] = self.content.score_cold_matrix(users)
@@ -274,6 +276,7 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 WEIGHT_GRID = (0.0, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0)
+COLLAB_PARTS = ("ease", "als")  # the names a CollabPart can have
 
 
 def fit_mix(
@@ -284,12 +287,12 @@ def fit_mix(
 ) -> tuple[Mix, dict]:
     """Choose part weights by validation list NDCG@10, then Platt-calibrate.
 
-    The first of ``ease`` / ``text`` present gets weight 1; the others are searched on
-    ``WEIGHT_GRID``. ``fixed`` skips the search."""
+    The collaborative part (``ease`` or ``als``) gets weight 1 when present, else the first
+    part; the others are searched on ``WEIGHT_GRID``. ``fixed`` skips the search."""
     mean = {k: float(v.mean()) for k, v in parts.items()}
     std = {k: float(v.std() + 1e-8) for k, v in parts.items()}
     names = list(parts)
-    anchor = "ease" if "ease" in parts else names[0]
+    anchor = next((n for n in COLLAB_PARTS if n in parts), names[0])
     others = [n for n in names if n != anchor]
     tried = []
     if fixed is not None:

@@ -79,7 +79,7 @@ def test_content_map_recovers_a_planted_map():
     dense = (rng.random((n_users, n_items)) < 0.3).astype(np.float32)
     dense[:, [3, 7]] = 0  # two cold items
     train = sp.csr_matrix(dense)
-    cm = ContentMap(train, B, feats, lam=1e-6)
+    cm = ContentMap(train, B.T, feats, lam=1e-6)  # targets [I, D]: EASE^R passes B.T
     assert list(cm.cold) == [3, 7]
     users = np.arange(n_users)
     want = np.asarray(train @ B[:, [3, 7]])

@@ -295,3 +295,29 @@ def test_item_mean_users_need_no_pass_per_user(tmp_path, tiny_st_dir, labels):
     meta = run(config(tmp_path, tiny_st_dir, user_encoding="item_mean"))
     assert meta["teacher"]["info"]["user_encoding"] == "item_mean"
     assert meta["job_hash"] != labels[1]["job_hash"]  # never taken for text-encoded labels
+
+
+def test_als_teacher_past_the_memory_budget_names_the_model(tmp_path, tiny_st_dir):
+    # a budget below EASE^R's estimate for 60 items: auto falls back to ALS, also for the
+    # content map of the cold items
+    cfg = config(tmp_path, tiny_st_dir, protocol="cold_items", collab_memory_gb=1e-4, max_users=10)
+    meta = run(cfg)
+    t = meta["teacher"]
+    assert t["parts"] == ["text", "als", "popularity"] and set(t["mix"]["weights"]) == set(
+        t["parts"]
+    )
+    assert t["collab"]["kind"] == "als" and t["ease_lambda"] is None
+    assert "over the 0.0001 GB budget" in t["collab"]["chosen_by"]
+    assert t["collab"]["regularization"] > 0 and t["collab"]["factors"] == 64
+    assert meta["cold"]["scored_by"]["als"] == "content map: predicted ALS item factor"
+    assert "als" in meta["teacher_quality"]["parts"]
+    ds, _ = load_labels(cfg.out)
+    assert len(ds) == meta["n_pairs"] and np.isfinite(columns(ds)["score"]).all()
+    assert (Path(cfg.out) / meta["teacher_topk"]).exists()
+
+
+def test_default_teacher_names_ease_and_why(labels):
+    _, meta = labels
+    c = meta["teacher"]["collab"]
+    assert c["kind"] == "ease" and c["chosen_by"].startswith("auto: EASE^R needs")
+    assert meta["teacher"]["ease_lambda"] == c["lambda"]
