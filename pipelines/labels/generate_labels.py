@@ -40,6 +40,7 @@ from pipelines.labels.fit import (
     TOPK_COLD,
     fit_teacher,
     teacher_topk,
+    topk_sample,
     warm_text_part,
 )
 from pipelines.labels.schema import (
@@ -225,8 +226,20 @@ def run(config: GenerateLabelsConfig) -> dict:
             # users of shards scored elsewhere (Ray, or before a crash) are encoded here
             # shard by shard, as an uninterrupted in-process run did, so the top-k is the same
             warm_text_part(text, [shard_rows[i] for i in range(len(shards))])
-            np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK))
+            # all users, or a seeded sample of the labelled users (--topk-users)
+            topk_users = topk_sample(users, c.topk_users, c.candidate_seed)
+            np.save(
+                final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=topk_users)
+            )
             meta["teacher_topk"] = "teacher_topk.npy"
+            if topk_users is not None:
+                np.save(final / "teacher_topk_users.npy", topk_users.astype(np.int64))
+                meta["teacher_topk_users"] = "teacher_topk_users.npy"
+                meta["teacher_topk_sample"] = {
+                    "users": int(len(topk_users)),
+                    "of": int(len(users)),
+                    "seed": c.candidate_seed,
+                }
             if fitted.cold is not None:
                 # the teacher's ranking of the items without train interactions (cold report)
                 cold = np.flatnonzero(mix.cold_mask)
