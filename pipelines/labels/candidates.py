@@ -209,7 +209,7 @@ def cooccurrence(train: sp.csr_matrix, kind: str, neighbours: int) -> sp.csr_mat
 
         # + 1: an item's largest co-occurrence is usually with itself, dropped below
         g = all_pairs_knn(
-            train.astype(np.float32).tocsr(), neighbours + 1, show_progress=False, num_threads=0
+            train.astype(np.float64).tocsr(), neighbours + 1, show_progress=False, num_threads=0
         )
     else:
         raise ValueError(f"cooccurrence kind={kind!r}; expected 'exact' or 'knn'")
