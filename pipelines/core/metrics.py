@@ -19,20 +19,52 @@ KS = (10, 20)
 METRICS = ("recall", "ndcg", "mrr", "hit_rate")
 
 
-def topk(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, rows=None) -> np.ndarray:
+def topk(
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    rows=None,
+    overwrite: bool = False,
+) -> np.ndarray:
     """Indices of the ``k`` best items per row of ``scores`` [B, I], best first.
 
     ``exclude`` [n_users, I] marks items never to return; ``rows`` [B] are the users of
-    ``scores`` in it (default: 0..B-1)."""
-    s = np.array(scores, dtype=np.float32, copy=True)
+    ``scores`` in it (default: 0..B-1). ``overwrite``: ``scores`` (float32) may be changed in
+    place (the excluded cells set to -inf) instead of copied. Peak memory beside ``scores``:
+    one [B, I] int64 partition index (numpy's ``argpartition``) plus [B, k]."""
+    if overwrite and isinstance(scores, np.ndarray) and scores.dtype == np.float32:
+        s = scores
+    else:
+        s = np.array(scores, dtype=np.float32, copy=True)
     if exclude is not None:
         rows = np.arange(len(s)) if rows is None else np.asarray(rows)
         ex = exclude[rows].tocoo()
         s[ex.row, ex.col] = -np.inf
     k = min(k, s.shape[1])
-    part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind="stable")
+    np.negative(s, out=s)  # argpartition of -s without a second [B, I] float copy
+    part = np.argpartition(s, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(s, part, 1)
+    np.negative(s, out=s)
+    order = np.argsort(vals, axis=1, kind="stable")
     return np.take_along_axis(part, order, 1)
+
+
+def block_users(n_items: int, batch_size: int = 1024, max_cells: int = 2**26) -> int:
+    """Users per scoring block: ``batch_size``, fewer when ``batch_size x n_items`` passes
+    ``max_cells`` (64M cells: a 256 MB float32 block, plus 512 MB of argpartition indices)."""
+    return max(1, min(batch_size, max_cells // max(1, n_items)))
+
+
+def sample_users(truth: sp.csr_matrix, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``n`` users drawn (seeded, without replacement) from the users with a
+    held-out item in ``truth`` [n_users, I]; all of them when ``n`` is 0 or not smaller."""
+    truth = truth.tocsr()
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    if n < 0:
+        raise ValueError(f"sample_users: n={n}; expected >= 0 (0 = all users)")
+    if n == 0 or n >= len(users):
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, n, replace=False))
 
 
 def per_user_metrics(top: np.ndarray, relevant: list[np.ndarray], ks=KS) -> dict[str, np.ndarray]:
@@ -73,14 +105,20 @@ def evaluate(
     return_per_user: bool = False,
     return_topk: bool = False,
     items: np.ndarray | None = None,
+    users: np.ndarray | None = None,
+    max_cells: int = 2**26,
 ) -> dict:
-    """Rank the full catalogue (or only ``items``) for every user with a held-out item.
+    """Rank the full catalogue (or only ``items``) for every user with a held-out item (or
+    those of ``users``, e.g. from :func:`sample_users`).
 
     ``score_fn(users [B]) -> scores [B, I]``; ``truth`` [n_users, I] held-out items;
     ``exclude`` items to skip (train, plus validation when testing); ``items`` (indices) the
     only columns that may be ranked (e.g. the cold-test items), held-out items outside them
-    do not count. Returns the mean of each metric, ``users`` (count) and optionally per-user
-    arrays and the top-K lists."""
+    do not count; ``users`` restricts the evaluation to those users (ones without a held-out
+    item are dropped). Blocks hold at most ``batch_size`` users and ``max_cells`` scores
+    (:func:`block_users`); the block size does not change the result. Returns the mean of
+    each metric, ``users`` (count) and optionally per-user arrays (``user_index`` [U]) and the
+    top-K lists [U, max(ks)]."""
     truth = truth.tocsr()
     allowed = None
     if items is not None:
@@ -88,12 +126,24 @@ def evaluate(
         allowed[np.asarray(items, dtype=np.int64)] = True
         truth = (truth @ sp.diags(allowed.astype(np.float32))).tocsr()
         truth.eliminate_zeros()
-    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    has = np.diff(truth.indptr) > 0
+    if users is None:
+        users = np.flatnonzero(has)
+    else:
+        users = np.asarray(users, dtype=np.int64)
+        if len(users) and (users.min() < 0 or users.max() >= truth.shape[0]):
+            raise ValueError(
+                f"evaluate: users must lie in [0, {truth.shape[0]}); got {users.min()}..{users.max()}"
+            )
+        users = users[has[users]]
     kmax = max(ks)
+    step = block_users(truth.shape[1], batch_size, max_cells)
     tops = []
-    for s in range(0, len(users), batch_size):
-        b = users[s : s + batch_size]
-        scores = np.asarray(score_fn(b), dtype=np.float32)
+    for s in range(0, len(users), step):
+        b = users[s : s + step]
+        raw = score_fn(b)
+        scores = np.asarray(raw, dtype=np.float32)
+        owned = scores is not raw  # converted here: ours to change; else maybe the caller's
         if scores.shape != (len(b), truth.shape[1]):
             raise ValueError(
                 f"score_fn returned shape {scores.shape}; expected ({len(b)}, {truth.shape[1]})"
@@ -101,8 +151,8 @@ def evaluate(
         if not np.isfinite(scores).all():
             raise ValueError("score_fn returned NaN or infinite scores")
         if allowed is not None:
-            scores = np.where(allowed, scores, -np.inf).astype(np.float32)
-        tops.append(topk(scores, kmax, exclude, rows=b))
+            scores, owned = np.where(allowed, scores, np.float32(-np.inf)), True
+        tops.append(topk(scores, kmax, exclude, rows=b, overwrite=owned))
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), dtype=np.int64)
     relevant = [truth.indices[truth.indptr[u] : truth.indptr[u + 1]] for u in users]
     per = per_user_metrics(top, relevant, ks)

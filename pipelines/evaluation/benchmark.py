@@ -20,7 +20,13 @@ import torch
 from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import artifact_path, claim_output, load_npy
-from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap, topk_overlap
+from pipelines.core.metrics import (
+    bootstrap_ci,
+    evaluate,
+    paired_bootstrap,
+    sample_users,
+    topk_overlap,
+)
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity
 from pipelines.data.collab import fit_collab
@@ -66,6 +72,15 @@ class BenchmarkConfig:
         default=1000, metadata={"help": "bootstrap resamples for the NDCG@10 interval"}
     )
     threads: int = field(default=1, metadata={"help": "threads for timing (torch and faiss)"})
+    eval_users: int = field(
+        default=0,
+        metadata={
+            "help": "evaluate a seeded sample of this many test users over the full catalogue "
+            "(the same users for every model, index and comparison; per segment under "
+            "cold_items); 0 = all test users"
+        },
+    )
+    eval_seed: int = field(default=0, metadata={"help": "seed of the --eval-users sample"})
     scale: bool = field(
         default=False,
         metadata={
@@ -87,6 +102,10 @@ class BenchmarkConfig:
         bad = [k for k in self.indexes if k not in INDEX_KINDS]
         if bad:
             raise ValueError(f"BenchmarkConfig.indexes has {bad}; allowed: {INDEX_KINDS}")
+        if self.eval_users < 0:
+            raise ValueError(
+                f"BenchmarkConfig.eval_users={self.eval_users}; expected >= 0 (0 = all test users)"
+            )
         if self.protocol not in PROTOCOLS:
             raise ValueError(
                 f"BenchmarkConfig.protocol={self.protocol!r}; expected one of {PROTOCOLS}"
@@ -118,13 +137,15 @@ def run(config: BenchmarkConfig) -> dict:
     data = load_dataset(c.dataset)
     split = make_split(data, c.protocol, c.split_seed)
     truth, seen = split.matrix("test"), split.seen_for("test")
-    test_users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    all_test = np.flatnonzero(np.diff(truth.indptr) > 0)
+    test_users = sample_users(truth, c.eval_users, c.eval_seed)  # all when eval_users is 0
+    evaluation = sample_info(len(test_users), len(all_test), c.eval_seed, "test users")
     models: dict[str, dict] = {}
     per_user: dict[str, np.ndarray] = {}
     tops: dict[str, np.ndarray] = {}
 
     def add(name: str, fn, params, nbytes, latency=True):
-        m = evaluate(fn, truth, seen, return_per_user=True, return_topk=True)
+        m = evaluate(fn, truth, seen, return_per_user=True, return_topk=True, users=test_users)
         per_user[name] = m["per_user"]["ndcg@10"]
         tops[name] = m["topk"][:, :10]
         _, lo, hi = bootstrap_ci(per_user[name], n=c.bootstrap)
@@ -155,17 +176,26 @@ def run(config: BenchmarkConfig) -> dict:
             c.labels, dataset_fingerprint=data.fingerprint(), split_fingerprint=split.fingerprint()
         )
         if teacher_meta.get("teacher_topk"):
-            ranked = load_npy(
-                artifact_path(c.labels, teacher_meta["teacher_topk"], "teacher_topk")
-            )  # train items excluded
-            full = np.zeros((len(test_users), ranked.shape[1]), dtype=np.int64)
-            for r, u in enumerate(test_users):
-                keep = ~np.isin(ranked[u], seen[u].indices)
-                row = ranked[u][keep]
+            ranked, ranked_users = load_teacher_topk(c.labels, teacher_meta, data.n_users)
+            # the teacher's rows: evaluation users it has a top-k for (all, unless the labels
+            # were made with --topk-users)
+            t_users = np.intersect1d(test_users, ranked_users)
+            t_rows = np.searchsorted(ranked_users, t_users)
+            teacher_eval_rows = np.searchsorted(test_users, t_users)
+            evaluation["teacher_users"] = int(len(t_users))
+            if len(t_users) < len(test_users):
+                evaluation["teacher_note"] = (
+                    f"teacher metrics and top-10 agreement on the {len(t_users)} evaluation "
+                    f"users of the teacher's top-k sample ({len(ranked_users)} users)"
+                )
+            full = np.zeros((len(t_users), ranked.shape[1]), dtype=np.int64)
+            for r, (u, row) in enumerate(zip(t_users, ranked[t_rows])):
+                keep = ~np.isin(row, seen[u].indices)
+                row = row[keep]
                 full[r, : len(row)] = row
             from pipelines.core.metrics import per_user_metrics
 
-            rel = [truth[u].indices for u in test_users]
+            rel = [truth[u].indices for u in t_users]
             per = per_user_metrics(full[:, :20], rel)
             per_user["teacher"] = per["ndcg@10"]
             tops["teacher"] = full[:, :10]
@@ -210,7 +240,9 @@ def run(config: BenchmarkConfig) -> dict:
     if "teacher" in tops:
         for name in models:
             if name != "teacher":
-                models[name]["teacher_top10_overlap"] = topk_overlap(tops[name], tops["teacher"])
+                models[name]["teacher_top10_overlap"] = topk_overlap(
+                    tops[name][teacher_eval_rows], tops["teacher"]
+                )
     comparisons = {}
     if "student_hard" in per_user and "student_distilled" in per_user:
         d, lo, hi = paired_bootstrap(
@@ -247,10 +279,11 @@ def run(config: BenchmarkConfig) -> dict:
                 "protocol": c.protocol,
                 "seed": c.split_seed,
                 "fingerprint": split.fingerprint(),
-                "test_users": int(len(test_users)),
+                "test_users": int(len(all_test)),
                 "test_interactions": int(truth.nnz),
             },
         },
+        "evaluation": evaluation,
         "protocol": c.protocol,
         "models": models,
         "indexes": indexes,
@@ -304,6 +337,11 @@ def run_cold(c: BenchmarkConfig) -> dict:
     data = load_dataset(c.dataset)
     split = make_split(data, c.protocol, c.split_seed)
     tasks = segment_tasks(split)
+    seg_users = segment_sample(tasks, c.eval_users, c.eval_seed)  # the same for every model
+    evaluation = {
+        seg: sample_info(len(u), n, c.eval_seed, f"{seg} users")
+        for seg, (u, n) in seg_users.items()
+    }
     meta, text_emb = None, None
     if c.labels:
         _, meta = load_labels(
@@ -319,7 +357,13 @@ def run_cold(c: BenchmarkConfig) -> dict:
     def add(name, fn, cold_ok=True, params=None, nbytes=None, latency=None, new_ok=True,
             new_fn=None):  # fmt: skip
         segs[name] = evaluate_segments(
-            fn, tasks, c.bootstrap, cold_ok=cold_ok, new_ok=new_ok, new_fn=new_fn
+            fn,
+            tasks,
+            c.bootstrap,
+            cold_ok=cold_ok,
+            new_ok=new_ok,
+            new_fn=new_fn,
+            users={seg: u for seg, (u, _) in seg_users.items()},
         )
         a = segs[name]["all"]
         models[name] = {
@@ -347,7 +391,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
         models["teacher"]["parts"] = meta["teacher"]["parts"]
         models["teacher"]["mix"] = meta["teacher"]["mix"]["weights"]
         models["teacher"]["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
-    test_users = np.flatnonzero(np.diff(tasks["all"]["truth"].indptr) > 0)
+    test_users = seg_users["all"][0]
     students = _load_students(c)
     for name, model in students.items():
         provenance.check(getattr(c, name), model.provenance, data, split, what=f"the {name} model")
@@ -372,7 +416,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
     indexes = {}
     if "student_distilled" in students and c.indexes:
         truth, seen = split.matrix("test"), split.seen_for("test")
-        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        users = sample_users(truth, c.eval_users, c.eval_seed)
         indexes = bench_indexes(students["student_distilled"], split, data, users, truth, seen, c)
     report = {
         "dataset": {
@@ -390,6 +434,7 @@ def run_cold(c: BenchmarkConfig) -> dict:
             },
         },
         "protocol": c.protocol,
+        "evaluation": evaluation,
         "models": models,
         "indexes": indexes,
         "comparisons": comparisons(segs, c.bootstrap),
@@ -400,6 +445,50 @@ def run_cold(c: BenchmarkConfig) -> dict:
     }
     write_report(report, c.out)
     return report
+
+
+def sample_info(n: int, of: int, seed: int, what: str) -> dict:
+    """What the report says about its users: ``{"users", "of", "seed", "sampled", "text"}``,
+    e.g. "10000 of 95000 test users, seed 0" (or "all 943 test users")."""
+    sampled = n < of
+    text = f"{n} of {of} {what}, seed {seed}" if sampled else f"all {of} {what}"
+    return {"users": int(n), "of": int(of), "seed": int(seed), "sampled": sampled, "text": text}
+
+
+def load_teacher_topk(labels_dir, meta: dict, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's saved top-k [U, k] (train items excluded) and its users [U] (sorted): all
+    ``n_users`` users, or the label job's ``--topk-users`` sample (``teacher_topk_users.npy``)."""
+    ranked = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk"))
+    if meta.get("teacher_topk_users"):
+        users = load_npy(
+            artifact_path(labels_dir, meta["teacher_topk_users"], "teacher_topk_users")
+        ).astype(np.int64)
+    else:
+        users = np.arange(n_users)
+    if len(users) != len(ranked):
+        raise ValueError(
+            f"{labels_dir}: teacher_topk has {len(ranked)} rows for {len(users)} users; "
+            "regenerate the labels"
+        )
+    return ranked, users
+
+
+def segment_sample(tasks: dict, n: int, seed: int) -> dict[str, tuple[np.ndarray, int]]:
+    """Per cold-report segment: (sorted evaluation users, users the segment has): a seeded
+    sample of ``n`` among those with a held-out item among the segment's rankable items (all
+    when ``n`` is 0 or not smaller)."""
+    import scipy.sparse as sp
+
+    out = {}
+    for seg, t in tasks.items():
+        truth = t["truth"].tocsr()
+        if t["items"] is not None:
+            keep = np.zeros(truth.shape[1], dtype=np.float32)
+            keep[np.asarray(t["items"], dtype=np.int64)] = 1
+            truth = (truth @ sp.diags(keep)).tocsr()
+            truth.eliminate_zeros()
+        out[seg] = (sample_users(truth, n, seed), int((np.diff(truth.indptr) > 0).sum()))
+    return out
 
 
 def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfig) -> dict:

@@ -79,17 +79,26 @@ def evaluate_segments(
     cold_ok: bool = True,
     new_ok: bool = True,
     new_fn=None,
+    users: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """``score_fn(users [B]) -> [B, I]`` on every segment; ``cold_ok=False``: "cold": None,
     ``new_ok=False``: "new_users": None. ``new_fn`` scores the new users (default
-    ``score_fn``)."""
+    ``score_fn``). ``users`` (per segment, e.g. a seeded sample): only those users (default:
+    all with a held-out item in the segment)."""
     out = {}
     for name, t in tasks.items():
         if (name == "cold" and not cold_ok) or (name == "new_users" and not new_ok):
             out[name] = None
             continue
         fn = new_fn if name == "new_users" and new_fn is not None else score_fn
-        m = evaluate(fn, t["truth"], t["exclude"], items=t["items"], return_per_user=True)
+        m = evaluate(
+            fn,
+            t["truth"],
+            t["exclude"],
+            items=t["items"],
+            return_per_user=True,
+            users=None if users is None else users.get(name),
+        )
         per = m["per_user"]["ndcg@20"]
         _, lo, hi = bootstrap_ci(per, n=bootstrap)
         out[name] = {k: m[k] for k in KEYS} | {
@@ -119,6 +128,12 @@ def ranked_scorer(ranked: np.ndarray, n_items: int):
 def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
     """The teacher's rankings from its label folder: the full-catalogue top-k, with its ranking
     of the items without train interactions placed below (for the cold segment)."""
+    if meta.get("teacher_topk_users"):
+        raise ValueError(
+            f"{labels_dir}: the teacher top-k covers a sample of users (generate-labels "
+            "--topk-users); the cold report ranks every test user with it: regenerate the labels "
+            "with --topk-users 0"
+        )
     top = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk")).astype(np.int64)
     cold = load_npy(
         artifact_path(labels_dir, meta["teacher_topk_cold"], "teacher_topk_cold")

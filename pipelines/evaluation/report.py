@@ -262,6 +262,16 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         parts += [f"- **{k}**: {_fmt_value(v)}" for k, v in report["dataset"].items()]
         parts.append("")
     parts += ["## Protocol", "", report["protocol"] or "-", ""]
+    ev = report.get("evaluation")
+    if ev:
+        parts += ["## Evaluation users", ""]
+        if "text" in ev:  # one set of test users
+            parts.append(f"- {ev['text']}, each over the full catalogue")
+            if ev.get("teacher_note"):
+                parts.append(f"- {ev['teacher_note']}")
+        else:  # per cold-report segment
+            parts += [f"- **{seg}**: {e['text']}" for seg, e in ev.items()]
+        parts.append("")
     if report["protocol"] == "cold_items" and report["models"]:
         parts += ["## Cold start: cold, warm and all segments", ""]
         parts += [

@@ -132,6 +132,13 @@ class GenerateLabelsConfig:
     eval_users: int = field(
         default=300, metadata={"help": "users for the teacher-quality check and mix fitting"}
     )
+    topk_users: int = field(
+        default=0,
+        metadata={
+            "help": "users whose full-catalogue teacher top-k is saved for the benchmark (a "
+            "seeded sample of the labelled users, teacher_topk_users.npy; 0 = all users)"
+        },
+    )
     eval_negatives: int = field(
         default=50, metadata={"help": "negatives per validation user in that check"}
     )
@@ -195,6 +202,10 @@ class GenerateLabelsConfig:
                 )
         if self.max_users < 0:
             raise ValueError(f"GenerateLabelsConfig.max_users={self.max_users}; expected >= 0")
+        if self.topk_users < 0:
+            raise ValueError(
+                f"GenerateLabelsConfig.topk_users={self.topk_users}; expected >= 0 (0 = all users)"
+            )
         if self.temperature <= 0:
             raise ValueError(f"GenerateLabelsConfig.temperature={self.temperature}; expected > 0")
         if self.engine not in ENGINES:

@@ -258,21 +258,40 @@ TOPK = 100
 TOPK_COLD = 1000
 
 
-def teacher_topk(parts, mix, split, k: int, batch: int = 256, items=None) -> np.ndarray:
-    """[n_users, k] int32: the teacher's best items over the full catalogue (or only ``items``),
-    train items excluded (for the report's teacher metrics and top-10 agreement)."""
-    from pipelines.core.metrics import topk
+def teacher_topk(
+    parts, mix, split, k: int, batch: int = 256, items=None, users=None, max_cells: int = 2**26
+) -> np.ndarray:
+    """[U, k] int32: the teacher's best items over the full catalogue (or only ``items``),
+    train items excluded (for the report's teacher metrics and top-10 agreement), one row per
+    user of ``users`` (default: all ``n_users``). Blocks of at most ``batch`` users and
+    ``max_cells`` scores (``block_users``): memory bounded whatever the catalogue; a user's
+    row does not depend on the other users."""
+    from pipelines.core.metrics import block_users, topk
 
-    seen = split.matrix("train")
+    seen = split.matrix("train").tocsr()
+    users = np.arange(split.n_users) if users is None else np.asarray(users, dtype=np.int64)
+    keep = None
+    if items is not None:
+        keep = np.zeros(split.n_items, dtype=bool)
+        keep[items] = True
+    step = block_users(split.n_items, batch, max_cells)
     out = []
-    for s in range(0, split.n_users, batch):
-        users = np.arange(s, min(s + batch, split.n_users))
+    for s in range(0, len(users), step):
+        b = users[s : s + step]
         scores = mix.score(
-            {p.name: p.score_matrix(users) for p in parts}, items=np.arange(split.n_items)
+            {p.name: p.score_matrix(b) for p in parts}, items=np.arange(split.n_items)
         )
-        if items is not None:
-            keep = np.zeros(split.n_items, dtype=bool)
-            keep[items] = True
+        if keep is not None:
             scores = np.where(keep, scores, -np.inf)
-        out.append(topk(scores, k, seen, rows=users))
-    return np.concatenate(out).astype(np.int32)
+        out.append(topk(scores, k, seen, rows=b, overwrite=True).astype(np.int32))
+    return np.concatenate(out) if out else np.zeros((0, min(k, split.n_items)), np.int32)
+
+
+def topk_sample(users: np.ndarray, n: int, seed: int) -> np.ndarray | None:
+    """The users (sorted) whose teacher top-k is saved: ``None`` (all users) when ``n`` is 0,
+    else a seeded sample of ``n`` of ``users`` (the label job's users, all with train
+    interactions: chosen without looking at validation or test)."""
+    users = np.asarray(users)
+    if n == 0 or n >= len(users):
+        return None if n == 0 else np.sort(users)
+    return np.sort(np.random.default_rng([seed, 7]).choice(users, n, replace=False))

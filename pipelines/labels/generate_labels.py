@@ -31,7 +31,7 @@ from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import ArtifactError, atomic_dir, claim_output, recover, write_json
 from pipelines.data import load_dataset, training_split
-from pipelines.labels.candidates import CandidateConfig, make_candidates
+from pipelines.labels.candidates import CandidateConfig, candidate_plan, iter_candidates
 from pipelines.labels.config import (
     GenerateLabelsConfig,
 )
@@ -40,6 +40,7 @@ from pipelines.labels.fit import (
     TOPK_COLD,
     fit_teacher,
     teacher_topk,
+    topk_sample,
     warm_text_part,
 )
 from pipelines.labels.schema import (
@@ -132,31 +133,44 @@ def run(config: GenerateLabelsConfig) -> dict:
     parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
 
     # --- candidates and shards ---------------------------------------------------------------
-    cand = make_candidates(
-        split,
-        CandidateConfig(
-            c.n_negatives,
-            c.max_positives,
-            c.strategy,
-            seed=c.candidate_seed,
-            n_cold=c.cold_negatives if fitted.cold is not None else 0,
-        ),
-        users,
+    # made shard by shard on one RNG stream over the sorted users (``iter_candidates``): the
+    # same lists as all at once, one shard's rows in memory; a done shard's lists are still
+    # drawn (cheap next to scoring) so that the stream reaches the next shard as before
+    cand_config = CandidateConfig(
+        c.n_negatives,
+        c.max_positives,
+        c.strategy,
+        seed=c.candidate_seed,
+        n_cold=c.cold_negatives if fitted.cold is not None else 0,
     )
+    plan = candidate_plan(split, cand_config)
     shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
     # each shard records what it was scored from; one from other inputs is rescored
     stamps = {i: shard_stamp(job_hash, s) for i, s in enumerate(shards)}
     todo = [i for i in range(len(shards)) if not shard_done(partial, i, stamps[i])]
     logger.info(
-        "%d shards (%d done before), %d pairs", len(shards), len(shards) - len(todo), len(cand)
+        "%d shards (%d done before); candidates %s", len(shards), len(shards) - len(todo), plan
     )
+    shard_rows: dict[int, np.ndarray] = {}  # each shard's candidate users, row by row
+    todo_set = set(todo)
+
+    def todo_subs():
+        for i, sub in enumerate(iter_candidates(split, cand_config, shards)):
+            shard_rows[i] = sub.user.to_numpy()
+            if i in todo_set:
+                yield i, sub
+
     t_score = time.perf_counter()
     if c.engine == "ray":
+        import pandas as pd
+
         from pipelines.labels.ray_engine import score_shards
 
+        subs = [sub for _, sub in todo_subs()]  # Ray ships the todo shards to its actors
+        cand = pd.concat(subs, ignore_index=True) if subs else None  # None: nothing to do
         n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
     else:
-        n_scored = score_local(partial, cand, shards, todo, parts, mix, data, stamps)
+        n_scored = score_local(partial, todo_subs(), parts, mix, data, stamps)
         engine_info = {"name": "local"}
     score_seconds = time.perf_counter() - t_score
 
@@ -192,7 +206,8 @@ def run(config: GenerateLabelsConfig) -> dict:
         "candidates": {
             k: getattr(c, k)
             for k in ("n_negatives", "max_positives", "strategy", "candidate_seed", "max_users")
-        },
+        }
+        | {"plan": plan},
         "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
         "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
         "seed": c.candidate_seed,
@@ -212,9 +227,21 @@ def run(config: GenerateLabelsConfig) -> dict:
         if all(hasattr(p, "score_matrix") for p in parts):
             # users of shards scored elsewhere (Ray, or before a crash) are encoded here
             # shard by shard, as an uninterrupted in-process run did, so the top-k is the same
-            warm_text_part(text, [cand.user[cand.user.isin(s)].to_numpy() for s in shards])
-            np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK))
+            warm_text_part(text, [shard_rows[i] for i in range(len(shards))])
+            # all users, or a seeded sample of the labelled users (--topk-users)
+            topk_users = topk_sample(users, c.topk_users, c.candidate_seed)
+            np.save(
+                final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=topk_users)
+            )
             meta["teacher_topk"] = "teacher_topk.npy"
+            if topk_users is not None:
+                np.save(final / "teacher_topk_users.npy", topk_users.astype(np.int64))
+                meta["teacher_topk_users"] = "teacher_topk_users.npy"
+                meta["teacher_topk_sample"] = {
+                    "users": int(len(topk_users)),
+                    "of": int(len(users)),
+                    "seed": c.candidate_seed,
+                }
             if fitted.cold is not None:
                 # the teacher's ranking of the items without train interactions (cold report)
                 cold = np.flatnonzero(mix.cold_mask)

@@ -92,20 +92,15 @@ def load_shard(partial: Path, i: int):
     return Dataset(table.cast(schema), info=DatasetInfo(features=features()))
 
 
-def score_local(partial: Path, cand, shards, todo, parts, mix, data, stamps=None) -> int:
-    """The local engine: score and write the ``todo`` shards in this process (each with its
-    ``stamps[i]``, see :func:`shard_stamp`); returns pairs."""
+def score_local(partial: Path, subs, parts, mix, data, stamps=None) -> int:
+    """The local engine: score and write shards in this process. ``subs`` yields ``(i,
+    candidate rows of shard i)`` (e.g. lazily from ``iter_candidates``, one shard in memory);
+    each shard is written with its ``stamps[i]`` (see :func:`shard_stamp`). Returns pairs."""
     sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
     t_score = time.perf_counter()
     n_scored = 0
-    with tqdm(
-        total=int(cand.user.isin(np.concatenate([shards[i] for i in todo]) if todo else []).sum()),
-        unit="pair",
-        desc="soft labels",
-        disable=None,
-    ) as bar:
-        for i in todo:
-            sub = cand[cand.user.isin(shards[i])]
+    with tqdm(unit="pair", desc="soft labels", disable=None) as bar:
+        for i, sub in subs:
             write_shard(partial / shard_name(i), sub, parts, mix, data, (stamps or {}).get(i))
             n_scored += len(sub)
             bar.update(len(sub))

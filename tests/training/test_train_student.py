@@ -202,3 +202,18 @@ def test_soft_labels_move_the_ranking_toward_the_teacher(tmp_path, text_label_di
     dist = _teacher_overlap(tmp_path / "dist" / "model", text_label_dir)
     # same seed and settings; measured: hard 0.56 (chance: 0.5), distilled 0.78
     assert dist > hard + 0.12, (hard, dist)
+
+
+def test_validation_on_a_user_sample(tmp_path):
+    """--valid-users: all users (N >= users) is the full run; N < users checks that many."""
+    full = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "a")))
+    n = full["valid_users"]["of"]
+    assert full["valid_users"]["users"] == n
+    same = run(
+        TrainStudentConfig(**SMALL, no_teacher=True, valid_users=n + 10, out=str(tmp_path / "b"))
+    )
+    assert same["valid"] == full["valid"] and same["history"] == full["history"]
+    few = run(TrainStudentConfig(**SMALL, no_teacher=True, valid_users=7, out=str(tmp_path / "c")))
+    assert few["valid_users"] == {"users": 7, "of": n, "seed": 0} and few["valid"]["users"] == 7
+    with pytest.raises(ValueError, match="valid_users=-1"):
+        TrainStudentConfig(**SMALL, no_teacher=True, valid_users=-1)
