@@ -27,6 +27,14 @@ def test_prepare_in_process(tmp_path, capsys):
     saved = json.loads((out / "stats.json").read_text())
     assert saved["stats"]["users"] == 80
     assert "ease(l=" in capsys.readouterr().out
+    # a sample as large as the test users is the full evaluation; a smaller one ranks fewer
+    full = res["protocols"]["temporal"]
+    same = main(["prepare", "--dataset", "synthetic:users=80,items=60,per_user=10",
+                 "--eval-users", "80", "--out", str(tmp_path / "same")])  # fmt: skip
+    assert same["protocols"]["temporal"] == full
+    few = main(["prepare", "--dataset", "synthetic:users=80,items=60,per_user=10",
+                "--eval-users", "20", "--out", str(tmp_path / "few")])  # fmt: skip
+    assert few["protocols"]["temporal"]["ease"]["users"] == 20
 
 
 def test_config_file_and_overrides(tmp_path):

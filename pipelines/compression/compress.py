@@ -30,7 +30,7 @@ import torch
 from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
-from pipelines.core.metrics import evaluate
+from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
 from student.compress import (
@@ -89,6 +89,12 @@ class CompressConfig:
     magnitude_sparsity: float = field(
         default=0.5, metadata={"help": "sparsity of the unstructured comparison (0 = skip)"}
     )
+    valid_users: int = field(
+        default=0,
+        metadata={
+            "help": "validation users (seeded sample) each step's quality is measured on; 0 = all"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads (latency checks use 1)"})
 
@@ -103,6 +109,8 @@ class CompressConfig:
             raise ValueError(
                 f"CompressConfig.magnitude_sparsity={self.magnitude_sparsity}; expected [0, 1)"
             )
+        if self.valid_users < 0:
+            raise ValueError(f"CompressConfig.valid_users={self.valid_users}; expected >= 0")
         if self.finetune_items < 2:
             raise ValueError(f"CompressConfig.finetune_items={self.finetune_items}; expected >= 2")
         if self.finetune_epochs < 0:
@@ -187,9 +195,12 @@ def run(config: CompressConfig) -> dict:
     )
     out = Path(c.out)
 
+    valid_truth, valid_seen = split.matrix("valid"), split.seen_for("valid")
+    v_users = sample_users(valid_truth, c.valid_users, c.seed)
+
     def quality(m) -> dict:
         fn = score_fn(m, hist)
-        v = evaluate(fn, split.matrix("valid"), split.seen_for("valid"))
+        v = evaluate(fn, valid_truth, valid_seen, users=v_users)
         return {
             "valid_ndcg@10": v["ndcg@10"],
             "params": count_parameters(m),
@@ -240,6 +251,7 @@ def run(config: CompressConfig) -> dict:
         "config": to_dict(c),
         **stamp,
         "steps": steps,
+        "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
         "seconds": time.perf_counter() - t0,
         "outputs": outputs,
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
-from pipelines.core.metrics import evaluate
+from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 from pipelines.data.baselines import Popularity
 from pipelines.data.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
@@ -44,6 +44,13 @@ class PrepareConfig:
         default=DEFAULT_MEMORY_GB,
         metadata={"help": "collab='auto': memory budget (GB) for EASE^R's estimated peak"},
     )
+    eval_users: int = field(
+        default=0,
+        metadata={
+            "help": "test users (seeded sample) the baselines rank the full catalogue for; "
+            "0 = all"
+        },
+    )
     out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
     overwrite: bool = field(
         default=False,
@@ -62,6 +69,10 @@ class PrepareConfig:
             raise ValueError(
                 f"PrepareConfig.collab={self.collab!r}; expected one of {COLLAB_KINDS}"
             )
+        if self.eval_users < 0:
+            raise ValueError(
+                f"PrepareConfig.eval_users={self.eval_users}; expected >= 0 (0 = all)"
+            )
         if not self.collab_memory_gb > 0:
             raise ValueError(
                 f"PrepareConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
@@ -76,6 +87,7 @@ def run(config: PrepareConfig) -> dict:
     for protocol in config.protocols:
         split = make_split(data, protocol, config.seed)
         truth, exclude = split.matrix("test"), split.seen_for("test")
+        users = sample_users(truth, config.eval_users, config.seed)
         collab, info = fit_collab(split, config.collab, config.collab_memory_gb)
         hyper = (
             {"lambda": info["lambda"]}
@@ -84,9 +96,11 @@ def run(config: PrepareConfig) -> dict:
         )
         result["protocols"][protocol] = {
             "sizes": {p: len(split.part(p)) for p in ("train", "valid", "test")},
-            "popularity": _strip(evaluate(Popularity(split.matrix("train")), truth, exclude)),
+            "popularity": _strip(
+                evaluate(Popularity(split.matrix("train")), truth, exclude, users=users)
+            ),
             "ease": {
-                **_strip(evaluate(collab, truth, exclude)),
+                **_strip(evaluate(collab, truth, exclude, users=users)),
                 **hyper,
                 "kind": collab.kind,
                 "chosen_by": info["chosen_by"],

@@ -77,6 +77,13 @@ class BenchScaleConfig:
         default=10000, metadata={"help": "users whose teacher top-k over the catalogue is kept"}
     )
     n_negatives: int = field(default=50, metadata={"help": "teacher candidates per user"})
+    user_encoding: Literal["item_mean", "text"] = field(
+        default="item_mean",
+        metadata={"help": "the embedding teacher's users: item_mean or text (see docs/scale.md)"},
+    )
+    finetune_epochs: int = field(
+        default=2, metadata={"help": "compress: distillation fine-tune epochs after pruning"}
+    )
     threads: int = field(default=2, metadata={"help": "torch threads of every stage"})
     stage_timeout_s: int = field(
         default=3600, metadata={"help": "a stage running longer is stopped and recorded"}
@@ -93,6 +100,10 @@ class BenchScaleConfig:
         if bad or not self.stages:
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
+            )
+        if self.user_encoding not in ("item_mean", "text"):
+            raise ValueError(
+                f"BenchScaleConfig.user_encoding={self.user_encoding!r}; expected item_mean or text"
             )
         for name in ("epochs", "eval_users", "topk_users", "threads", "stage_timeout_s"):
             if getattr(self, name) < 1:
@@ -140,6 +151,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         "labels": [
             "generate-labels", *common, "--out", str(d / "labels"),
             "--n-negatives", str(c.n_negatives), "--topk-users", str(c.topk_users),
+            "--user-encoding", c.user_encoding,
             "--threads", str(c.threads), "--overwrite",
         ],
         "student_hard": [
@@ -151,6 +163,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         ],
         "compress": [
             "compress", *common, "--model", str(d / "student_distilled" / "model"),
+            "--finetune-epochs", str(c.finetune_epochs), "--valid-users", str(c.eval_users),
             "--threads", str(c.threads), "--out", str(d / "compressed"), "--overwrite",
         ],
         "benchmark": [
@@ -268,7 +281,10 @@ def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
     elif stage == "compress":
         m = _read(d / "compressed" / "compression.json")
         if m:
-            out = {k: m[k] for k in ("steps", "bytes") if k in m}
+            out = {
+                name: {k: v for k, v in step.items() if k in ("valid_ndcg@10", "params", "bytes")}
+                for name, step in m.get("steps", {}).items()
+            }
     elif stage == "benchmark":
         r = _read(d / "benchmark" / "report.json")
         if r:
@@ -277,7 +293,23 @@ def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
                     k: {m: v.get(m) for m in ("ndcg@10", "recall@10", "users") if m in v}
                     for k, v in r.get("models", {}).items()
                 },
-                "indexes": r.get("indexes"),
+                "indexes": {
+                    kind: {
+                        k: e.get(k)
+                        for k in (
+                            "recall@10_vs_exact",
+                            "ndcg@10",
+                            "qps_batch1",
+                            "qps_batch256",
+                            "p50_ms",
+                            "p99_ms",
+                            "bytes",
+                            "build_seconds",
+                            "items_per_second_indexed",
+                        )
+                    }
+                    for kind, e in (r.get("indexes") or {}).items()
+                },
                 "evaluation": r.get("evaluation"),
             }
     return out
@@ -438,7 +470,11 @@ def _throughput(stage: str, r: dict) -> str:
     if r.get("interactions_per_second"):
         return f"{r['interactions_per_second']:,.0f} interactions/s"
     if stage == "benchmark" and o.get("indexes"):
-        return "see indexes in JSON"
+        flat = o["indexes"].get("flat") or next(iter(o["indexes"].values()))
+        return (
+            f"{_fmt(flat.get('items_per_second_indexed'), ',.0f')} items/s indexed, "
+            f"{_fmt(flat.get('qps_batch1'), ',.0f')} queries/s (flat, batch 1)"
+        )
     return ""
 
 

@@ -510,7 +510,9 @@ def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfi
     out = {}
     for kind in c.indexes:
         cfg = IndexConfig(kind=kind, normalize=normalized)
+        t_build = time.perf_counter()
         index = ItemIndex.build(items, data.items.item_id.to_numpy(), cfg, threads=c.threads)
+        build_seconds = time.perf_counter() - t_build
         m = bench_index(index, queries, exact, k=10, n_single=c.n_single, threads=c.threads)
         entry = {
             k: m.get(k)
@@ -523,6 +525,8 @@ def bench_indexes(model, split, data, test_users, truth, seen, c: BenchmarkConfi
                 "bytes",
             )
         }
+        entry["build_seconds"] = build_seconds
+        entry["items_per_second_indexed"] = len(items) / build_seconds
         # ranking quality through the index, seen items filtered out: the server's query path
         ids = Retriever(model, index, hist.numpy(), seen).retrieve(test_users, 10)
         pos = {iid: j for j, iid in enumerate(data.items.item_id)}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.cli import job_parser
 from pipelines.evaluation import bench_scale as bs
 
 
@@ -16,6 +17,18 @@ def test_parse_size():
             bs.parse_size(bad)
     with pytest.raises(ValueError, match="stages"):
         bs.BenchScaleConfig(stages=("labels", "nope"))
+
+
+def test_every_stage_command_parses_with_its_job(tmp_path):
+    c = bs.BenchScaleConfig(sizes=("300x200x10",), out=str(tmp_path))
+    cmds = bs.stage_commands(c, "300x200x10", tmp_path / "300x200x10")
+    assert set(cmds) == set(bs.STAGES)
+    for stage, argv in cmds.items():
+        if stage == "data":
+            continue
+        parser, _ = job_parser(argv[0])
+        config = parser.parse_config(argv[1:])
+        assert config.dataset == "synthetic:users=300,items=200,per_user=10,seed=0"
 
 
 def test_run_stage_accounts_the_child(tmp_path):

@@ -217,3 +217,13 @@ def test_sampled_finetune_is_bounded_and_exact_below_the_limit(student_dir):
     )
     with pytest.raises(ValueError, match="finetune_items"):
         CompressConfig(model="m", finetune_items=1)
+
+
+def test_compress_quality_on_a_validation_sample(tmp_path, student_dir):
+    kw = dict(model=str(student_dir), dataset=DATASET, finetune_epochs=0, threads=1)
+    full = compress(CompressConfig(**kw, out=str(tmp_path / "full")))
+    same = compress(CompressConfig(**kw, valid_users=10_000, out=str(tmp_path / "same")))
+    few = compress(CompressConfig(**kw, valid_users=5, out=str(tmp_path / "few")))
+    assert full["steps"]["int8"]["valid_ndcg@10"] == same["steps"]["int8"]["valid_ndcg@10"]
+    assert full["valid_users"]["users"] == same["valid_users"]["users"] > 5
+    assert few["valid_users"]["users"] == 5
