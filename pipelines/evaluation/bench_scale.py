@@ -454,11 +454,15 @@ def format_report(result: dict) -> str:
         )
     q = []
     for size, rows in result["sizes"].items():
-        models = ((rows.get("benchmark") or {}).get("outputs") or {}).get("models") or {}
-        for name, m in models.items():
-            q.append(f"| {size} | {name} | {_fmt(m.get('ndcg@10'), '.4f')} | {m.get('users')} |")
+        o = (rows.get("benchmark") or {}).get("outputs") or {}
+        ev = o.get("evaluation") or {}
+        for name, m in (o.get("models") or {}).items():
+            users = ev.get("teacher_users") if name == "teacher" else ev.get("users")
+            q.append(
+                f"| {size} | {name} | {_fmt(m.get('ndcg@10'), '.4f')} | {users} of {ev.get('of')} |"
+            )
     if q:
-        lines += ["", "Quality (test NDCG@10 over the sampled users):", ""]
+        lines += ["", "Quality (test NDCG@10, full catalogue, seeded sample of test users):", ""]
         lines += ["| size | model | NDCG@10 | users |", "|---|---|---:|---:|", *q]
     return "\n".join(lines) + "\n"
 
