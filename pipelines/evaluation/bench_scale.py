@@ -209,7 +209,7 @@ def run_stage(argv: list[str], log: Path, timeout_s: int, threads: int) -> dict[
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
-        "OPENBLAS_NUM_THREADS": "1",  # implicit's ALS runs its own threads
+        "OPENBLAS_NUM_THREADS": str(threads),
         "TOKENIZERS_PARALLELISM": "false",
     }
     load = os.getloadavg()
