@@ -345,8 +345,10 @@ def run(config: BenchScaleConfig) -> dict:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "sizes": {},
+        "sizes": dict(existing.get("sizes", {})) if existing else {},  # earlier sizes stay
     }
+    if existing is None:  # claims the folder at once, so an interrupted run can resume
+        write_json(out / RESULT, result)
     for size in c.sizes:
         d = out / size
         d.mkdir(exist_ok=True)
