@@ -247,8 +247,9 @@ def warm_text_part(part, batches: list[np.ndarray]) -> None:
     validation users in one batch (``fit_teacher``), then each shard's new users; replaying
     those ``batches`` (``[n_u]`` user indices each, in order) on a text part built elsewhere (a
     Ray actor) or resumed after a crash makes its scores identical to that run. A user already
-    cached is not encoded again. The causal-LM part scores each user on its own: no-op."""
-    if isinstance(part, EmbeddingPart):
+    cached is not encoded again. The causal-LM part scores each user on its own, and a part
+    with ``user_encoding="item_mean"`` has no batches: no-op."""
+    if isinstance(part, EmbeddingPart) and part.user_encoding == "text":
         for users in batches:
             if len(users):
                 part.user_emb(np.asarray(users))

@@ -47,6 +47,7 @@ from pipelines.labels.schema import (
     META_FILE,
     SCHEMA_VERSION,
     LabelError,
+    features,
     validate_table,
     versions,
 )
@@ -175,10 +176,7 @@ def run(config: GenerateLabelsConfig) -> dict:
     score_seconds = time.perf_counter() - t_score
 
     # --- assemble ----------------------------------------------------------------------------
-    from datasets import concatenate_datasets
-
-    ds = concatenate_datasets([load_shard(partial, i) for i in range(len(shards))])
-    ds = ds.sort(["user", "rank"])
+    ds = assemble(partial, len(shards))
     validate_table(ds, str(partial), data.n_users, data.n_items)
     text_info = fitted.text_info
     meta = {
@@ -243,12 +241,15 @@ def run(config: GenerateLabelsConfig) -> dict:
                     "seed": c.candidate_seed,
                 }
             if fitted.cold is not None:
-                # the teacher's ranking of the items without train interactions (cold report)
+                # the teacher's ranking of the items without train interactions (cold report),
+                # for the same users as teacher_topk
                 cold = np.flatnonzero(mix.cold_mask)
                 np.save(final / "cold_items.npy", cold.astype(np.int32))
                 np.save(
                     final / "teacher_topk_cold.npy",
-                    teacher_topk(parts, mix, split, min(TOPK_COLD, len(cold)), items=cold),
+                    teacher_topk(
+                        parts, mix, split, min(TOPK_COLD, len(cold)), items=cold, users=topk_users
+                    ),
                 )
                 meta["cold"]["items_file"] = "cold_items.npy"
                 meta["teacher_topk_cold"] = "teacher_topk_cold.npy"
@@ -259,6 +260,23 @@ def run(config: GenerateLabelsConfig) -> dict:
         "wrote %d pairs for %d users to %s in %.1fs", len(ds), len(users), out, meta["seconds"]
     )
     return meta
+
+
+def assemble(partial: Path, n_shards: int):
+    """The shards as one dataset ordered by (user, rank). Shards hold consecutive slices of
+    the sorted users, so each shard is sorted on its own (in memory, one at a time) and the
+    tables are joined in shard order: no global sort and no indices mapping, whose gather
+    over millions of rows is what a label table of 10^5 users ran out of memory on."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetInfo
+
+    keys = [("user", "ascending"), ("rank", "ascending")]
+    tables = [load_shard(partial, i).data.table.sort_by(keys) for i in range(n_shards)]
+    table = pa.concat_tables(tables)
+    user = table.column("user").to_numpy()
+    if len(user) and (np.diff(user) < 0).any():  # shards that overlap in users: sort all
+        table = table.sort_by(keys)
+    return Dataset(table, info=DatasetInfo(features=features()))
 
 
 def format_summary(meta: dict) -> str:

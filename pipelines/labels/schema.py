@@ -95,7 +95,7 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
             raise LabelError(f"{where}: column {name!r} has dtype {have[name]}; expected {dtype}")
     if len(ds) == 0:
         raise LabelError(f"{where}: no rows")
-    t = columns(ds)
+    t = columns(ds, ("user", "item", "score", "prob"))
     score = t["score"]
     prob = t["prob"]
     if not np.isfinite(score).all():
@@ -110,10 +110,13 @@ def validate_table(ds, where: str, n_users: int | None = None, n_items: int | No
             raise LabelError(f"{where}: column {col!r} holds index {int(v.max())} outside [0, {n})")
 
 
-def columns(ds) -> dict[str, np.ndarray]:
-    """The dataset's columns as numpy arrays (strings stay object arrays)."""
-    frame = ds.to_pandas()
-    return {name: frame[name].to_numpy() for name in frame.columns}
+def columns(ds, names=None) -> dict[str, np.ndarray]:
+    """The dataset's columns (all, or ``names``) as numpy arrays in row order, read one column
+    at a time from Arrow (strings become object arrays). Never one pandas frame: for millions
+    of rows with string columns that costs many times the table's size."""
+    arrow = ds.with_format("arrow")
+    names = ds.column_names if names is None else names
+    return {name: arrow[name].to_numpy() for name in names}
 
 
 def load_labels(
