@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset, DatasetInfo
+from datasets import Dataset
 
 from pipelines.labels.generate_labels import assemble
 from pipelines.labels.schema import COLUMNS, columns, features
