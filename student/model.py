@@ -404,7 +404,9 @@ class TwoTower(nn.Module):
         if isinstance(table, nn.Embedding) and history.shape[1] > 0:
             # embedding_bag skips padding_idx in sum and count, without a [B, L, D] temporary
             # (about 18x faster than gather + mask at B=1024, L=50, D=64 on one CPU thread).
-            return F.embedding_bag(history, table.weight, mode="mean", padding_idx=pad)
+            return F.embedding_bag(
+                history, table.weight, mode="mean", padding_idx=pad, sparse=table.sparse
+            )
         mask = (history != pad).unsqueeze(-1).to(torch.float32)  # [B, L, 1]
         summed = (table(history) * mask).sum(dim=1)  # any table module, e.g. an int8 one
         return summed / mask.sum(dim=1).clamp_min(1.0)

@@ -45,6 +45,7 @@ from student.model import MODEL_FILES, TwoTower, TwoTowerConfig, count_parameter
 logger = logging.getLogger(__name__)
 
 HardLoss = Literal["softmax", "bpr"]
+SPARSE_AUTO_ROWS = 100_000  # users + items above which sparse_embeddings="auto" turns on
 HARD_LOSSES: tuple[str, ...] = get_args(HardLoss)
 
 
@@ -74,6 +75,14 @@ class TrainStudentConfig:
     batch_size: int = field(default=512, metadata={"help": "train interactions per step"})
     lr: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    sparse_embeddings: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={
+            "help": "sparse gradients for the id tables, stepped by SparseAdam (AdamW for the "
+            "rest): a step costs the rows it touches, not the whole tables. auto: on above "
+            f"{SPARSE_AUTO_ROWS:,} users + items when weight_decay is 0 (SparseAdam has none)"
+        },
+    )
     id_dim: int = field(default=64, metadata={"help": "id embedding size"})
     hidden: int = field(default=256, metadata={"help": "hidden units of each tower"})
     out_dim: int = field(default=64, metadata={"help": "embedding size of both towers"})
@@ -186,6 +195,16 @@ class TrainStudentConfig:
                 raise ValueError(
                     f"TrainStudentConfig.{name}={getattr(self, name)!r}; expected >= 1"
                 )
+        if self.sparse_embeddings not in ("auto", "on", "off"):
+            raise ValueError(
+                f"TrainStudentConfig.sparse_embeddings={self.sparse_embeddings!r}; expected "
+                "'auto', 'on' or 'off'"
+            )
+        if self.sparse_embeddings == "on" and self.weight_decay > 0:
+            raise ValueError(
+                f"TrainStudentConfig: sparse_embeddings='on' with weight_decay="
+                f"{self.weight_decay}: SparseAdam has no weight decay; use 'off' or weight_decay 0"
+            )
         if self.valid_users < 0:
             raise ValueError(
                 f"TrainStudentConfig.valid_users={self.valid_users}; expected >= 0 (0 = all)"
@@ -237,6 +256,46 @@ def build_student(
         user_id_dropout=config.user_id_dropout,
     )
     return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
+
+
+def use_sparse(c: TrainStudentConfig, n_users: int, n_items: int) -> bool:
+    """Whether the id tables get sparse gradients (see ``sparse_embeddings``)."""
+    if c.sparse_embeddings != "auto":
+        return c.sparse_embeddings == "on"
+    return c.weight_decay == 0 and n_users + n_items > SPARSE_AUTO_ROWS
+
+
+class Optimizers:
+    """Several optimizers stepped as one (SparseAdam for the id tables, AdamW for the rest)."""
+
+    def __init__(self, *opts):
+        self.opts = opts
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.opts:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for o in self.opts:
+            o.step()
+
+
+def make_optimizer(model: TwoTower, params, lr: float, weight_decay: float, sparse: bool):
+    """AdamW over ``params``; with ``sparse``, the model's id tables switch to sparse
+    gradients and SparseAdam (lazy Adam: only the rows a step touched move), AdamW the rest.
+    The gradients are the same; the steps differ in that an untouched row keeps still instead
+    of following its momentum (and SparseAdam adds eps after the bias correction)."""
+    if not sparse:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    for t in tables:
+        t.sparse = True
+    ids = {id(t.weight) for t in tables}
+    rest = [p for p in params if id(p) not in ids]
+    return Optimizers(
+        torch.optim.SparseAdam([t.weight for t in tables], lr=lr),
+        torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay),
+    )
 
 
 def run(config: TrainStudentConfig) -> dict:
@@ -295,7 +354,8 @@ def run(config: TrainStudentConfig) -> dict:
             raise ValueError(f"{c.labels}: w_embed > 0 needs item embeddings in the labels")
         proj = torch.nn.Linear(c.out_dim, lists.item_embeddings.shape[1])
     params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
-    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+    sparse = use_sparse(c, data.n_users, data.n_items)
+    opt = make_optimizer(model, params, c.lr, c.weight_decay, sparse)
 
     pad = data.n_items
     hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, pad))
@@ -383,6 +443,7 @@ def run(config: TrainStudentConfig) -> dict:
         "epochs_run": len(history_log),
         "train_seconds": train_seconds,
         "params": count_parameters(model),
+        "sparse_embeddings": sparse,
         "valid": _metrics(valid),
         "valid_users": {
             "users": int(len(v_users)),
