@@ -331,6 +331,13 @@ def fit_exponent(x: list[float], y: list[float]) -> float | None:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
+# the settings a size's stages ran with (a rerun of some sizes may use others)
+SIZE_SETTINGS = (
+    "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
+    "finetune_epochs", "threads",
+)  # fmt: skip
+
+
 def run(config: BenchScaleConfig) -> dict:
     c = config
     out = Path(c.out)
@@ -346,6 +353,7 @@ def run(config: BenchScaleConfig) -> dict:
             "python": platform.python_version(),
         },
         "sizes": dict(existing.get("sizes", {})) if existing else {},  # earlier sizes stay
+        "size_config": dict(existing.get("size_config", {})) if existing else {},
     }
     if existing is None:  # claims the folder at once, so an interrupted run can resume
         write_json(out / RESULT, result)
@@ -354,19 +362,25 @@ def run(config: BenchScaleConfig) -> dict:
         d.mkdir(exist_ok=True)
         cmds = stage_commands(c, size, d)
         rows: dict[str, Any] = {}
-        failed = None
-        for stage in c.stages:
+        failed, ran = None, False
+        for stage in STAGES:
+            marker = d / f"{stage}.stage.json"
+            prev = _read(marker)
+            if stage not in c.stages:  # kept from an earlier run, if there was one
+                if prev:
+                    rows[stage] = prev
+                continue
             if failed:
                 rows[stage] = {"skipped": f"stage {failed} did not finish"}
                 continue
-            marker = d / f"{stage}.stage.json"
-            prev = _read(marker)
             log = d / f"{stage}.log"
-            if prev and prev.get("rc") == 0 and prev.get("command_argv") == cmds[stage]:
+            # reused only while every stage before it was reused too (else its inputs changed)
+            if not ran and prev and prev.get("rc") == 0 and prev.get("command_argv") == cmds[stage]:
                 logger.info("[%s %s] done before: reusing", size, stage)
                 rows[stage] = prev
                 continue
             logger.info("[%s %s] running", size, stage)
+            ran = True
             res = run_stage(cmds[stage], log, c.stage_timeout_s, c.threads)
             res["command_argv"] = cmds[stage]
             if res["rc"] == 0:
@@ -380,6 +394,8 @@ def run(config: BenchScaleConfig) -> dict:
             write_json(marker, res)
             rows[stage] = res
         result["sizes"][size] = _with_rates(rows)
+        if ran or size not in result.setdefault("size_config", {}):
+            result["size_config"][size] = {k: getattr(c, k) for k in SIZE_SETTINGS}
         result["growth"] = growth(result["sizes"])
         write_json(out / RESULT, result)
         write_text(out / "report.md", format_report(result))
@@ -446,6 +462,13 @@ def format_report(result: dict) -> str:
                 f"| {size} | {stage} | {r['rc']} | {_fmt(r['seconds'])} | "
                 f"{_fmt(r['peak_rss_gb'], '.2f')} | {_throughput(stage, r)} |"
             )
+    if result.get("size_config"):
+        keys = list(SIZE_SETTINGS)
+        lines += ["", "Settings each size ran with:", ""]
+        lines.append("| size | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---:|" * len(keys))
+        for size, conf in result["size_config"].items():
+            lines.append(f"| {size} | " + " | ".join(str(conf.get(k)) for k in keys) + " |")
     lines += ["", "Growth with interactions (fitted exponent b of `y ~ n^b`):", ""]
     lines.append("| stage | sizes | seconds b | peak RSS b |")
     lines.append("|---|---:|---:|---:|")

@@ -83,3 +83,29 @@ def test_a_finished_stage_is_reused(tmp_path, monkeypatch):
     bs.run(c)
     assert calls == ["-c"]  # the second run reused the stage
     assert (tmp_path / "o" / "report.md").exists()
+
+
+def test_a_rerun_stage_reruns_the_stages_after_it_and_keeps_the_others(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(argv, log, timeout_s, threads):
+        calls.append(argv[0])
+        Path(log).write_text('{"interactions": 10, "train": 8}\n')
+        return {"rc": 0, "seconds": 1.0, "peak_rss_gb": 0.1, "timed_out": False}
+
+    monkeypatch.setattr(bs, "run_stage", fake)
+    monkeypatch.setattr(bs, "stage_outputs", lambda *a: {})
+    out = str(tmp_path / "o")
+    first = ("data", "prepare", "student_hard", "compress")
+    bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=first, out=out))
+    calls.clear()
+    # other student settings: student_hard's command changes, so compress (after it) reruns
+    # although its own command is the same; data and prepare are reused
+    r = bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=first, epochs=1, out=out))
+    assert calls == ["train-student", "compress"]
+    assert r["size_config"]["300x200x10"]["epochs"] == 1
+    calls.clear()
+    # a run of one stage keeps the rows of the others in the JSON
+    r = bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=("prepare",), epochs=1, out=out))
+    assert calls == []
+    assert set(r["sizes"]["300x200x10"]) == set(first)
