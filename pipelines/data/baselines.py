@@ -44,6 +44,14 @@ class EASE:
         B[np.diag_indices_from(B)] = 0.0
         self.B = B.astype(np.float32)
 
+    @classmethod
+    def from_weights(cls, train: sp.csr_matrix, B: np.ndarray, lam: float) -> EASE:
+        """An EASE^R model from weights ``B`` [I, I] fit before (the fit cache)."""
+        m = cls.__new__(cls)
+        m.lam, m.X = float(lam), train.tocsr().astype(np.float32)
+        m.B = np.asarray(B, dtype=np.float32)
+        return m
+
     @property
     def params(self) -> int:
         return int(self.B.size)

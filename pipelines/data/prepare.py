@@ -44,11 +44,16 @@ class PrepareConfig:
         default=DEFAULT_MEMORY_GB,
         metadata={"help": "collab='auto': memory budget (GB) for EASE^R's estimated peak"},
     )
+    collab_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder where the collaborative fit (with its validation grid) is kept, keyed by the train and validation data and its settings, so a chain's jobs fit it once; none = no cache"
+        },
+    )
     eval_users: int = field(
         default=0,
         metadata={
-            "help": "test users (seeded sample) the baselines rank the full catalogue for; "
-            "0 = all"
+            "help": "test users (seeded sample) the baselines rank the full catalogue for; 0 = all"
         },
     )
     out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
@@ -70,9 +75,7 @@ class PrepareConfig:
                 f"PrepareConfig.collab={self.collab!r}; expected one of {COLLAB_KINDS}"
             )
         if self.eval_users < 0:
-            raise ValueError(
-                f"PrepareConfig.eval_users={self.eval_users}; expected >= 0 (0 = all)"
-            )
+            raise ValueError(f"PrepareConfig.eval_users={self.eval_users}; expected >= 0 (0 = all)")
         if not self.collab_memory_gb > 0:
             raise ValueError(
                 f"PrepareConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
@@ -88,7 +91,9 @@ def run(config: PrepareConfig) -> dict:
         split = make_split(data, protocol, config.seed)
         truth, exclude = split.matrix("test"), split.seen_for("test")
         users = sample_users(truth, config.eval_users, config.seed)
-        collab, info = fit_collab(split, config.collab, config.collab_memory_gb)
+        collab, info = fit_collab(
+            split, config.collab, config.collab_memory_gb, cache=config.collab_cache
+        )
         hyper = (
             {"lambda": info["lambda"]}
             if collab.kind == "ease"

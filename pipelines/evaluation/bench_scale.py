@@ -10,7 +10,9 @@ peak resident memory (``ru_maxrss`` of that process, from ``os.wait4``) are its 
 
 - ``data``: generate the synthetic interactions and split them (every later job does this
   again on load: subtract it to read a job's own cost);
-- ``prepare``: popularity and the collaborative baseline (EASE^R or ALS, chosen by size);
+- ``prepare``: popularity and the collaborative baseline (EASE^R or ALS, chosen by size), fit
+  once per size: ``labels`` and ``benchmark`` read it from ``<size>/collab_cache``
+  (``--collab-cache``; the fit's key covers the train and validation data and its settings);
 - ``labels``: the embedding teacher plus the collaborative part score the candidates;
 - ``student_hard``, ``student_distilled``: the two-tower students;
 - ``compress``: prune and int8;
@@ -133,6 +135,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
     """The command of each stage (argv after ``recdistill``; ``data`` is a Python call)."""
     ds = dataset_spec(size, c.seed)
     common = ["--dataset", ds, "--protocol", c.protocol]
+    cache = ["--collab-cache", str(d / "collab_cache")]  # one ALS / EASE^R fit per size
     student = [
         *common,
         "--epochs", str(c.epochs),
@@ -146,12 +149,13 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         "data": ["-c", f"from {__name__} import data_stage; data_stage({ds!r}, {c.protocol!r})"],
         "prepare": [
             "prepare", "--dataset", ds, "--protocols", c.protocol,
-            "--eval-users", str(c.eval_users), "--out", str(d / "prepare"), "--overwrite",
+            "--eval-users", str(c.eval_users), *cache, "--out", str(d / "prepare"),
+            "--overwrite",
         ],
         "labels": [
             "generate-labels", *common, "--out", str(d / "labels"),
             "--n-negatives", str(c.n_negatives), "--topk-users", str(c.topk_users),
-            "--user-encoding", c.user_encoding,
+            "--user-encoding", c.user_encoding, *cache,
             "--threads", str(c.threads), "--overwrite",
         ],
         "student_hard": [
@@ -171,7 +175,8 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
             "--student-hard", str(d / "student_hard" / "model"),
             "--student-distilled", str(d / "student_distilled" / "model"),
             "--student-int8", str(d / "compressed" / "int8"),
-            "--eval-users", str(c.eval_users), "--out", str(d / "benchmark"), "--overwrite",
+            "--eval-users", str(c.eval_users), *cache, "--out", str(d / "benchmark"),
+            "--overwrite",
         ],
     }  # fmt: skip
 

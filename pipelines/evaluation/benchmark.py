@@ -81,6 +81,12 @@ class BenchmarkConfig:
         },
     )
     eval_seed: int = field(default=0, metadata={"help": "seed of the --eval-users sample"})
+    collab_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder where the collaborative fit (with its validation grid) is kept, keyed by the train and validation data and its settings, so a chain's jobs fit it once; none = no cache"
+        },
+    )
     scale: bool = field(
         default=False,
         metadata={
@@ -164,7 +170,7 @@ def run(config: BenchmarkConfig) -> dict:
 
     train = split.matrix("train")
     add("popularity", Popularity(train), params=train.shape[1], nbytes=4 * train.shape[1])
-    collab, info = fit_collab(split)  # EASE^R, or ALS past EASE^R's memory budget
+    collab, info = fit_collab(split, cache=c.collab_cache)  # EASE^R, or ALS past its budget
     add(collab.kind, collab, params=collab.params, nbytes=collab.nbytes)
     if collab.kind == "ease":
         models["ease"]["lambda"] = info["lambda"]

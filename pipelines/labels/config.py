@@ -38,6 +38,7 @@ RUN_FIELDS = (
     "ray_num_cpus",
     "ray_num_gpus",
     "ray_address",
+    "collab_cache",  # where a fit is kept, not what it is
 )
 
 
@@ -74,6 +75,12 @@ class GenerateLabelsConfig:
             "help": "collab='auto': the memory budget (GB) EASE^R's estimated peak must fit in, "
             "else ALS is fit. A fixed number, not the free memory, so the choice is the same "
             "on every machine"
+        },
+    )
+    collab_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "folder where the collaborative fit (with its validation grid) is kept, keyed by the train and validation data and its settings, so a chain's jobs fit it once; none = no cache"
         },
     )
     popularity: bool = field(default=True, metadata={"help": "add a popularity part to the mix"})

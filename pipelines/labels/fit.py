@@ -120,7 +120,7 @@ def fit_teacher(
     text, text_info = build_text_part(c, data, split)
     parts = [text]
     if c.collab != "none":
-        parts.append(CollabPart(split, c.collab, c.collab_memory_gb))
+        parts.append(CollabPart(split, c.collab, c.collab_memory_gb, cache=c.collab_cache))
     if c.popularity:
         parts.append(PopularityPart(split))
     eval_users = (

@@ -158,8 +158,14 @@ class CollabPart:
     """The collaborative model (EASE^R or ALS, ``fit_collab``), named after its kind; items
     without train interactions through ``content`` (a ``ContentMap``)."""
 
-    def __init__(self, split: Split, kind: str = "auto", memory_gb: float = DEFAULT_MEMORY_GB):
-        self.model, self.info = fit_collab(split, kind, memory_gb)
+    def __init__(
+        self,
+        split: Split,
+        kind: str = "auto",
+        memory_gb: float = DEFAULT_MEMORY_GB,
+        cache: str | None = None,
+    ):
+        self.model, self.info = fit_collab(split, kind, memory_gb, cache=cache)
         self.name = self.info["kind"]
         self.content = None
 

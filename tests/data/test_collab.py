@@ -95,6 +95,10 @@ def test_als_is_deterministic_for_a_seed(split):
     a, b = ALS(train, cfg), ALS(train, cfg)
     assert np.array_equal(a.item_factors, b.item_factors)
     assert np.array_equal(a.user_factors, b.user_factors)
+    one = ALS(train, ALSConfig(factors=16, iterations=5, seed=3, num_threads=1))
+    two = ALS(train, ALSConfig(factors=16, iterations=5, seed=3, num_threads=2))
+    assert np.array_equal(one.item_factors, two.item_factors)  # threads do not change it
+    assert np.array_equal(one.user_factors, two.user_factors)
     c = ALS(train, ALSConfig(factors=16, iterations=5, seed=4))
     assert not np.array_equal(a.item_factors, c.item_factors)
 

@@ -23,12 +23,18 @@ def test_every_stage_command_parses_with_its_job(tmp_path):
     c = bs.BenchScaleConfig(sizes=("300x200x10",), out=str(tmp_path))
     cmds = bs.stage_commands(c, "300x200x10", tmp_path / "300x200x10")
     assert set(cmds) == set(bs.STAGES)
+    caches = {}
     for stage, argv in cmds.items():
         if stage == "data":
             continue
         parser, _ = job_parser(argv[0])
         config = parser.parse_config(argv[1:])
         assert config.dataset == "synthetic:users=300,items=200,per_user=10,seed=0"
+        if hasattr(config, "collab_cache"):
+            caches[stage] = config.collab_cache
+    # the jobs that fit the collaborative model share one fit per size
+    assert set(caches) == {"prepare", "labels", "benchmark"}
+    assert set(caches.values()) == {str(tmp_path / "300x200x10" / "collab_cache")}
 
 
 def test_run_stage_accounts_the_child(tmp_path):
