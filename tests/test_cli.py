@@ -35,6 +35,11 @@ def test_prepare_in_process(tmp_path, capsys):
     few = main(["prepare", "--dataset", "synthetic:users=80,items=60,per_user=10",
                 "--eval-users", "20", "--out", str(tmp_path / "few")])  # fmt: skip
     assert few["protocols"]["temporal"]["ease"]["users"] == 20
+    als = main(["prepare", "--dataset", "synthetic:users=80,items=60,per_user=10",
+                "--protocols", "temporal", "--collab", "als", "--out", str(tmp_path / "als")])  # fmt: skip
+    assert "ease" not in als["protocols"]["temporal"]  # the baseline is named after its kind
+    assert als["protocols"]["temporal"]["als"]["kind"] == "als"
+    assert "als(d=64)" in capsys.readouterr().out
 
 
 def test_config_file_and_overrides(tmp_path):

@@ -104,7 +104,7 @@ def run(config: PrepareConfig) -> dict:
             "popularity": _strip(
                 evaluate(Popularity(split.matrix("train")), truth, exclude, users=users)
             ),
-            "ease": {
+            collab.kind: {  # "ease" or "als", as the benchmark names it
                 **_strip(evaluate(collab, truth, exclude, users=users)),
                 **hyper,
                 "kind": collab.kind,
@@ -137,9 +137,11 @@ def format_summary(result: dict) -> str:
         ),
     ]
     for protocol, r in result["protocols"].items():
-        for name in ("popularity", "ease"):
+        for name in ("popularity", "ease", "als"):
+            if name not in r:
+                continue
             m = r[name]
-            label = name if name != "ease" else _collab_label(m)
+            label = name if name == "popularity" else _collab_label(m)
             lines.append(
                 f"{protocol:<10} {label:<11} {m['users']:>6} "
                 + " ".join(
