@@ -25,7 +25,8 @@ trained, items/s indexed, queries/s served). Per stage, the exponent ``b`` of
 finished (and the same for peak RSS). A stage that fails or runs past ``stage_timeout_s``
 is recorded with its exit code and the last lines of its log; the size's later stages are
 skipped. Finished stages are reused by a rerun with the same command (``stage.json`` beside
-each stage's output), so a long run resumes where it stopped.
+each stage's output), so a long run resumes where it stopped; a stage that runs starts from
+an empty output folder (and ``prepare`` from an empty fit cache), so its time is its work.
 
 Times depend on the machine and on what else runs on it: ``loadavg`` is recorded before each
 stage. Nothing here is asserted by tests; they check the plumbing on a tiny size.
@@ -38,6 +39,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +58,16 @@ Stage = Literal[
 ]
 STAGES: tuple[str, ...] = get_args(Stage)
 RESULT = "bench_scale.json"
+# what a stage writes inside the size's folder; removed before the stage runs, so a job (e.g.
+# generate-labels on the same config) times its work, not the reuse of an earlier result
+STAGE_OUTPUTS = {
+    "prepare": ("prepare", "collab_cache"),
+    "labels": ("labels",),
+    "student_hard": ("student_hard",),
+    "student_distilled": ("student_distilled",),
+    "compress": ("compressed",),
+    "benchmark": ("benchmark",),
+}
 
 
 @dataclass
@@ -384,6 +396,8 @@ def run(config: BenchScaleConfig) -> dict:
                 logger.info("[%s %s] done before: reusing", size, stage)
                 rows[stage] = prev
                 continue
+            for name in STAGE_OUTPUTS.get(stage, ()):  # a job must not reuse its old output:
+                shutil.rmtree(d / name, ignore_errors=True)  # the time would be the reuse's
             logger.info("[%s %s] running", size, stage)
             ran = True
             res = run_stage(cmds[stage], log, c.stage_timeout_s, c.threads)
@@ -401,7 +415,7 @@ def run(config: BenchScaleConfig) -> dict:
         result["sizes"][size] = _with_rates(rows)
         if ran or size not in result.setdefault("size_config", {}):
             result["size_config"][size] = {k: getattr(c, k) for k in SIZE_SETTINGS}
-        result["growth"] = growth(result["sizes"])
+        result["growth"] = growth(result["sizes"], result["size_config"])
         write_json(out / RESULT, result)
         write_text(out / "report.md", format_report(result))
     return result
@@ -422,23 +436,53 @@ def _with_rates(rows: dict) -> dict:
     return rows
 
 
-def growth(sizes: dict) -> dict:
-    """Per stage, the fitted exponent of seconds and of peak RSS against interactions."""
+# the settings that change a stage's cost per interaction: a growth fit mixes no two of them
+STAGE_SETTINGS = {
+    "labels": ("topk_users", "n_negatives", "user_encoding"),
+    "student_hard": ("epochs", "student_batch_size"),
+    "student_distilled": ("epochs", "student_batch_size"),
+    "compress": ("epochs", "student_batch_size", "finetune_epochs"),
+    "benchmark": ("eval_users",),
+    "prepare": ("eval_users",),
+}
+
+
+def growth(sizes: dict, size_config: dict | None = None) -> dict:
+    """Per stage, the fitted exponent of seconds and of peak RSS against interactions, over
+    the sizes whose settings for that stage (``STAGE_SETTINGS``, plus threads) match those of
+    the largest size that finished it; the others are named in ``left_out``."""
+    size_config = size_config or {}
     out = {}
     for stage in STAGES:
-        xs, ts, ms = [], [], []
-        for rows in sizes.values():
+        done = []
+        for size, rows in sizes.items():
             n = (rows.get("data", {}).get("outputs") or {}).get("interactions")
             r = rows.get(stage)
             if n and r and r.get("rc") == 0:
-                xs.append(n)
-                ts.append(r["seconds"])
-                ms.append(r["peak_rss_gb"])
-        if xs:
-            out[stage] = {
-                "points": len(xs),
-                "seconds_exponent": fit_exponent(xs, ts),
-                "rss_exponent": fit_exponent(xs, ms),
+                done.append((n, size, r))
+        if not done:
+            continue
+        keys = (*STAGE_SETTINGS.get(stage, ()), "threads")
+        settings = {
+            size: tuple(size_config.get(size, {}).get(k) for k in keys) for _, size, _ in done
+        }
+        ref = settings[max(done, key=lambda d: d[0])[1]]
+        used = [(n, size, r) for n, size, r in done if settings[size] == ref]
+        out[stage] = {
+            "points": len(used),
+            "sizes": [size for _, size, _ in used],
+            "seconds_exponent": fit_exponent(
+                [n for n, *_ in used], [r["seconds"] for *_, r in used]
+            ),
+            "rss_exponent": fit_exponent(
+                [n for n, *_ in used], [r["peak_rss_gb"] for *_, r in used]
+            ),
+        }
+        left = [size for _, size, _ in done if settings[size] != ref]
+        if left:
+            out[stage]["left_out"] = {
+                "sizes": left,
+                "why": f"other {', '.join(keys)} than the largest size",
             }
     return out
 
@@ -475,12 +519,13 @@ def format_report(result: dict) -> str:
         for size, conf in result["size_config"].items():
             lines.append(f"| {size} | " + " | ".join(str(conf.get(k)) for k in keys) + " |")
     lines += ["", "Growth with interactions (fitted exponent b of `y ~ n^b`):", ""]
-    lines.append("| stage | sizes | seconds b | peak RSS b |")
-    lines.append("|---|---:|---:|---:|")
+    lines.append("| stage | sizes | seconds b | peak RSS b | left out (other settings) |")
+    lines.append("|---|---:|---:|---:|---|")
     for stage, g in result.get("growth", {}).items():
+        left = ", ".join((g.get("left_out") or {}).get("sizes", []))
         lines.append(
             f"| {stage} | {g['points']} | {_fmt(g['seconds_exponent'], '.2f')} | "
-            f"{_fmt(g['rss_exponent'], '.2f')} |"
+            f"{_fmt(g['rss_exponent'], '.2f')} | {left} |"
         )
     q = []
     for size, rows in result["sizes"].items():

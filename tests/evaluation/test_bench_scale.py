@@ -74,6 +74,29 @@ def test_growth_exponents():
     assert "| labels | 2 | 1.00 |" in text
 
 
+def test_growth_fits_only_sizes_run_with_the_same_settings():
+    sizes = {
+        s: {
+            "data": {"rc": 0, "seconds": 1.0, "peak_rss_gb": 1.0, "outputs": {"interactions": n}},
+            "student_hard": {"rc": 0, "seconds": t, "peak_rss_gb": 1.0},
+            "labels": {"rc": 0, "seconds": n / 100, "peak_rss_gb": 1.0},
+        }
+        for s, n, t in (("a", 1000, 10.0), ("b", 10000, 100.0), ("c", 100000, 100.0))
+    }
+    conf = {"epochs": 3, "student_batch_size": 4096, "threads": 2}
+    size_config = {"a": conf, "b": conf, "c": {**conf, "epochs": 1}}
+    mixed = bs.growth(sizes)["student_hard"]  # without settings: 3 points, a wrong exponent
+    assert mixed["points"] == 3 and mixed["seconds_exponent"] < 0.6
+    g = bs.growth(sizes, size_config)
+    # the largest size's settings are the reference: it alone ran with 1 epoch
+    assert g["student_hard"]["sizes"] == ["c"] and g["student_hard"]["seconds_exponent"] is None
+    assert g["student_hard"]["left_out"]["sizes"] == ["a", "b"]
+    assert g["labels"]["points"] == 3 and "left_out" not in g["labels"]  # epochs: not its cost
+    assert g["labels"]["seconds_exponent"] == pytest.approx(1.0)
+    text = bs.format_report({"sizes": sizes, "growth": g})
+    assert "| student_hard | 1 | - | - | a, b |" in text
+
+
 def test_a_finished_stage_is_reused(tmp_path, monkeypatch):
     calls = []
 
@@ -115,3 +138,26 @@ def test_a_rerun_stage_reruns_the_stages_after_it_and_keeps_the_others(tmp_path,
     r = bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=("prepare",), epochs=1, out=out))
     assert calls == []
     assert set(r["sizes"]["300x200x10"]) == set(first)
+
+
+def test_a_stage_that_runs_starts_from_an_empty_output(tmp_path, monkeypatch):
+    seen = {}
+    d = tmp_path / "o" / "300x200x10"
+
+    def fake(argv, log, timeout_s, threads):
+        seen[argv[0]] = sorted(p.name for p in d.iterdir() if p.is_dir())
+        Path(log).write_text('{"interactions": 10, "train": 8}\n')
+        return {"rc": 0, "seconds": 1.0, "peak_rss_gb": 0.1, "timed_out": False}
+
+    monkeypatch.setattr(bs, "run_stage", fake)
+    monkeypatch.setattr(bs, "stage_outputs", lambda *a: {})
+    bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=("data",), out=str(tmp_path / "o")))
+    for name in ("prepare", "collab_cache", "labels", "student_hard"):
+        (d / name).mkdir()
+        (d / name / "old.json").write_text("{}")
+    stages = ("data", "prepare", "labels")
+    bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=stages, out=str(tmp_path / "o")))
+    # prepare ran without its old output or fit cache, labels without its old labels
+    assert "prepare" not in seen["prepare"] and "collab_cache" not in seen["prepare"]
+    assert "labels" not in seen["generate-labels"]
+    assert (d / "student_hard" / "old.json").exists()  # a stage that did not run is kept
