@@ -447,10 +447,27 @@ STAGE_SETTINGS = {
 }
 
 
+# stages whose cost is mostly the collaborative fit: EASE^R's and ALS's costs grow differently
+COLLAB_STAGES = ("prepare", "labels", "benchmark")
+
+
+def collab_kind(rows: dict) -> str | None:
+    """The collaborative model a size's chain used ("ease" or "als"), as its prepare and
+    labels stages recorded it; None if neither says."""
+    prep = (rows.get("prepare") or {}).get("outputs") or {}
+    for entry in (prep.get("protocols") or {}).values():
+        for part in entry.values():
+            if isinstance(part, dict) and part.get("kind"):
+                return part["kind"]
+    labels = ((rows.get("labels") or {}).get("outputs") or {}).get("collab") or {}
+    return labels.get("kind")
+
+
 def growth(sizes: dict, size_config: dict | None = None) -> dict:
     """Per stage, the fitted exponent of seconds and of peak RSS against interactions, over
-    the sizes whose settings for that stage (``STAGE_SETTINGS``, plus threads) match those of
-    the largest size that finished it; the others are named in ``left_out``."""
+    the sizes whose settings for that stage (``STAGE_SETTINGS``, plus threads, plus the
+    collaborative model for ``COLLAB_STAGES``) match those of the largest size that finished
+    it; the others are named in ``left_out``."""
     size_config = size_config or {}
     out = {}
     for stage in STAGES:
@@ -466,6 +483,9 @@ def growth(sizes: dict, size_config: dict | None = None) -> dict:
         settings = {
             size: tuple(size_config.get(size, {}).get(k) for k in keys) for _, size, _ in done
         }
+        if stage in COLLAB_STAGES:
+            keys = (*keys, "collaborative model")
+            settings = {s: (*v, collab_kind(sizes[s])) for s, v in settings.items()}
         ref = settings[max(done, key=lambda d: d[0])[1]]
         used = [(n, size, r) for n, size, r in done if settings[size] == ref]
         out[stage] = {

@@ -97,6 +97,30 @@ def test_growth_fits_only_sizes_run_with_the_same_settings():
     assert "| student_hard | 1 | - | - | a, b |" in text
 
 
+def test_growth_keeps_apart_sizes_fit_with_another_collaborative_model():
+    def prep(kind):  # what prepare's stats.json says, as stage_outputs keeps it
+        return {"protocols": {"temporal": {"popularity": {}, kind: {"kind": kind}}}}
+
+    sizes = {
+        s: {
+            "data": {"rc": 0, "seconds": 1.0, "peak_rss_gb": 1.0, "outputs": {"interactions": n}},
+            "prepare": {"rc": 0, "seconds": t, "peak_rss_gb": 1.0, "outputs": prep(kind)},
+            "student_hard": {"rc": 0, "seconds": n / 100, "peak_rss_gb": 1.0},
+        }
+        for s, n, t, kind in (
+            ("a", 1000, 500.0, "ease"), ("b", 10000, 10.0, "als"), ("c", 100000, 100.0, "als")
+        )
+    }  # fmt: skip
+    assert bs.collab_kind(sizes["a"]) == "ease" and bs.collab_kind({}) is None
+    labels_only = {"labels": {"outputs": {"collab": {"kind": "als"}}}}
+    assert bs.collab_kind(labels_only) == "als"
+    g = bs.growth(sizes)
+    assert g["prepare"]["sizes"] == ["b", "c"] and g["prepare"]["left_out"]["sizes"] == ["a"]
+    assert g["prepare"]["seconds_exponent"] == pytest.approx(1.0)
+    assert "collaborative model" in g["prepare"]["left_out"]["why"]
+    assert g["student_hard"]["points"] == 3  # its cost does not depend on the collaborative fit
+
+
 def test_a_finished_stage_is_reused(tmp_path, monkeypatch):
     calls = []
 
