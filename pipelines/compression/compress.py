@@ -31,6 +31,7 @@ from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
+from pipelines.core.progress import Progress
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
 from pipelines.training.scoring import score_fn
 from student.compress import (
@@ -143,10 +144,12 @@ def distill_finetune(
     items = torch.arange(n_items)
     teacher.eval()
     losses = []
-    for _ in range(epochs):
+    n_batches = max(1, len(users) // 64)
+    for epoch in range(1, epochs + 1):
         student.train()
         total = 0.0
-        for b in np.array_split(rng.permutation(users), max(1, len(users) // 64)):
+        bar = Progress(n_batches, f"fine-tune epoch {epoch}", "step")
+        for b in np.array_split(rng.permutation(users), n_batches):
             u = torch.as_tensor(b)
             if sample:
                 items = torch.as_tensor(np.sort(rng.choice(n_items, max_items, replace=False)))
@@ -158,6 +161,8 @@ def distill_finetune(
             loss.backward()
             opt.step()
             total += float(loss.detach())
+            bar.update()
+        bar.close()
         losses.append(total)
     student.eval()
     return losses

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from pipelines.core.io import atomic_dir
+from pipelines.core.progress import Progress
 from pipelines.labels.config import SLEEP_ENV
 from pipelines.labels.schema import (
     LabelError,
@@ -99,7 +99,7 @@ def score_local(partial: Path, subs, parts, mix, data, stamps=None) -> int:
     sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
     t_score = time.perf_counter()
     n_scored = 0
-    with tqdm(unit="pair", desc="soft labels", disable=None) as bar:
+    with Progress(desc="soft labels", unit="pair") as bar:
         for i, sub in subs:
             write_shard(partial / shard_name(i), sub, parts, mix, data, (stamps or {}).get(i))
             n_scored += len(sub)

@@ -18,12 +18,12 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
+from pipelines.core.progress import Progress
 from pipelines.data import (
     PROTOCOLS,
     InteractionData,
@@ -380,8 +380,8 @@ def run(config: TrainStudentConfig) -> dict:
         model.train()
         perm = rng.permutation(len(tr_u))
         sums: dict[str, float] = {}
-        bar = tqdm(range(steps), desc=f"epoch {epoch}", leave=False, disable=None)
-        for s in bar:
+        bar = Progress(steps, f"epoch {epoch}", "step")
+        for s in range(steps):
             idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
             u = torch.as_tensor(tr_u[idx])
             pos = torch.as_tensor(tr_i[idx])
@@ -399,6 +399,8 @@ def run(config: TrainStudentConfig) -> dict:
             opt.step()
             for k, v in log.items():
                 sums[k] = sums.get(k, 0.0) + v
+            bar.update()
+        bar.close()
         metrics = evaluate(score_fn(model, hist), valid_truth, valid_seen, users=v_users)
         row = {
             "epoch": epoch,
