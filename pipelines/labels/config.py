@@ -94,6 +94,13 @@ class GenerateLabelsConfig:
     max_seq_length: int = field(
         default=128, metadata={"help": "embedding teacher: tokens per text"}
     )
+    embedding_int8: bool = field(
+        default=False,
+        metadata={
+            "help": "embedding teacher on the CPU: int8 dynamic quantization of the encoder's "
+            "Linear layers (faster item encoding, embeddings close to fp32: docs/scale.md)"
+        },
+    )
     user_encoding: Literal["text", "item_mean"] = field(
         default="text",
         metadata={
@@ -188,6 +195,16 @@ class GenerateLabelsConfig:
         if self.cold_negatives < 0:
             raise ValueError(
                 f"GenerateLabelsConfig.cold_negatives={self.cold_negatives}; expected >= 0"
+            )
+        if self.embedding_int8 and self.teacher != "embedding":
+            raise ValueError(
+                f"GenerateLabelsConfig.embedding_int8=True quantizes the embedding teacher; "
+                f"teacher is {self.teacher!r}"
+            )
+        if self.embedding_int8 and self.ray_num_gpus:
+            raise ValueError(
+                f"GenerateLabelsConfig.embedding_int8=True runs on the CPU only; "
+                f"ray_num_gpus is {self.ray_num_gpus}"
             )
         if self.content_map not in ("off", "auto") and self.collab == "none":
             raise ValueError(

@@ -40,6 +40,7 @@ def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
                 max_seq_length=c.max_seq_length,
                 adapter=c.adapter,
                 device=device,
+                int8=c.embedding_int8,
             )
         )
         limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length

@@ -171,6 +171,10 @@ def test_bad_config_values_are_named():
         GenerateLabelsConfig(strategy="best")
     with pytest.raises(ValueError, match="shard_users=0"):
         GenerateLabelsConfig(shard_users=0)
+    with pytest.raises(ValueError, match="embedding_int8=True quantizes the embedding teacher"):
+        GenerateLabelsConfig(teacher="causal_lm", embedding_int8=True)
+    with pytest.raises(ValueError, match="embedding_int8=True runs on the CPU only"):
+        GenerateLabelsConfig(embedding_int8=True, ray_num_gpus=1)
 
 
 def test_unknown_model_path_is_named(tmp_path):

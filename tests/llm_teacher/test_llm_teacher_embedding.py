@@ -77,3 +77,38 @@ def test_packaged_minilm_encodes():
     )
     assert emb.shape == (2, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_encoder_quantizes_every_linear_and_stays_close_to_fp32(tiny_st_dir, teacher):
+    q = EmbeddingTeacher(EmbeddingTeacherConfig(model=str(tiny_st_dir), batch_size=2, int8=True))
+    net = q.model[0].model
+    kinds = {type(m) for m in net.modules()}
+    assert torch.nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
+    emb, ref = (t.encode(TEXTS, show_progress=False) for t in (q, teacher))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(emb * ref, axis=1)
+    assert cos.min() > 0.95 and not np.array_equal(emb, ref)  # close, not the same weights
+    assert q.info()["embedding_teacher"]["int8"] is True
+    with pytest.raises(ValueError, match=r"int8=True needs device 'cpu', got 'cuda'"):
+        EmbeddingTeacherConfig(int8=True, device="cuda")
+    with pytest.raises(ValueError, match=r"int8 is 'yes'; expected True or False"):
+        EmbeddingTeacherConfig(int8="yes")
+
+
+def test_encoding_into_a_log_file_logs_chunks_and_gives_the_same_embeddings(
+    teacher, monkeypatch, caplog
+):
+    import llm_teacher.embedding as emb_mod
+
+    texts = [*TEXTS, "space war", "the end of the city", "war"]
+    monkeypatch.setattr(emb_mod.sys.stderr, "isatty", lambda: True)
+    whole = teacher.encode(texts)  # a terminal: one call, tqdm's bar
+    monkeypatch.setattr(emb_mod.sys.stderr, "isatty", lambda: False)
+    monkeypatch.setattr(emb_mod, "LOG_CHUNK", 2)
+    caplog.set_level("INFO", logger="llm_teacher.embedding")
+    logged = teacher.encode(texts)
+    np.testing.assert_allclose(logged, whole, atol=1e-5)
+    lines = [r.getMessage() for r in caplog.records]
+    # 5 unique texts (duplicates are encoded once), chunks of 2
+    assert lines[0].startswith("encoded 2/5 texts") and lines[-1].startswith("encoded 5/5")
+    assert len(lines) == 3
