@@ -35,6 +35,31 @@ def test_topk_excludes_and_orders():
     assert topk(scores, 2, ex).tolist() == [[3, 2]]
 
 
+@pytest.mark.parametrize("n_items", [300, 20_000])  # sorted whole; cut down by block maxima
+def test_topk_matches_a_full_stable_sort(n_items):
+    # many ties (scores rounded to 1 decimal): best first, equal scores by the lower item index,
+    # as a full stable sort of -score gives; excluded items never appear; the input is kept
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(7, n_items)), 1).astype(np.float32)
+    ex = sp.random(7, n_items, density=0.2, random_state=4, format="csr")
+    ex = sp.lil_matrix(ex)
+    ex[2, : n_items - 30] = 1  # a user with nearly everything excluded: -inf block maxima
+    ex = ex.tocsr()
+    before = scores.copy()
+    for k in (1, 20, 50):
+        top = topk(scores, k, ex)
+        masked = np.where(ex.toarray() > 0, -np.inf, scores)
+        full = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        assert top.dtype == np.int64
+        assert np.array_equal(top, full), k
+    assert np.array_equal(scores, before)
+    # rows of a block in place (overwrite) give the same lists
+    own = scores.copy()
+    assert np.array_equal(topk(own, 20, ex, overwrite=True), topk(scores, 20, ex))
+    # k past the row length returns the whole row
+    assert topk(np.array([[0.5, 0.2, 0.9]], dtype=np.float32), 5).tolist() == [[2, 0, 1]]
+
+
 def test_metrics_agree_with_ranx():
     rng = np.random.default_rng(0)
     n_users, n_items = 40, 60
