@@ -420,18 +420,20 @@ def run(config: TrainStudentConfig) -> dict:
         if metrics["ndcg@10"] > best:
             best, bad = metrics["ndcg@10"], 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_epoch = epoch
+            best_epoch, best_metrics = epoch, metrics
         else:
             bad += 1
             if bad >= c.patience:
                 logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
                 break
+    # the kept weights were validated at the end of their epoch (eval mode, the same users):
+    # those metrics are the model's, without scoring the catalogue once more
+    valid = metrics
     if c.select_best:
         model.load_state_dict(best_state)
+        valid = best_metrics
     model.eval()
     train_seconds = time.perf_counter() - t_start
-    fn = score_fn(model, hist)
-    valid = evaluate(fn, valid_truth, valid_seen, users=v_users)
     cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")

@@ -62,6 +62,34 @@ def test_hard_only_is_deterministic_and_saves(tmp_path):
     assert 0 < saved["best_epoch"] <= 3
 
 
+@pytest.mark.parametrize("select_best", [True, False])
+def test_reported_validation_is_the_saved_models(tmp_path, select_best):
+    # the metrics are taken from the kept epoch's check, not recomputed: they must be exactly
+    # what the saved model scores on the same validation users
+    from pipelines.core.metrics import evaluate
+    from pipelines.data import histories, load_dataset, training_split
+    from pipelines.training.scoring import score_fn
+
+    cfg = TrainStudentConfig(
+        **{**SMALL, "epochs": 4, "patience": 4},
+        no_teacher=True,
+        select_best=select_best,
+        out=str(tmp_path / "s"),
+    )
+    res = run(cfg)
+    data = load_dataset(DATASET)
+    split = training_split(data, "random", 0)
+    model = TwoTower.from_pretrained(tmp_path / "s" / "model")
+    hist = torch.as_tensor(histories(split.train, data.n_users, cfg.history_len, data.n_items))
+    again = evaluate(score_fn(model, hist), split.matrix("valid"), split.seen_for("valid"))
+    for k, v in res["valid"].items():
+        assert again[k] == v, k
+    kept = (
+        max(res["history"], key=lambda r: r["valid_ndcg@10"]) if select_best else res["history"][-1]
+    )
+    assert res["valid"]["ndcg@10"] == kept["valid_ndcg@10"]
+
+
 @pytest.mark.parametrize(
     "weights",
     [
