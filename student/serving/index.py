@@ -161,6 +161,8 @@ class ItemIndex:
         spec = factory_string(config, nlist)
         metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
         base = faiss.index_factory(x.shape[1], spec, metric)
+        if hasattr(base, "hnsw"):  # before any add: the graph is built with it
+            base.hnsw.efConstruction = config.ef_construction
         index = faiss.IndexRefineFlat(base) if config.refine else base
         if config.refine:
             index.k_factor = float(config.refine_factor)
