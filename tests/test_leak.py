@@ -93,6 +93,39 @@ def test_candidates_ignore_the_future(future):
     pd.testing.assert_frame_equal(got[0], got[1])
 
 
+@pytest.mark.parametrize("kind", ["ease", "als"])
+def test_collab_fit_never_reads_the_test_part(kind, tmp_path):
+    # evaluation jobs (prepare, benchmark) hand fit_collab the full split, and the fit they
+    # cache is what generate-labels reads: the fit must see only train and validation
+    from pipelines.data.collab import ALSConfig, fit_collab
+
+    data = load_dataset(DATASET)
+    full = make_split(data, "random", 0)
+    als = ALSConfig(factors=4, iterations=2, num_threads=1)
+    users = np.arange(data.n_users)
+    scores = []
+    for s in (full, _other_future(full)):
+        model, info = fit_collab(s, kind, als=als, cache=tmp_path / "cache")
+        scores.append(model(users))
+    assert info["cache"]["hit"]  # the same key: the key does not hold the test part either
+    np.testing.assert_array_equal(scores[0], scores[1])
+    fresh, _ = fit_collab(_other_future(full), kind, als=als)
+    np.testing.assert_allclose(fresh(users), scores[0], rtol=1e-5, atol=1e-6)
+
+
+def test_collab_fit_gets_the_training_view(monkeypatch):
+    # whatever a model's fit does, the split it receives has no test part to read
+    import pipelines.data.collab as collab
+
+    def peeking_fit(split, *args, **kwargs):
+        split.matrix("test")
+
+    monkeypatch.setattr(collab, "fit_ease", peeking_fit)
+    full = make_split(load_dataset(DATASET), "random", 0)
+    with pytest.raises(LeakError, match="no test part"):
+        collab.fit_collab(full, "ease")
+
+
 def test_labels_adapters_and_students_ignore_the_future(future, tmp_path, tiny_st_dir):
     labels, adapters, students = [], [], {}
     for k in (0, 1):

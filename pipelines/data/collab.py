@@ -318,6 +318,9 @@ def fit_collab(
         raise ValueError(f"fit_collab kind={kind!r}; expected one of {COLLAB_KINDS}")
     if not memory_gb > 0:
         raise ValueError(f"fit_collab memory_gb={memory_gb!r}; expected > 0")
+    # the fit is training-side (generate-labels reads it from the shared cache) whichever job
+    # asks for it: it gets the split without its test parts, so a read of them raises LeakError
+    split = split.training_view()
     n_items = split.n_items
     need_gb = ease_bytes(n_items) / 1e9
     if kind == "auto":
