@@ -33,7 +33,7 @@ def topk(
     ``scores`` in it (default: 0..B-1). ``overwrite``: ``scores`` (float32) may be changed in
     place (the excluded cells set to -inf) instead of copied.
 
-    Wide rows are cut down before any sort: split into ``m >= k`` blocks, the k-th largest of
+    Rows are cut down before any sort: split into ``m >= k`` blocks, the k-th largest of
     the block maxima is a score that at least k items reach, so every item of the top k (ties
     included) scores at least that. One pass of block maxima and one of comparisons replace
     numpy's single-threaded ``argpartition`` over the whole block and its [B, I] int64 index
@@ -50,9 +50,9 @@ def topk(
     k = min(k, n_cols)
     if k == 0 or n_rows == 0:
         return np.zeros((n_rows, k), dtype=np.int64)
-    m = max(k, 1024)  # blocks a row
+    m = max(k, min(1024, n_cols // 8))  # blocks a row: at least k, of 8 or more items if it can
     width = n_cols // m
-    if width < 8:  # narrow rows: sort them whole
+    if width < 2:  # fewer than 2k items a row: sort them whole
         order = np.argsort(-s, axis=1, kind="stable")[:, :k]
         return order.astype(np.int64, copy=False)
     block_max = s[:, : m * width].reshape(n_rows, m, width).max(axis=2)  # [B, m]
