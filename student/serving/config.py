@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from student._config import ConfigMixin
 
-INDEX_KINDS = ("flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8")
+# The one list of index kinds: IndexConfig, the server and the benchmark all take it from here.
+IndexKind = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]
+INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
 
 
 METRICS = ("ip",)
