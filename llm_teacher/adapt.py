@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from llm_teacher._config import ConfigMixin, check_device, check_float, check_int
-from llm_teacher._io import atomic_dir, versions, write_json_atomic
+from common.config import ConfigMixin, check_device, check_float, check_int
+from common.io import atomic_dir, write_json
+from common.versions import versions
 from llm_teacher.causal_lm import left_pad, pad_token_id
 from llm_teacher.embedding import transformer_module
 from llm_teacher.prompts import encode_prefix, encode_suffix, load_template, resolve_yes_no_ids
@@ -337,7 +338,7 @@ def adapt_causal_lm(
     }
     with atomic_dir(out_dir) as tmp:
         peft_model.save_pretrained(tmp)
-        write_json_atomic(tmp / META_FILE, meta)
+        write_json(tmp / META_FILE, meta)
     logger.info(
         "LoRA yes/no adapter: %d steps, loss %.4f -> %.4f, saved to %s",
         len(losses),
@@ -465,7 +466,7 @@ def adapt_embedding_model(
             model.save(str(tmp))
         else:
             transformer_module(model).model.save_pretrained(tmp)
-        write_json_atomic(tmp / META_FILE, meta)
+        write_json(tmp / META_FILE, meta)
     logger.info(
         "embedding tuning: %d steps, loss %.4f -> %.4f, saved to %s",
         len(losses),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from llm_teacher._config import ConfigMixin, check_device, check_int
+from common.config import ConfigMixin, check_device, check_int
 from llm_teacher.prompts import (
     encode_prefix,
     encode_suffix,

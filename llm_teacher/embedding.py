@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from llm_teacher._config import ConfigMixin, check_device, check_float, check_int
+from common.config import ConfigMixin, check_device, check_float, check_int
 
 logger = logging.getLogger(__name__)
 

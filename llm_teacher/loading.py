@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from llm_teacher._io import atomic_dir, write_json_atomic
+from common.io import atomic_dir, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def convert_gguf(gguf_path: str | Path, cache_dir: str | Path | None = None) -> 
     with atomic_dir(cache_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json_atomic(tmp / _SOURCE_FILE, record)
+        write_json(tmp / _SOURCE_FILE, record)
     logger.info("converted %s in %.1f s", gguf_path.name, time.perf_counter() - start)
     return cache_dir
 

@@ -27,8 +27,8 @@ from typing import Literal
 import yaml
 
 from pipelines.compression import compress
-from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from common.config import to_dict
+from common.io import write_json
 from pipelines.data import prepare
 from pipelines.evaluation import benchmark
 from pipelines.labels import generate_labels

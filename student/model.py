@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from student._config import ConfigMixin
-from student._io import atomic_dir
+from common.config import ConfigMixin
+from common.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -510,7 +510,7 @@ def write_model_dir(
     extra_json: Mapping[str, Mapping[str, Any]] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a model folder atomically (``student._io.atomic_dir``).
+    """Write a model folder atomically (``common.io.atomic_dir``).
 
     An existing folder is replaced only if it holds nothing but model files.
     """

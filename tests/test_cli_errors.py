@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main
-from pipelines.core.io import ArtifactError, artifact_path, load_npy
+from common.io import ArtifactError, artifact_path, load_npy
 
 SYNTH = "synthetic:users=30,items=40,per_user=8"
 

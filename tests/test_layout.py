@@ -1,7 +1,8 @@
 """The layout is the data flow: import arrows point back up the flow only.
 
 Read with ``ast`` (nothing is imported). Fails on an import cycle between project modules,
-on ``llm_teacher`` <-> ``student`` (or either importing ``pipelines``), on a pipelines stage
+on ``llm_teacher`` <-> ``student`` (or either importing ``pipelines``; both may import the
+bottom layer ``common``, which imports no project package), on a pipelines stage
 importing a later stage, and on a module importing a sibling job of its own stage.
 """
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("llm_teacher", "student", "pipelines")
+PACKAGES = ("common", "llm_teacher", "student", "pipelines")
 # pipelines stages in data-flow order; `cli` and `demo` sit on top and may import any stage
 STAGES = ("core", "data", "labels", "training", "compression", "serving", "evaluation")
 TOP = ("pipelines.cli", "pipelines.demo")
@@ -111,8 +112,10 @@ def forbidden_arrows(edges: dict[str, set[str]], jobs: set[str]) -> list[str]:
         top = mod.split(".")[0]
         for dst in outs:
             dtop = dst.split(".")[0]
-            if top in ("llm_teacher", "student") and dtop != top:
-                bad.append(f"{mod} -> {dst}: {top} imports only itself")
+            if top == "common" and dtop != top:
+                bad.append(f"{mod} -> {dst}: common, the bottom layer, imports no project package")
+            if top in ("llm_teacher", "student") and dtop not in (top, "common"):
+                bad.append(f"{mod} -> {dst}: {top} imports only itself and common")
             if mod in TOP or top != "pipelines" or dtop != "pipelines":
                 continue
             if dst in TOP:
@@ -146,7 +149,8 @@ def test_the_checks_catch_what_they_should(tmp_path):
     # the checker itself fails on a cycle, a later-stage arrow, a sibling job and student ->
     # llm_teacher: each planted in a throwaway tree
     files = {
-        "student/a.py": "import llm_teacher.x\n",
+        "student/a.py": "import llm_teacher.x\nimport common.c\n",
+        "common/c.py": "import student.a\n",
         "llm_teacher/x.py": "",
         "pipelines/data/d.py": "from pipelines.training import t\n",
         "pipelines/training/t.py": "from pipelines.training.j import run\n",
@@ -159,6 +163,8 @@ def test_the_checks_catch_what_they_should(tmp_path):
     assert find_cycle(edges) is not None
     bad = "\n".join(forbidden_arrows(edges, {"pipelines.training.j"}))
     assert "student.a -> llm_teacher.x" in bad
+    assert "common.c -> student.a" in bad
+    assert "student.a -> common.c" not in bad
     assert "later stage 'training'" in bad
     assert "sibling job" in bad
 

@@ -1,6 +1,6 @@
 """Job configs: dataclasses with ``help`` metadata, JSON/YAML round trip, and the CLI parser.
 
-The one ``to_dict``/``from_dict`` of ``pipelines``.
+The round trip and value checks are ``common.config``'s.
 
 A job is ``run(config) -> metrics dict``. Its subcommand's parser is a
 ``transformers.HfArgumentParser`` built from the config's annotations (:class:`ConfigParser`):
@@ -28,31 +28,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 from transformers.hf_argparser import HfArgumentParser, string_to_bool
 
+from common.config import field_default
+
 T = TypeVar("T")
 NONE_WORDS = ("none", "null")
-
-
-def to_dict(config) -> dict[str, Any]:
-    return json.loads(json.dumps(dataclasses.asdict(config)))
-
-
-def from_dict(cls: type[T], data: dict[str, Any], source: str = "config") -> T:
-    """``cls(**data)`` with unknown fields refused and JSON lists turned back into tuples."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(
-            f"{source}: unknown field(s) {unknown} for {cls.__name__}; allowed: {sorted(names)}"
-        )
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in data:
-            v = data[f.name]
-            default = _default(f)
-            if isinstance(default, tuple) and isinstance(v, list):
-                v = tuple(v)
-            kwargs[f.name] = v
-    return cls(**kwargs)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -68,14 +47,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f"--config {p}: expected a mapping of field: value, got {type(data).__name__}"
         )
     return data
-
-
-def _default(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
 
 
 # ---------------------------------------------------------------------------- field types
@@ -160,7 +131,7 @@ class ConfigParser(HfArgumentParser):
         help_ = str(field.metadata.get("help", "")).replace("%", "%%")
         optional, hint = _split_optional(field.type)
         origin = typing.get_origin(hint)
-        default = _default(field)
+        default = field_default(field)
         if _is_mapping_union(field.type):
             parser.add_argument(*flags, type=str, default=default, help=help_)
         elif origin is tuple:
@@ -294,10 +265,6 @@ def _text(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def build_config_parser(config_class: type, **kwargs) -> ConfigParser:
-    return ConfigParser(config_class, **kwargs)
 
 
 def parse_config(config_class: type[T], argv: Sequence[str], **kwargs) -> T:

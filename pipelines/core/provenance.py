@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipelines.core.io import ArtifactError
+from common.io import ArtifactError
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.core.io import atomic_write
+from common.io import atomic_write
 from pipelines.core.metrics import evaluate
 from pipelines.data.baselines import EASE, EASE_LAMBDAS, fit_ease
 

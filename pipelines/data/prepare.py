@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.core.config import to_dict
-from pipelines.core.io import claim_output, write_json
+from common.config import to_dict
+from common.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 from pipelines.data.baselines import Popularity

@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from pipelines.core.config import to_dict
-from pipelines.core.io import artifact_path, load_npy, write_json, write_text
+from common.config import to_dict
+from common.io import artifact_path, load_npy, write_json, write_text
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.core.io import write_json
+from common.io import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from pipelines.core.io import claim_output, write_json, write_text
+from common.io import claim_output, write_json, write_text
 
 logger = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.core.config import to_dict
-from pipelines.core.io import write_json
+from common.config import to_dict
+from common.io import write_json
 from pipelines.serving.config import IndexType
 
 logger = logging.getLogger(__name__)

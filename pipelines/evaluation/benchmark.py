@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from pipelines.core import provenance
-from pipelines.core.config import to_dict
-from pipelines.core.io import artifact_path, claim_output, load_npy
+from common.config import to_dict
+from common.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import (
     bootstrap_ci,
     evaluate,

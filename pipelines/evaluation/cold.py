@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.core.io import artifact_path, load_npy
+from common.io import artifact_path, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
 from pipelines.data.content_map import cold_truth, content_features, fit_content_map
 from pipelines.data.features import item_features

@@ -15,7 +15,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from pipelines.core.io import write_json
+from common.io import write_json
 from pipelines.evaluation.index_eval import (
     ANN_RECALL_TARGET,
     bench_index,

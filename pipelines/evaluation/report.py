@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipelines.core.io import atomic_write, write_text
+from common.io import atomic_write, write_text
 
 logger = logging.getLogger(__name__)
 

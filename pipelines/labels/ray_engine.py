@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipelines.core.config import from_dict, to_dict
-from pipelines.core.io import atomic_write
+from common.config import from_dict, to_dict
+from common.io import atomic_write
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
 from pipelines.labels.fit import FittedTeacher, build_text_part, warm_text_part
 from pipelines.labels.schema import features
@@ -165,7 +165,7 @@ def _check_resources(ray, c: GenerateLabelsConfig, n_actors: int, started: bool)
 
 
 def write_parquet(path: Path, table, stamp: dict | None = None) -> None:
-    """Write ``table`` to ``path`` atomically (see ``pipelines.core.io.atomic_write``), with
+    """Write ``table`` to ``path`` atomically (see ``common.io.atomic_write``), with
     the shard's ``stamp`` in the schema metadata."""
     import pyarrow.parquet as pq
 

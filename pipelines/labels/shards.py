@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipelines.core.io import atomic_dir
+from common.io import atomic_dir
 from pipelines.core.progress import Progress
 from pipelines.labels.config import SLEEP_ENV
 from pipelines.labels.schema import (

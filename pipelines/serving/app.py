@@ -56,7 +56,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelines.core.io import write_json
+from common.io import write_json
 from pipelines.serving.artifacts import (
     Engine,
     ServeError,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.core.io import artifact_path, load_npy
+from common.io import artifact_path, load_npy
 from pipelines.data import InteractionData, Split
 from pipelines.labels.schema import columns, load_labels
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from pipelines.core import provenance
-from pipelines.core.config import to_dict
-from pipelines.core.io import claim_output, write_json
+from common.config import to_dict
+from common.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.core.progress import Progress
 from pipelines.data import (

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from student._config import ConfigMixin
+from common.config import ConfigMixin
 
 
 @dataclass

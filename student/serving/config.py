@@ -8,7 +8,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
-from student._config import ConfigMixin
+from common.config import ConfigMixin
 
 # The one list of index kinds: IndexConfig, the server and the benchmark all take it from here.
 IndexKind = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]

@@ -34,7 +34,7 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
-from student._io import atomic_dir
+from common.io import atomic_dir
 from student.serving.config import NORM_SPREAD_WARN, IndexConfig, default_nlist, factory_string
 
 logger = logging.getLogger(__name__)

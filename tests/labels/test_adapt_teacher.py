@@ -75,7 +75,7 @@ def test_adapter_trains_and_feeds_label_generation(tmp_path, request, teacher, f
     meta = generate(labels_cfg)
     assert meta["teacher"]["adapter"] == str(out)
     # an adapter fit on the train part of another split has seen this split's test items
-    from pipelines.core.io import ArtifactError
+    from common.io import ArtifactError
 
     other_split = {**labels_cfg.__dict__, "split_seed": 1, "out": str(tmp_path / "l1")}
     with pytest.raises(

@@ -19,7 +19,7 @@ import pytest
 import ray
 
 import pipelines.labels.shards as label_shards
-from pipelines.core.config import from_dict, to_dict
+from common.config import from_dict, to_dict
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
 from pipelines.labels.generate_labels import run
 from pipelines.labels.ray_engine import ACTOR_COL, END_COL, SHARD_COL, START_COL, _collect

@@ -138,7 +138,7 @@ def test_scorer_config_validation_and_round_trip():
         CausalLMScorerConfig(batch_size=0)
     with pytest.raises(ValueError, match=r"device is 'gpu'"):
         CausalLMScorerConfig(device="gpu")
-    with pytest.raises(ValueError, match=r"unknown fields \['batchsize'\]"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['batchsize'\]"):
         CausalLMScorerConfig.from_dict({"batchsize": 3})
 
 

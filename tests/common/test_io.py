@@ -1,4 +1,4 @@
-"""The one atomic writer of ``pipelines`` (``pipelines.core.io``): crashes at each point of a
+"""The one atomic writer of ``pipelines`` (``common.io``): crashes at each point of a
 save leave either the old artifact or the new one, and the next save cleans up."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.core import io
-from pipelines.core.io import atomic_dir, atomic_write, recover, write_json
+from common import io
+from common.io import atomic_dir, atomic_write, recover, write_json
 
 
 class Crash(RuntimeError):

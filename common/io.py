@@ -1,4 +1,4 @@
-"""The one atomic writer of ``pipelines``: files and folders are built at a temporary path
+"""The one atomic writer of every package: files and folders are built at a temporary path
 beside their target and moved into place, so a crash or a full disk never leaves a
 half-written artifact where a reader looks.
 

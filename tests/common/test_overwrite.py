@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.cli import main
-from pipelines.core.io import ArtifactError, claim_output
+from common.io import ArtifactError, claim_output
 
 SYNTH = "synthetic:users=30,items=40,per_user=8"
 SMALL = ["--epochs", "1", "--hidden", "8", "--id-dim", "4", "--out-dim", "4",
