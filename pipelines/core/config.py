@@ -119,12 +119,60 @@ class ConfigParser(HfArgumentParser):
             help="YAML or JSON file of field: value, typed like the flags; flags override it",
         )
         self.dataclass_types = [config_class]
+        self._groups: dict[str, argparse._ArgumentGroup] = {}
+        # field of config_class holding a nested config -> (its class, its flag names)
+        self.nested: dict[str, tuple[type, tuple[str, ...]]] = {}
+        self._hints: dict[str, Any] = {}  # flag field name -> its type
         self._add_dataclass_arguments(config_class)
         for action in self._actions:  # usage and help show the dashed spelling first
             action.option_strings.sort(key=lambda s: "_" in s)
 
     # -- building
+    def _group(self, title: str, description: str | None = None):
+        if title not in self._groups:
+            self._groups[title] = self.add_argument_group(title, description)
+        return self._groups[title]
+
     def _parse_dataclass_field(self, parser, field: dataclasses.Field):
+        """Route a field: a nested config becomes a group of its own fields' flags; a field of
+        a shared argument group (``pipelines.core.args``) goes under that group's title, with
+        the job's default."""
+        if dataclasses.is_dataclass(field.type):
+            return self._add_nested(field)
+        owner = _declaring_class(self.config_class, field.name)
+        title = owner.__dict__.get("group_title") if owner is not None else None
+        job_defaults = getattr(self.config_class, "job_defaults", None)
+        if job_defaults is not None and field.name in job_defaults():
+            field = copy.copy(field)
+            field.default, field.default_factory = job_defaults()[field.name], dataclasses.MISSING
+        self._hints[field.name] = field.type
+        self._add_field(self._group(title) if title and parser is self else parser, field)
+
+    def _add_nested(self, field: dataclasses.Field) -> None:
+        """The fields of a nested config (``TrainStudentConfig.model``: a ``TwoTowerConfig``)
+        as flags in a group of their own; fields without a default, or with
+        ``metadata={"cli": False}`` (set from the data by the job), are not flags."""
+        cls, base = field.type, field_default(field)
+        group = self._group(field.name, str(field.metadata.get("help", "")) or None)
+        hints = typing.get_type_hints(cls)
+        names = []
+        for f in dataclasses.fields(cls):
+            if (
+                not f.init
+                or f.metadata.get("cli") is False
+                or field_default(f) is None
+                and (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+            ):
+                continue
+            flag = copy.copy(f)
+            flag.type = hints[f.name]
+            flag.default, flag.default_factory = getattr(base, f.name), dataclasses.MISSING
+            self._hints[f.name] = flag.type
+            self._add_field(group, flag)
+            names.append(f.name)
+        self.nested[field.name] = (cls, tuple(names))
+
+    def _add_field(self, parser, field: dataclasses.Field):
         flags = [f"--{field.name}"]
         if "_" in field.name:
             flags.append(f"--{field.name.replace('_', '-')}")
@@ -190,7 +238,26 @@ class ConfigParser(HfArgumentParser):
         )
 
     def field_names(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self.config_class) if f.init]
+        """The names the flags and a ``--config`` file set (a nested config's fields by their
+        own names)."""
+        names = []
+        for f in dataclasses.fields(self.config_class):
+            if f.init:
+                names += list(self.nested[f.name][1]) if f.name in self.nested else [f.name]
+        return names
+
+    def build(self, values: dict[str, Any]) -> Any:
+        """The config from flag values (nested configs rebuilt from their fields)."""
+        kwargs = {}
+        for f in dataclasses.fields(self.config_class):
+            if not f.init:
+                continue
+            if f.name in self.nested:
+                sub = {n: values[n] for n in self.nested[f.name][1]}
+                kwargs[f.name] = dataclasses.replace(field_default(f), **sub)
+            else:
+                kwargs[f.name] = values[f.name]
+        return self.config_class(**kwargs)
 
     def error(self, message: str):
         super().error(f"{self._context}: {message}" if self._context else message)
@@ -207,12 +274,18 @@ class ConfigParser(HfArgumentParser):
     def file_tokens(self, data: dict[str, Any]) -> list[str]:
         """A ``--config`` mapping as the equivalent flags (unknown keys refused)."""
         names = self.field_names()
-        unknown = sorted(set(data) - set(names))
+        flat: dict[str, Any] = {}
+        for key, value in data.items():  # a nested config may also be given as a mapping
+            if key in self.nested and isinstance(value, dict):
+                flat.update(value)
+            else:
+                flat[key] = value
+        unknown = sorted(set(flat) - set(names))
         if unknown:
             self.error(f"unknown field(s) {unknown}; valid fields: {', '.join(names)}")
-        hints = typing.get_type_hints(self.config_class)
+        hints = self._hints
         tokens: list[str] = []
-        for key, value in data.items():
+        for key, value in flat.items():
             flag = f"--{key}"
             if isinstance(value, dict) and _is_mapping_union(hints[key]):
                 tokens.append(f"{flag}={json.dumps(value)}")
@@ -244,9 +317,17 @@ class ConfigParser(HfArgumentParser):
         ns = self._parse_strict([*file_args, *rest])
         values = {k: getattr(ns, k) for k in self.field_names()}
         try:
-            return self.config_class(**values)
+            return self.build(values)
         except ValueError as e:
             self.error(str(e))
+
+
+def _declaring_class(cls: type, name: str) -> type | None:
+    """The class in ``cls``'s MRO whose own annotations declare field ``name``."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__.get("__annotations__", {}):
+            return klass
+    return None
 
 
 def _comma_list(type_: Callable) -> Callable:
