@@ -13,13 +13,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from common.config import check_int
+from common.config import check_int, check_literals
 
 
 @dataclass(kw_only=True)
 class JobArgs:
     """Base of every argument group: fills a field left at ``None`` from the job's
-    ``defaults`` (then from the group's ``fallback``)."""
+    ``defaults`` (then from the group's ``fallback``), then checks every ``Literal`` field of
+    the job against its allowed values (the one ``Literal`` check; a job's ``__post_init__``
+    calls ``super().__post_init__()`` first)."""
 
     group_title: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
@@ -29,6 +31,7 @@ class JobArgs:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) is None and f.name in self.job_defaults():
                 setattr(self, f.name, self.job_defaults()[f.name])
+        check_literals(self)
 
     @classmethod
     def job_defaults(cls) -> dict[str, Any]:

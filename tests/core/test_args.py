@@ -67,3 +67,8 @@ def test_fields_set_from_the_data_are_no_flags(capsys):
 def test_a_group_check_names_the_job(capsys):
     with pytest.raises(ValueError, match=r"Job\.threads is 0; expected an integer >= 1"):
         Job(threads=0)
+
+
+def test_every_literal_field_is_checked_once_by_the_base():
+    with pytest.raises(ValueError, match=r"Job\.mode is 'z'; allowed values: \['x', 'y'\]"):
+        Job(mode="z")
