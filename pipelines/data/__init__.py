@@ -1,6 +1,6 @@
 """Stage 1, data: the interaction data model, loaders (ML-100K, GroupLens, CSV/Parquet,
-synthetic), splits, user and item features, the collaborative baselines (popularity, EASE^R) and
-the `prepare` job. Reads raw files; writes statistics."""
+synthetic), splits, and user and item features. Reads raw files; the models fit on them are
+in ``pipelines.baselines``."""
 
 from pipelines.data.dataset import (
     DataError,

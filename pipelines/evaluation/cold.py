@@ -13,8 +13,8 @@ Segments, each with a 95% bootstrap interval over users, at K = 10 and 20:
 
 Reference scorers beside the teacher and the students: random, genre profile, zero-shot text
 (the LLM's item embeddings, no training), the content map with and without the LLM embedding
-(``pipelines.data.content_map``), and popularity / the collaborative model (EASE^R, or ALS
-past EASE^R's memory budget: ``pipelines.data.collab``, named after its kind), which cannot
+(``pipelines.baselines.content_map``), and popularity / the collaborative model (EASE^R, or ALS
+past EASE^R's memory budget: ``pipelines.baselines.collab``, named after its kind), which cannot
 score a cold item (``"cold": null``) but can score a new user from a history (ALS: the
 history folded into a user vector). Every reference scorer reads a
 user's profile from train plus the new users' histories (fitting reads train only; a new user
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from pipelines.baselines.content_map import cold_truth, content_features, fit_content_map
 from pipelines.core.io import artifact_path, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
-from pipelines.data.content_map import cold_truth, content_features, fit_content_map
 from pipelines.data.features import item_features
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
 
 def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> dict:
     """name -> (score_fn, can score cold items)."""
-    from pipelines.data.baselines import Popularity
-    from pipelines.data.collab import fit_collab
+    from pipelines.baselines.collab import fit_collab
+    from pipelines.baselines.popularity import Popularity
 
     train = split.matrix("train").tocsr()
     prof = profile_matrix(split)
