@@ -175,7 +175,7 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         out["zero_shot_text"] = (lambda u: up[u] @ e.T, True)
     out["popularity"] = (Popularity(train), False)
     collab, _ = fit_collab(split)
-    collab_fn = _from_profile(collab, prof)
+    collab_fn = collab.from_histories(prof)  # each user read from its profile row
     out[collab.kind] = (collab_fn, False)
     feats = item_features(data)
     for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
@@ -185,16 +185,6 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         out[name] = (_with_collab(cm, collab_fn), True)
         logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
     return out
-
-
-def _from_profile(model, prof: sp.csr_matrix):
-    """The collaborative model's scores with each user read from ``prof`` [U, I] (so a new
-    user's history): EASE^R ``x_u B``; ALS ``fold_in(x_u) . Y`` (every row folded in against
-    the item factors, train users included, so all users are scored the same way)."""
-    if model.kind == "ease":
-        return lambda users: np.asarray(prof[users] @ model.B)
-    vectors = model.fold_in(prof)  # [U, D]
-    return lambda users: vectors[np.asarray(users)] @ model.item_factors.T
 
 
 def _with_collab(cm, collab):
