@@ -32,7 +32,7 @@ import traceback
 # `recdistill prepare` does not pay for torch imports.
 JOBS: dict[str, tuple[str, str, str]] = {
     "prepare": (
-        "pipelines.data.prepare",
+        "pipelines.baselines.prepare",
         "PrepareConfig",
         "load and split a dataset; print statistics and baselines",
     ),

@@ -26,10 +26,10 @@ from typing import Literal
 
 import yaml
 
+from pipelines.baselines import prepare
 from pipelines.compression import compress
 from common.config import to_dict
 from common.io import write_json
-from pipelines.data import prepare
 from pipelines.evaluation import benchmark
 from pipelines.labels import generate_labels
 from pipelines.labels.config import TeacherName

@@ -97,7 +97,7 @@ def test_candidates_ignore_the_future(future):
 def test_collab_fit_never_reads_the_test_part(kind, tmp_path):
     # evaluation jobs (prepare, benchmark) hand fit_collab the full split, and the fit they
     # cache is what generate-labels reads: the fit must see only train and validation
-    from pipelines.data.collab import ALSConfig, fit_collab
+    from pipelines.baselines.collab import ALSConfig, fit_collab
 
     data = load_dataset(DATASET)
     full = make_split(data, "random", 0)
@@ -115,7 +115,7 @@ def test_collab_fit_never_reads_the_test_part(kind, tmp_path):
 
 def test_collab_fit_gets_the_training_view(monkeypatch):
     # whatever a model's fit does, the split it receives has no test part to read
-    import pipelines.data.collab as collab
+    import pipelines.baselines.collab as collab
 
     def peeking_fit(split, *args, **kwargs):
         split.matrix("test")

@@ -1,6 +1,6 @@
 """Stage 1, data: the interaction data model, loaders (ML-100K, GroupLens, CSV/Parquet,
-synthetic), splits, user and item features, the collaborative baselines (popularity, EASE^R) and
-the `prepare` job. Reads raw files; writes statistics."""
+synthetic), splits, and user and item features. Reads raw files; the models fit on them are
+in ``pipelines.baselines``."""
 
 from pipelines.data.dataset import (
     DataError,
@@ -10,7 +10,8 @@ from pipelines.data.dataset import (
     render_item_text,
     render_item_texts,
 )
-from pipelines.data.loaders import load_dataset, load_grouplens, load_ml100k, load_table
+from pipelines.data.grouplens import load_grouplens, load_ml100k
+from pipelines.data.loaders import load_dataset
 from pipelines.data.splits import (
     PROTOCOLS,
     LeakError,
@@ -22,6 +23,7 @@ from pipelines.data.splits import (
     training_split,
 )
 from pipelines.data.synthetic import SyntheticConfig, make_synthetic, resolve_sampler
+from pipelines.data.tables import load_table
 
 __all__ = [
     "PROTOCOLS",

@@ -163,6 +163,27 @@ def build_data(
     src = source or name
     items_src = items_source or f"{src} (item table)"
     users_src = users_source or f"{src} (user table)"
+    r = _repair(_checked_ratings(ratings, src), src)
+    items = _normalise_items(items, r, items_src, genre_sep)
+    item_idx = _item_positions(r, items, src, items_src)
+    user_ids = np.array(sorted(r["user_id"].unique(), key=_id_sort_key), dtype=object)
+    users = _user_table(users, user_ids, users_src)
+    user_idx = pd.Index(user_ids).get_indexer(r["user_id"])
+
+    inter = pd.DataFrame(
+        {
+            "user": user_idx.astype(np.int32),
+            "item": item_idx.astype(np.int32),
+            "rating": r["rating"].to_numpy(np.float32),
+            "timestamp": r["timestamp"].to_numpy().astype(np.int64),
+        }
+    )
+    inter = inter.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
+    return InteractionData(name=name, users=users, items=items, interactions=inter, source=src)
+
+
+def _checked_ratings(ratings: pd.DataFrame, src: str) -> pd.DataFrame:
+    """The four interaction columns, ids as str and numbers checked (errors name the row)."""
     for col in ("user_id", "item_id", "rating", "timestamp"):
         if col not in ratings.columns:
             raise DataError(
@@ -199,7 +220,12 @@ def build_data(
                 f"{src}: {where(r, i)} has an empty {col}; expected an id in every row "
                 f"({int(empty.sum())} rows in all)"
             )
+    return r
 
+
+def _repair(r: pd.DataFrame, src: str) -> pd.DataFrame:
+    """The documented repairs (logged): exact duplicates dropped, rows sorted by (user,
+    timestamp), the latest rating of a pair rated more than once kept."""
     n0 = len(r)
     r = r.drop_duplicates()
     if len(r) < n0:
@@ -215,10 +241,12 @@ def build_data(
             src,
             n1 - len(r),
         )
+    return r
 
-    items = _normalise_items(items, r, items_src, genre_sep)
-    item_index = pd.Index(items["item_id"])
-    item_idx = item_index.get_indexer(r["item_id"])
+
+def _item_positions(r: pd.DataFrame, items: pd.DataFrame, src: str, items_src: str) -> np.ndarray:
+    """Each interaction's row in ``items``; refuses interactions with items not in it."""
+    item_idx = pd.Index(items["item_id"]).get_indexer(r["item_id"])
     if (item_idx < 0).any():
         bad = r[item_idx < 0]
         if bad.index.name == LINE:
@@ -231,33 +259,23 @@ def build_data(
             f"{items_src}, e.g. {shown}; add those items to the item table or drop "
             "the interactions"
         )
+    return item_idx
 
-    user_ids = np.array(sorted(r["user_id"].unique(), key=_id_sort_key), dtype=object)
-    if users is not None:
-        if "user_id" not in users.columns:
-            raise DataError(
-                f"{users_src}: no column 'user_id' (found {list(users.columns)}); map it with "
-                "--user-columns user_id=<your column>"
-            )
-        users = users.copy()
-        users["user_id"] = users["user_id"].astype(str)
-        _refuse_duplicates(users, "user_id", users_src)
-        users = users.set_index("user_id")
-        users = users.reindex(user_ids).reset_index()
-    else:
-        users = pd.DataFrame({"user_id": user_ids})
-    user_idx = pd.Index(user_ids).get_indexer(r["user_id"])
 
-    inter = pd.DataFrame(
-        {
-            "user": user_idx.astype(np.int32),
-            "item": item_idx.astype(np.int32),
-            "rating": r["rating"].to_numpy(np.float32),
-            "timestamp": r["timestamp"].to_numpy().astype(np.int64),
-        }
-    )
-    inter = inter.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
-    return InteractionData(name=name, users=users, items=items, interactions=inter, source=src)
+def _user_table(users: pd.DataFrame | None, user_ids: np.ndarray, users_src: str) -> pd.DataFrame:
+    """The user table in ``user_ids`` order (just the ids when none is given)."""
+    if users is None:
+        return pd.DataFrame({"user_id": user_ids})
+    if "user_id" not in users.columns:
+        raise DataError(
+            f"{users_src}: no column 'user_id' (found {list(users.columns)}); map it with "
+            "--user-columns user_id=<your column>"
+        )
+    users = users.copy()
+    users["user_id"] = users["user_id"].astype(str)
+    _refuse_duplicates(users, "user_id", users_src)
+    users = users.set_index("user_id")
+    return users.reindex(user_ids).reset_index()
 
 
 def build_indexed_data(

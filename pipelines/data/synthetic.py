@@ -186,6 +186,48 @@ def _fast_interactions(
     timestamp, item), no pair twice, ``counts[u]`` rows for user ``u``. Shapes as in
     :func:`_exact_ratings`, genre [items]."""
     n_users, n_items = len(user_f), len(item_f)
+    keys = _draw_keys(rng, item_f, genre, user_f, bias, counts)
+    # order by (user, time, item): one sort of packed keys when they fit in 64 bits
+    ts = rng.integers(0, SPAN, len(keys), dtype=np.uint64)
+    user, item = np.divmod(keys, n_items)
+    del keys
+    ib, tb = int(n_items - 1).bit_length(), int(SPAN - 1).bit_length()
+    if int(n_users - 1).bit_length() + tb + ib <= 64:
+        packed = (user.astype(np.uint64) << np.uint64(tb + ib)) | (ts << np.uint64(ib))
+        packed |= item.astype(np.uint64)
+        del user, item, ts
+        packed.sort(kind="stable")  # timsort: already in runs, one per user
+        item = (packed & np.uint64((1 << ib) - 1)).astype(np.int32)
+        ts = ((packed >> np.uint64(ib)) & np.uint64((1 << tb) - 1)).astype(np.int64) + T0
+        user = (packed >> np.uint64(tb + ib)).astype(np.int32)
+        del packed
+    else:  # keys are (user, item)-sorted, so a stable sort on (user, time) breaks ties by item
+        order = np.lexsort((ts, user))
+        user, item = user[order].astype(np.int32), item[order].astype(np.int32)
+        ts = ts[order].astype(np.int64) + T0
+        del order
+    affinity = np.zeros(len(user))
+    for uk, vk in zip(np.ascontiguousarray(user_f.T), np.ascontiguousarray(item_f.T)):
+        affinity += uk[user] * vk[item]
+    affinity *= AFFINITY
+    rating = np.clip(np.round(3 + affinity + rng.normal(0, 0.5, len(user))), 1, 5)
+    return pd.DataFrame(
+        {"user": user, "item": item, "rating": rating.astype(np.float32), "timestamp": ts},
+        copy=False,  # no block consolidation: a copy of every column at 20M rows
+    )
+
+
+def _draw_keys(
+    rng: np.random.Generator,
+    item_f: np.ndarray,
+    genre: np.ndarray,
+    user_f: np.ndarray,
+    bias: np.ndarray,
+    counts: np.ndarray,
+) -> np.ndarray:
+    """The fast sampler's pairs as sorted unique keys user*items+item, ``counts[u]`` for user
+    ``u``: one model draw, then redraws (model, at last uniform) for the users left short."""
+    n_users, n_items = len(user_f), len(item_f)
     present = np.flatnonzero(np.bincount(genre, minlength=item_f.shape[1]))
     logit = AFFINITY * user_f[:, present]
     pref = np.exp(logit - logit.max(1, keepdims=True))
@@ -232,36 +274,7 @@ def _fast_interactions(
         short -= np.bincount(new // n_items, minlength=n_users)
     else:
         raise RuntimeError(f"synthetic fast sampler: users still short after {MAX_ROUNDS} rounds")
-    keys = np.insert(base, np.searchsorted(base, extra), extra)
-    del base
-    # order by (user, time, item): one sort of packed keys when they fit in 64 bits
-    ts = rng.integers(0, SPAN, len(keys), dtype=np.uint64)
-    user, item = np.divmod(keys, n_items)
-    del keys
-    ib, tb = int(n_items - 1).bit_length(), int(SPAN - 1).bit_length()
-    if int(n_users - 1).bit_length() + tb + ib <= 64:
-        packed = (user.astype(np.uint64) << np.uint64(tb + ib)) | (ts << np.uint64(ib))
-        packed |= item.astype(np.uint64)
-        del user, item, ts
-        packed.sort(kind="stable")  # timsort: already in runs, one per user
-        item = (packed & np.uint64((1 << ib) - 1)).astype(np.int32)
-        ts = ((packed >> np.uint64(ib)) & np.uint64((1 << tb) - 1)).astype(np.int64) + T0
-        user = (packed >> np.uint64(tb + ib)).astype(np.int32)
-        del packed
-    else:  # keys are (user, item)-sorted, so a stable sort on (user, time) breaks ties by item
-        order = np.lexsort((ts, user))
-        user, item = user[order].astype(np.int32), item[order].astype(np.int32)
-        ts = ts[order].astype(np.int64) + T0
-        del order
-    affinity = np.zeros(len(user))
-    for uk, vk in zip(np.ascontiguousarray(user_f.T), np.ascontiguousarray(item_f.T)):
-        affinity += uk[user] * vk[item]
-    affinity *= AFFINITY
-    rating = np.clip(np.round(3 + affinity + rng.normal(0, 0.5, len(user))), 1, 5)
-    return pd.DataFrame(
-        {"user": user, "item": item, "rating": rating.astype(np.float32), "timestamp": ts},
-        copy=False,  # no block consolidation: a copy of every column at 20M rows
-    )
+    return np.insert(base, np.searchsorted(base, extra), extra)
 
 
 def _member(sorted_keys: np.ndarray, x: np.ndarray) -> np.ndarray:

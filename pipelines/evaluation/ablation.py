@@ -19,12 +19,12 @@ from typing import Literal
 import numpy as np
 import torch
 
+from pipelines.baselines.collab import fit_collab
+from pipelines.baselines.popularity import Popularity
 from common.config import to_dict
 from common.io import artifact_path, load_npy, write_json, write_text
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
-from pipelines.data.baselines import Popularity
-from pipelines.data.collab import fit_collab
 from pipelines.labels.config import TeacherName
 from pipelines.labels.generate_labels import GenerateLabelsConfig
 from pipelines.labels.generate_labels import run as generate

@@ -17,6 +17,8 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from pipelines.baselines.collab import fit_collab
+from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
 from common.config import to_dict
 from common.io import artifact_path, claim_output, load_npy
@@ -28,8 +30,6 @@ from pipelines.core.metrics import (
     topk_overlap,
 )
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
-from pipelines.data.baselines import Popularity
-from pipelines.data.collab import fit_collab
 from pipelines.evaluation.report import (
     cold_comparisons,
     cold_table,

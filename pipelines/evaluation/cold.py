@@ -13,8 +13,8 @@ Segments, each with a 95% bootstrap interval over users, at K = 10 and 20:
 
 Reference scorers beside the teacher and the students: random, genre profile, zero-shot text
 (the LLM's item embeddings, no training), the content map with and without the LLM embedding
-(``pipelines.data.content_map``), and popularity / the collaborative model (EASE^R, or ALS
-past EASE^R's memory budget: ``pipelines.data.collab``, named after its kind), which cannot
+(``pipelines.baselines.content_map``), and popularity / the collaborative model (EASE^R, or ALS
+past EASE^R's memory budget: ``pipelines.baselines.collab``, named after its kind), which cannot
 score a cold item (``"cold": null``) but can score a new user from a history (ALS: the
 history folded into a user vector). Every reference scorer reads a
 user's profile from train plus the new users' histories (fitting reads train only; a new user
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from pipelines.baselines.content_map import cold_truth, content_features, fit_content_map
 from common.io import artifact_path, load_npy
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
-from pipelines.data.content_map import cold_truth, content_features, fit_content_map
 from pipelines.data.features import item_features
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
 
 def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> dict:
     """name -> (score_fn, can score cold items)."""
-    from pipelines.data.baselines import Popularity
-    from pipelines.data.collab import fit_collab
+    from pipelines.baselines.collab import fit_collab
+    from pipelines.baselines.popularity import Popularity
 
     train = split.matrix("train").tocsr()
     prof = profile_matrix(split)
@@ -175,7 +175,7 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         out["zero_shot_text"] = (lambda u: up[u] @ e.T, True)
     out["popularity"] = (Popularity(train), False)
     collab, _ = fit_collab(split)
-    collab_fn = _from_profile(collab, prof)
+    collab_fn = collab.from_histories(prof)  # each user read from its profile row
     out[collab.kind] = (collab_fn, False)
     feats = item_features(data)
     for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
@@ -185,16 +185,6 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         out[name] = (_with_collab(cm, collab_fn), True)
         logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
     return out
-
-
-def _from_profile(model, prof: sp.csr_matrix):
-    """The collaborative model's scores with each user read from ``prof`` [U, I] (so a new
-    user's history): EASE^R ``x_u B``; ALS ``fold_in(x_u) . Y`` (every row folded in against
-    the item factors, train users included, so all users are scored the same way)."""
-    if model.kind == "ease":
-        return lambda users: np.asarray(prof[users] @ model.B)
-    vectors = model.fold_in(prof)  # [U, D]
-    return lambda users: vectors[np.asarray(users)] @ model.item_factors.T
 
 
 def _with_collab(cm, collab):

@@ -187,7 +187,7 @@ def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
     mode = c.resolved_content_map()
     if mode == "off":
         return None, None
-    from pipelines.data.content_map import content_features, fit_content_map
+    from pipelines.baselines.content_map import content_features, fit_content_map
     from pipelines.data.features import item_features
 
     text = parts[0]

@@ -5,14 +5,14 @@ Parts:
   divided by a temperature) or a causal LM (log P(yes) - log P(no) for a prompt built from
   the user's history and the candidate).
 - ``ease`` or ``als``: the collaborative signal fit on the train split
-  (``pipelines.data.collab.fit_collab``): EASE^R (lambda chosen on validation) while its dense
+  (``pipelines.baselines.collab.fit_collab``): EASE^R (lambda chosen on validation) while its dense
   I x I fit fits the memory budget, else implicit ALS (regularization chosen on validation);
   the part is named after the model.
 - ``popularity``: log(1 + train count).
 
 Items with no train interactions (the cold items of the ``cold_items`` protocol) have no
 collaborative column or factor and no count: when the teacher has a content map
-(``pipelines.data.content_map``), the collaborative and ``popularity`` parts score them with
+(``pipelines.baselines.content_map``), the collaborative and ``popularity`` parts score them with
 the map's predicted target and log count, and a second mix, fit on cold-validation pairs,
 ranks them (``Mix.cold``).
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from pipelines.baselines.collab import DEFAULT_MEMORY_GB, fit_collab
 from pipelines.data import InteractionData, Split, histories
-from pipelines.data.collab import DEFAULT_MEMORY_GB, fit_collab
 
 logger = logging.getLogger(__name__)
 

@@ -463,7 +463,7 @@ def run(config: TrainStudentConfig) -> dict:
 
 def cold_valid(model: TwoTower, hist: torch.Tensor, split) -> dict:
     """Ranking of the cold-validation items only (model selection for cold items)."""
-    from pipelines.data.content_map import cold_truth
+    from pipelines.baselines.content_map import cold_truth
 
     truth = cold_truth(split, "cold_valid")
     return evaluate(score_fn(model, hist), truth, None, items=split.cold_valid_items)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from pipelines.baselines.content_map import ContentMap, cold_truth, fit_content_map
+from pipelines.baselines.ease import EASE
 from pipelines.data import LeakError, load_dataset, make_split, training_split
-from pipelines.data.baselines import EASE
-from pipelines.data.content_map import ContentMap, cold_truth, fit_content_map
 
 DATASET = "synthetic:users=80,items=100,per_user=15,seed=5"
 

@@ -7,19 +7,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import pipelines.data.collab as collab
+import pipelines.baselines.collab as collab
+from pipelines.baselines.als import ALS, ALSConfig, fold_in
+from pipelines.baselines.collab import CollabMemoryError, ease_bytes, fit_collab
+from pipelines.baselines.content_map import ContentMap, cold_truth, fit_content_map
+from pipelines.baselines.popularity import Popularity
 from pipelines.core.metrics import evaluate
 from pipelines.data import SyntheticConfig, make_split, make_synthetic, training_split
-from pipelines.data.baselines import Popularity
-from pipelines.data.collab import (
-    ALS,
-    ALSConfig,
-    CollabMemoryError,
-    ease_bytes,
-    fit_collab,
-    fold_in,
-)
-from pipelines.data.content_map import ContentMap, cold_truth, fit_content_map
 from pipelines.data.features import item_features
 
 

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
+from pipelines.baselines.collab import ALSConfig, fit_collab, fit_key
 from pipelines.data import SyntheticConfig, make_split, make_synthetic
-from pipelines.data.collab import ALSConfig, fit_collab, fit_key
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_a_cached_fit_scores_the_same_as_a_fresh_one(split, kind, tmp_path, capl
     assert info["cache"]["hit"] is False
     assert len(list(tmp_path.glob(f"{kind}-*.npz"))) == 1
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
-    with caplog.at_level(logging.INFO, logger="pipelines.data.collab"):
+    with caplog.at_level(logging.INFO, logger="pipelines.baselines.collab"):
         # the training view has no test part: a fit that read it would raise
         again, info2 = fit_collab(
             split.training_view(), kind, als=als, ease_lambdas=lambdas, cache=tmp_path
@@ -62,7 +62,7 @@ def test_an_unreadable_cached_fit_is_fit_again(split, tmp_path, caplog):
     path = info["cache"]["path"]
     with open(path, "wb") as f:
         f.write(b"not an npz")
-    with caplog.at_level(logging.WARNING, logger="pipelines.data.collab"):
+    with caplog.at_level(logging.WARNING, logger="pipelines.baselines.collab"):
         model, info2 = fit_collab(split, "ease", ease_lambdas=(100.0,), cache=tmp_path)
     assert "unreadable cached fit" in caplog.text and info2["cache"]["hit"] is False
     _, info3 = fit_collab(split, "ease", ease_lambdas=(100.0,), cache=tmp_path)

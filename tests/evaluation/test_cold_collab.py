@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-import pipelines.data.collab as collab
+import pipelines.baselines.collab as collab
+from pipelines.baselines.popularity import Popularity
 from pipelines.core.metrics import evaluate
 from pipelines.data import SyntheticConfig, make_split, make_synthetic
-from pipelines.data.baselines import Popularity
 from pipelines.evaluation.cold import reference_scorers, segment_tasks
 
 

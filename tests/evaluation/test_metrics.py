@@ -6,6 +6,8 @@ import scipy.sparse as sp
 from ranx import Qrels, Run
 from ranx import evaluate as ranx_evaluate
 
+from pipelines.baselines.ease import EASE, fit_ease
+from pipelines.baselines.popularity import Popularity
 from pipelines.core.metrics import (
     bootstrap_ci,
     evaluate,
@@ -15,7 +17,6 @@ from pipelines.core.metrics import (
     topk_overlap,
 )
 from pipelines.data import SyntheticConfig, make_split, make_synthetic
-from pipelines.data.baselines import EASE, Popularity, fit_ease
 
 
 def test_hand_computed_example():

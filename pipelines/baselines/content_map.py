@@ -23,6 +23,8 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
+from pipelines.baselines.scorer import Scorer
+
 logger = logging.getLogger(__name__)
 
 LAMBDAS = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
@@ -37,11 +39,16 @@ def content_features(item_features: np.ndarray, text_emb: np.ndarray | None) -> 
     return np.concatenate(parts, axis=1)
 
 
-class ContentMap:
+class ContentMap(Scorer):
     """Ridge map from content to collaborative targets, fit on warm items. ``train`` [U, I]
     (binary), ``targets`` [I, D] (EASE^R: ``B.T``; ALS: the item factors), ``features``
     [I, F]; ``users`` [U, D] the users' representation (default: their ``train`` rows, as
-    EASE^R scores ``x_u B``)."""
+    EASE^R scores ``x_u B``). Scores cold items only: warm ones are the collaborative
+    model's."""
+
+    kind = "content_map"
+    scores_warm = False
+    scores_cold = True
 
     def __init__(
         self,
@@ -97,6 +104,8 @@ class ContentMap:
             return np.asarray(x.multiply(self.columns[rows]).sum(1)).ravel().astype(np.float32)
         return np.einsum("pd,pd->p", x, self.columns[rows]).astype(np.float32)
 
+    score_pairs = score_cold
+
     def score_cold_matrix(self, users: np.ndarray) -> np.ndarray:
         """[B, n_cold]: every cold item for ``users`` (columns in ``self.cold`` order)."""
         return np.asarray(self.users[np.asarray(users)] @ self.columns.T, dtype=np.float32)
@@ -111,14 +120,12 @@ class ContentMap:
 
 def collab_targets(model) -> tuple[np.ndarray, np.ndarray | None]:
     """``(targets [I, D], users [U, D] or None)`` of a collaborative model for
-    :class:`ContentMap`: an ALS model's item and user factors, or EASE^R's ``B.T`` (users:
-    their train rows). ``model`` may be an EASE^R weight matrix ``B`` [I, I] itself."""
+    :class:`ContentMap` (its ``content_targets``: ALS's item and user factors, EASE^R's ``B.T``
+    with users read from their train rows). ``model`` may be an EASE^R ``B`` [I, I] itself."""
     if isinstance(model, np.ndarray):
         return model.T, None
-    if getattr(model, "kind", None) == "als":
-        return model.item_factors, model.user_factors
-    if getattr(model, "kind", None) == "ease":
-        return model.B.T, None
+    if isinstance(model, Scorer):
+        return model.content_targets()
     raise ValueError(
         f"fit_content_map: model {type(model).__name__} is neither EASE^R (or its B) nor ALS"
     )
@@ -128,7 +135,7 @@ def fit_content_map(
     split, model, features: np.ndarray, lambdas=LAMBDAS, k: int = 20
 ) -> tuple[ContentMap, dict]:
     """Fit a :class:`ContentMap` onto ``model``'s targets (an EASE^R or ALS model from
-    ``pipelines.data.collab``, or an EASE^R ``B`` [I, I]); lambda by cold-validation NDCG@k
+    ``pipelines.baselines.collab``, or an EASE^R ``B`` [I, I]); lambda by cold-validation NDCG@k
     when the split has a cold-validation part (``cold_items`` protocol), else
     ``DEFAULT_LAMBDA``."""
     from pipelines.core.metrics import evaluate

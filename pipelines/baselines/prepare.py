@@ -1,7 +1,7 @@
 """`recdistill prepare`: load a dataset, split it, print statistics and the baselines.
 
 Popularity and the collaborative baseline (EASE^R, or ALS when EASE^R's dense fit would not
-fit the memory budget: ``pipelines.data.collab``) under each protocol tell a user whether a
+fit the memory budget: ``pipelines.baselines.collab``) under each protocol tell a user whether a
 distilled student is worth anything. The collaborative row keeps the key ``ease`` for
 compatibility; its ``kind`` says which model it is.
 """
@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipelines.baselines.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
+from pipelines.baselines.popularity import Popularity
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
-from pipelines.data.baselines import Popularity
-from pipelines.data.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
 
 logger = logging.getLogger(__name__)
 
