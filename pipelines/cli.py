@@ -52,7 +52,7 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "train the two-tower student (distilled, or --no-teacher)",
     ),
     "ablation": (
-        "pipelines.evaluation.ablation",
+        "pipelines.experiments.ablation",
         "AblationConfig",
         "hard-only vs distilled students over seeds and protocols, with bootstrap intervals",
     ),
@@ -82,22 +82,22 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "FAISS item indexes at catalogue scale on synthetic embeddings",
     ),
     "bench-ray": (
-        "pipelines.evaluation.bench_ray",
+        "pipelines.experiments.bench_ray",
         "BenchRayConfig",
         "soft-label throughput in-process vs on Ray Data with 1 and 2 actors",
     ),
     "bench-serve": (
-        "pipelines.evaluation.bench_serve",
+        "pipelines.experiments.bench_serve",
         "BenchServeConfig",
         "load test of recdistill serve over loopback vs a naive server and an empty endpoint",
     ),
     "bench-scale": (
-        "pipelines.evaluation.bench_scale",
+        "pipelines.experiments.bench_scale",
         "BenchScaleConfig",
         "the whole chain on synthetic data at growing sizes: time, peak RSS, growth exponents",
     ),
     "bench-prefix": (
-        "pipelines.evaluation.bench_prefix",
+        "pipelines.experiments.bench_prefix",
         "BenchPrefixConfig",
         "naive vs shared-prefix yes/no scoring with a real causal LM teacher",
     ),

@@ -2,8 +2,9 @@
 
 MovieLens-100K -> embedding teacher (+ EASE^R) soft labels -> hard-only and distilled
 students -> pruned and int8 student -> FAISS indexes -> benchmark report, all under ``out``.
-Each step records a key (its config plus the keys of the steps it reads); a rerun reuses a
-step whose key is unchanged and redoes it (and what follows) when it changed.
+Each step records a key (its config, the keys of the steps it reads and the data's
+fingerprint: :mod:`pipelines.experiments.steps`); a rerun reuses a step whose key is
+unchanged and redoes it (and what follows) when it changed.
 
 ``overrides`` passes settings to the steps' own configs: a mapping (or its YAML/JSON text on
 the command line) of step name -> {field: value}, e.g.
@@ -16,28 +17,29 @@ use the demo's own field.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 import yaml
 
-from pipelines.baselines import prepare
 from pipelines.compression import compress
-from common.config import to_dict
 from common.io import write_json
+from pipelines.core.layout import RunLayout
+from pipelines.baselines import prepare
+from pipelines.data import load_dataset
 from pipelines.evaluation import benchmark
+from pipelines.experiments.steps import STEP_FILE as STEP_FILE  # each step's marker
+from pipelines.experiments.steps import Step, StepGraph
 from pipelines.labels import generate_labels
 from pipelines.labels.config import TeacherName
+from pipelines.labels.schema import META_FILE
 from pipelines.training import train_student
 
 logger = logging.getLogger(__name__)
 
-STEP_FILE = "recdistill_step.json"
 COLD_KL = 1.0  # the cold chain's distilled student: weight of the KL over cold candidates
 
 
@@ -155,190 +157,120 @@ STEPS |= {
 }  # fmt: skip
 
 
-def step(
-    name: str, module, config, out_dir: Path, upstream: list[str], result_file: str
-) -> tuple[dict, str]:
-    """Run ``module.run(config)`` unless ``out_dir`` holds a result made with the same key."""
-    key = hashlib.sha256(
-        json.dumps([name, to_dict(config), upstream], sort_keys=True).encode()
-    ).hexdigest()[:16]
-    marker = out_dir / STEP_FILE
-    if (
-        marker.exists()
-        and json.loads(marker.read_text()).get("key") == key
-        and (out_dir / result_file).exists()
-    ):
-        logger.info("[%s] unchanged (key %s): reusing %s", name, key, out_dir)
-        return json.loads((out_dir / result_file).read_text()), key
-    logger.info("[%s] running -> %s", name, out_dir)
-    t0 = time.perf_counter()
-    if "overwrite" in {f.name for f in fields(config)}:  # its own step folder (not in the key)
-        config = replace(config, overwrite=True)
-    result = module.run(config)
-    write_json(marker, {"key": key, "step": name, "seconds": time.perf_counter() - t0})
-    return result, key
-
-
-def run(config: DemoConfig) -> dict:
-    c = config
-    out = Path(c.out)
-    t0 = time.perf_counter()
-    timings = {}
-
-    def timed(name, *args):
-        s = time.perf_counter()
-        res = step(name, *args)
-        timings[name] = time.perf_counter() - s
-        return res
-
-    common = dict(dataset=c.dataset, protocol=c.protocol)
-    prep, k_prep = timed(
-        "prepare",
-        prepare,
-        prepare.PrepareConfig(
-            dataset=c.dataset, out=str(out / "prepare"), **c.step_overrides("prepare")
-        ),
-        out / "prepare",
-        [],
-        "stats.json",
+def _student(c: DemoConfig, run: RunLayout, step: str, protocol: str, extra: dict) -> Step:
+    """A train-student step; ``step`` is its name, its folder is the name less ``cold_``."""
+    folder = run.student(step.removeprefix("cold_"))
+    cfg = train_student.TrainStudentConfig(
+        dataset=c.dataset,
+        protocol=protocol,
+        seed=c.seed,
+        epochs=c.epochs,
+        out=str(folder),
+        **{**extra, **c.step_overrides(step)},
     )
+    if step == "student_hard":
+        inputs = ("prepare",)
+    else:  # the labels of its chain (the cold hard student reads their content features)
+        inputs = ("cold_labels",) if step.startswith("cold_") else ("labels",)
+    return Step(step, train_student.run, cfg, folder, inputs, "metrics.json")
+
+
+def _students(c: DemoConfig, run: RunLayout, cold: bool) -> tuple[Step, Step]:
+    """The hard-only and the distilled student. In the cold chain both see the items'
+    content (genres, year, the teacher's frozen text embedding) and drop item ids with
+    ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new users
+    from a history); only the distilled one learns from the teacher's soft labels, the only
+    supervision the cold items have."""
+    if not cold:
+        return (
+            _student(c, run, "student_hard", c.protocol, {"no_teacher": True}),
+            _student(c, run, "student_distilled", c.protocol, {"labels": str(run.labels)}),
+        )
+    content = dict(
+        labels=str(run.labels),
+        use_text=True,
+        item_id_dropout=c.item_id_dropout,
+        user_id_dropout=c.user_id_dropout,
+    )
+    return (
+        _student(c, run, "cold_student_hard", "cold_items", {**content, "no_teacher": True}),
+        _student(c, run, "cold_student_distilled", "cold_items", {**content, "w_cold_kl": COLD_KL}),
+    )
+
+
+def chain(c: DemoConfig, run: RunLayout, cold: bool = False) -> list[Step]:
+    """The steps of one chain under ``run``: labels, two students, compress, benchmark; the
+    cold chain (``cold``, step names ``cold_*``) runs them on the ``cold_items`` protocol."""
+    p = "cold_" if cold else ""
+    common = dict(dataset=c.dataset, protocol="cold_items" if cold else c.protocol)
     labels_cfg = generate_labels.GenerateLabelsConfig(
         **common,
         teacher=c.teacher,
         model=c.teacher_model,
         overwrite=True,
-        out=str(out / "labels"),
-        **c.step_overrides("labels"),
+        out=str(run.labels),
+        **c.step_overrides(f"{p}labels"),
     )
-    labels_meta = generate_labels.run(labels_cfg)  # reuses an identical finished job itself
-    k_labels = labels_meta["job_hash"]
-    timings["labels"] = labels_meta.get("seconds") if not labels_meta.get("reused") else 0.0
-    hard_cfg = train_student.TrainStudentConfig(
-        **common,
-        no_teacher=True,
-        seed=c.seed,
-        epochs=c.epochs,
-        out=str(out / "student_hard"),
-        **c.step_overrides("student_hard"),
-    )
-    hard, k_hard = timed(
-        "student_hard", train_student, hard_cfg, out / "student_hard", [k_prep], "metrics.json"
-    )
-    dist_cfg = train_student.TrainStudentConfig(
-        **common,
-        labels=str(out / "labels"),
-        seed=c.seed,
-        epochs=c.epochs,
-        out=str(out / "student_distilled"),
-        **c.step_overrides("student_distilled"),
-    )
-    dist, k_dist = timed(
-        "student_distilled",
-        train_student,
-        dist_cfg,
-        out / "student_distilled",
-        [k_labels],
-        "metrics.json",
-    )
+    hard, dist = _students(c, run, cold)
     comp_cfg = compress.CompressConfig(
         **common,
-        model=str(out / "student_distilled" / "model"),
-        out=str(out / "compressed"),
-        **c.step_overrides("compress"),
+        model=str(run.model("student_distilled")),
+        out=str(run.compressed),
+        **c.step_overrides(f"{p}compress"),
     )
-    _, k_comp = timed(
-        "compress", compress, comp_cfg, out / "compressed", [k_dist], "compression.json"
-    )
+    models = {"student_int8": str(run.int8)}
+    if not cold:
+        models |= {"student_pruned": str(run.pruned), "student_int8_fast": str(run.int8_fast)}
     bench_cfg = benchmark.BenchmarkConfig(
         **common,
-        labels=str(out / "labels"),
-        student_hard=str(out / "student_hard" / "model"),
-        student_distilled=str(out / "student_distilled" / "model"),
-        student_pruned=str(out / "compressed" / "pruned"),
-        student_int8=str(out / "compressed" / "int8"),
-        student_int8_fast=str(out / "compressed" / "int8_fast"),
-        out=str(out / "benchmark"),
-        **c.step_overrides("benchmark"),
+        labels=str(run.labels),
+        student_hard=str(run.model("student_hard")),
+        student_distilled=str(run.model("student_distilled")),
+        **models,
+        out=str(run.benchmark),
+        **c.step_overrides(f"{p}benchmark"),
     )
-    report, _ = timed(
-        "benchmark",
-        benchmark,
-        bench_cfg,
-        out / "benchmark",
-        [k_labels, k_hard, k_dist, k_comp],
-        "report.json",
+    return [
+        Step(f"{p}labels", generate_labels.run, labels_cfg, run.labels, (), META_FILE),
+        hard,
+        dist,
+        Step(
+            f"{p}compress", compress.run, comp_cfg, run.compressed, (dist.name,), "compression.json"
+        ),
+        Step(
+            f"{p}benchmark",
+            benchmark.run,
+            bench_cfg,
+            run.benchmark,
+            (f"{p}labels", hard.name, dist.name, f"{p}compress"),
+            "report.json",
+        ),
+    ]
+
+
+def run(config: DemoConfig) -> dict:
+    c = config
+    run_dir = RunLayout(Path(c.out))
+    t0 = time.perf_counter()
+    graph = StepGraph(load_dataset(c.dataset).fingerprint())
+    prep_cfg = prepare.PrepareConfig(
+        dataset=c.dataset, out=str(run_dir.prepare), **c.step_overrides("prepare")
     )
+    prep = graph.run(Step("prepare", prepare.run, prep_cfg, run_dir.prepare, (), "stats.json"))
+    for s in chain(c, run_dir):
+        report = graph.run(s).result
     if c.cold_start:
-        report["cold"] = _cold_chain(c, out / "cold", timed, k_prep)
-    report["demo"] = {"seconds": time.perf_counter() - t0, "step_seconds": timings, "out": str(out)}
-    report["prepare"] = prep
-    write_json(out / "demo.json", report["demo"])
-    return report
-
-
-def _cold_chain(c: DemoConfig, out: Path, timed, k_prep: str) -> dict:
-    """The cold-start chain: the same steps on the ``cold_items`` protocol. Both students see
-    the items' content (genres, year, the teacher's frozen text embedding) and drop item ids
-    with ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new
-    users from a history); only the distilled one learns from the teacher's soft labels,
-    the only supervision the cold items have."""
-    common = dict(dataset=c.dataset, protocol="cold_items")
-    labels_meta = generate_labels.run(
-        generate_labels.GenerateLabelsConfig(
-            **common,
-            teacher=c.teacher,
-            model=c.teacher_model,
-            overwrite=True,
-            out=str(out / "labels"),
-            **c.step_overrides("cold_labels"),
-        )
-    )
-    k_labels = labels_meta["job_hash"]
-    content = dict(
-        labels=str(out / "labels"),
-        use_text=True,
-        item_id_dropout=c.item_id_dropout,
-        user_id_dropout=c.user_id_dropout,
-    )
-    keys = {}
-    for name, extra in (
-        ("student_hard", {"no_teacher": True}),
-        ("student_distilled", {"w_cold_kl": COLD_KL}),
-    ):
-        cfg = train_student.TrainStudentConfig(
-            **common,
-            **content,
-            **{**extra, **c.step_overrides(f"cold_{name}")},
-            seed=c.seed,
-            epochs=c.epochs,
-            out=str(out / name),
-        )
-        _, keys[name] = timed(
-            f"cold_{name}", train_student, cfg, out / name, [k_labels], "metrics.json"
-        )
-    comp_cfg = compress.CompressConfig(
-        **common,
-        model=str(out / "student_distilled" / "model"),
-        out=str(out / "compressed"),
-        **c.step_overrides("cold_compress"),
-    )
-    _, k_comp = timed(
-        "cold_compress", compress, comp_cfg, out / "compressed", [keys["student_distilled"]],
-        "compression.json",
-    )  # fmt: skip
-    bench_cfg = benchmark.BenchmarkConfig(
-        **common,
-        labels=str(out / "labels"),
-        student_hard=str(out / "student_hard" / "model"),
-        student_distilled=str(out / "student_distilled" / "model"),
-        student_int8=str(out / "compressed" / "int8"),
-        out=str(out / "benchmark"),
-        **c.step_overrides("cold_benchmark"),
-    )
-    report, _ = timed(
-        "cold_benchmark", benchmark, bench_cfg, out / "benchmark",
-        [k_labels, *keys.values(), k_comp], "report.json",
-    )  # fmt: skip
+        for s in chain(c, run_dir.cold, cold=True):
+            cold = graph.run(s).result
+        report["cold"] = cold
+    timings = {name: r.seconds for name, r in graph.runs.items()}
+    report["demo"] = {
+        "seconds": time.perf_counter() - t0,
+        "step_seconds": timings,
+        "out": str(run_dir.root),
+    }
+    report["prepare"] = prep.result
+    write_json(run_dir.root / "demo.json", report["demo"])
     return report
 
 
@@ -352,6 +284,6 @@ def format_summary(report: dict) -> str:
     run_dir = Path(report["demo"].get("out", "runs/demo"))
     parts.append(
         f"serve it: recdistill serve --run {run_dir}  (the cold chain's students, which also "
-        f"serve new users from a history: --run {run_dir / 'cold'})"
+        f"serve new users from a history: --run {RunLayout(run_dir).cold.root})"
     )
     return "\n\n".join(parts)

@@ -16,7 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("common", "llm_teacher", "student", "pipelines")
 # pipelines stages in data-flow order; `cli` and `demo` sit on top and may import any stage
-STAGES = ("core", "data", "baselines", "labels", "training", "compression", "serving", "evaluation")
+STAGES = (
+    "core",
+    "data",
+    "baselines",
+    "labels",
+    "training",
+    "compression",
+    "serving",
+    "evaluation",
+    "experiments",
+)
 TOP = ("pipelines.cli", "pipelines.demo")
 
 

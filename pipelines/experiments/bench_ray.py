@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -228,20 +227,3 @@ def run(config: BenchRayConfig) -> dict[str, Any]:
     write_json(config.out, result)
     logger.info("wrote %s", config.out)
     return result
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``recdistill bench-ray ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
-    from pipelines.core.config import parse_config
-
-    config = parse_config(
-        BenchRayConfig, sys.argv[1:] if argv is None else argv, prog="recdistill bench-ray"
-    )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(config)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

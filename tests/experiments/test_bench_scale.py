@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import job_parser
-from pipelines.evaluation import bench_scale as bs
+from pipelines.experiments import bench_scale as bs
+from pipelines.experiments import scale_report
 
 
 def test_parse_size():
@@ -54,10 +55,10 @@ def test_run_stage_accounts_the_child(tmp_path):
 
 
 def test_growth_exponents():
-    assert bs.fit_exponent([1e4, 1e5, 1e6], [3 * x**1.5 for x in (1e4, 1e5, 1e6)]) == (
+    assert scale_report.fit_exponent([1e4, 1e5, 1e6], [3 * x**1.5 for x in (1e4, 1e5, 1e6)]) == (
         pytest.approx(1.5)
     )
-    assert bs.fit_exponent([1e4], [2.0]) is None
+    assert scale_report.fit_exponent([1e4], [2.0]) is None
     sizes = {
         s: {
             "data": {"rc": 0, "seconds": 1.0, "peak_rss_gb": 1.0, "outputs": {"interactions": n}},
@@ -66,11 +67,11 @@ def test_growth_exponents():
         for s, n in (("a", 1000), ("b", 10000))
     }
     sizes["b"]["prepare"] = {"rc": 1, "seconds": 3.0, "peak_rss_gb": 1.0}
-    g = bs.growth(sizes)
+    g = scale_report.growth(sizes)
     assert g["labels"]["seconds_exponent"] == pytest.approx(1.0)
     assert g["data"]["seconds_exponent"] == pytest.approx(0.0)
     assert "prepare" not in g  # a failed stage is not a point
-    text = bs.format_report({"sizes": sizes, "growth": g})
+    text = scale_report.format_report({"sizes": sizes, "growth": g})
     assert "| labels | 2 | 1.00 |" in text
 
 
@@ -85,15 +86,17 @@ def test_growth_fits_only_sizes_run_with_the_same_settings():
     }
     conf = {"epochs": 3, "student_batch_size": 4096, "threads": 2}
     size_config = {"a": conf, "b": conf, "c": {**conf, "epochs": 1}}
-    mixed = bs.growth(sizes)["student_hard"]  # without settings: 3 points, a wrong exponent
+    mixed = scale_report.growth(sizes)[
+        "student_hard"
+    ]  # without settings: 3 points, a wrong exponent
     assert mixed["points"] == 3 and mixed["seconds_exponent"] < 0.6
-    g = bs.growth(sizes, size_config)
+    g = scale_report.growth(sizes, size_config)
     # the largest size's settings are the reference: it alone ran with 1 epoch
     assert g["student_hard"]["sizes"] == ["c"] and g["student_hard"]["seconds_exponent"] is None
     assert g["student_hard"]["left_out"]["sizes"] == ["a", "b"]
     assert g["labels"]["points"] == 3 and "left_out" not in g["labels"]  # epochs: not its cost
     assert g["labels"]["seconds_exponent"] == pytest.approx(1.0)
-    text = bs.format_report({"sizes": sizes, "growth": g})
+    text = scale_report.format_report({"sizes": sizes, "growth": g})
     assert "| student_hard | 1 | - | - | a, b |" in text
 
 
@@ -111,10 +114,10 @@ def test_growth_keeps_apart_sizes_fit_with_another_collaborative_model():
             ("a", 1000, 500.0, "ease"), ("b", 10000, 10.0, "als"), ("c", 100000, 100.0, "als")
         )
     }  # fmt: skip
-    assert bs.collab_kind(sizes["a"]) == "ease" and bs.collab_kind({}) is None
+    assert scale_report.collab_kind(sizes["a"]) == "ease" and scale_report.collab_kind({}) is None
     labels_only = {"labels": {"outputs": {"collab": {"kind": "als"}}}}
-    assert bs.collab_kind(labels_only) == "als"
-    g = bs.growth(sizes)
+    assert scale_report.collab_kind(labels_only) == "als"
+    g = scale_report.growth(sizes)
     assert g["prepare"]["sizes"] == ["b", "c"] and g["prepare"]["left_out"]["sizes"] == ["a"]
     assert g["prepare"]["seconds_exponent"] == pytest.approx(1.0)
     assert "collaborative model" in g["prepare"]["left_out"]["why"]

@@ -24,9 +24,11 @@ trained, items/s indexed, queries/s served). Per stage, the exponent ``b`` of
 ``seconds ~ a * interactions^b`` is fit by least squares on log-log over the sizes that
 finished (and the same for peak RSS). A stage that fails or runs past ``stage_timeout_s``
 is recorded with its exit code and the last lines of its log; the size's later stages are
-skipped. Finished stages are reused by a rerun with the same command (``stage.json`` beside
-each stage's output), so a long run resumes where it stopped; a stage that runs starts from
-an empty output folder (and ``prepare`` from an empty fit cache), so its time is its work.
+skipped. The stages are the steps of :mod:`pipelines.experiments.steps`, each reading the one
+before: a finished stage is reused by a rerun with the same command on the same data (its key
+in ``<stage>.stage.json`` beside the outputs) while no stage before it ran again, so a long
+run resumes where it stopped; a stage that runs starts from an empty output folder (and
+``prepare`` from an empty fit cache), so its time is its work.
 
 Times depend on the machine and on what else runs on it: ``loadavg`` is recorded before each
 stage. Nothing here is asserted by tests; they check the plumbing on a tiny size.
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -45,29 +46,30 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
-
-import numpy as np
+from typing import Any, Literal
 
 from common.io import claim_output, write_json, write_text
+from pipelines.core.layout import RunLayout
+from pipelines.data import load_dataset
+from pipelines.experiments.scale_report import SIZE_SETTINGS, STAGES, Stage, format_report, growth
+from pipelines.experiments.steps import Step, StepGraph
 
 logger = logging.getLogger(__name__)
 
-Stage = Literal[
-    "data", "prepare", "labels", "student_hard", "student_distilled", "compress", "benchmark"
-]
-STAGES: tuple[str, ...] = get_args(Stage)
 RESULT = "bench_scale.json"
+
+
 # what a stage writes inside the size's folder; removed before the stage runs, so a job (e.g.
 # generate-labels on the same config) times its work, not the reuse of an earlier result
-STAGE_OUTPUTS = {
-    "prepare": ("prepare", "collab_cache"),
-    "labels": ("labels",),
-    "student_hard": ("student_hard",),
-    "student_distilled": ("student_distilled",),
-    "compress": ("compressed",),
-    "benchmark": ("benchmark",),
-}
+def stage_output_dirs(stage: str, r: RunLayout) -> tuple[Path, ...]:
+    return {
+        "prepare": (r.prepare, r.collab_cache),
+        "labels": (r.labels,),
+        "student_hard": (r.student_hard,),
+        "student_distilled": (r.student_distilled,),
+        "compress": (r.compressed,),
+        "benchmark": (r.benchmark,),
+    }.get(stage, ())
 
 
 @dataclass
@@ -145,9 +147,9 @@ def dataset_spec(size: str, seed: int) -> str:
 
 def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[str]]:
     """The command of each stage (argv after ``recdistill``; ``data`` is a Python call)."""
-    ds = dataset_spec(size, c.seed)
+    ds, r = dataset_spec(size, c.seed), RunLayout(d)
     common = ["--dataset", ds, "--protocol", c.protocol]
-    cache = ["--collab-cache", str(d / "collab_cache")]  # one ALS / EASE^R fit per size
+    cache = ["--collab-cache", str(r.collab_cache)]  # one ALS / EASE^R fit per size
     student = [
         *common,
         "--epochs", str(c.epochs),
@@ -161,33 +163,33 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         "data": ["-c", f"from {__name__} import data_stage; data_stage({ds!r}, {c.protocol!r})"],
         "prepare": [
             "prepare", "--dataset", ds, "--protocols", c.protocol,
-            "--eval-users", str(c.eval_users), *cache, "--out", str(d / "prepare"),
+            "--eval-users", str(c.eval_users), *cache, "--out", str(r.prepare),
             "--overwrite",
         ],
         "labels": [
-            "generate-labels", *common, "--out", str(d / "labels"),
+            "generate-labels", *common, "--out", str(r.labels),
             "--n-negatives", str(c.n_negatives), "--topk-users", str(c.topk_users),
             "--user-encoding", c.user_encoding, *cache,
             "--threads", str(c.threads), "--overwrite",
         ],
         "student_hard": [
-            "train-student", *student, "--no-teacher", "--out", str(d / "student_hard"),
+            "train-student", *student, "--no-teacher", "--out", str(r.student_hard),
         ],
         "student_distilled": [
-            "train-student", *student, "--labels", str(d / "labels"),
-            "--out", str(d / "student_distilled"),
+            "train-student", *student, "--labels", str(r.labels),
+            "--out", str(r.student_distilled),
         ],
         "compress": [
-            "compress", *common, "--model", str(d / "student_distilled" / "model"),
+            "compress", *common, "--model", str(r.model("student_distilled")),
             "--finetune-epochs", str(c.finetune_epochs), "--valid-users", str(c.eval_users),
-            "--threads", str(c.threads), "--out", str(d / "compressed"), "--overwrite",
+            "--threads", str(c.threads), "--out", str(r.compressed), "--overwrite",
         ],
         "benchmark": [
-            "benchmark", *common, "--labels", str(d / "labels"),
-            "--student-hard", str(d / "student_hard" / "model"),
-            "--student-distilled", str(d / "student_distilled" / "model"),
-            "--student-int8", str(d / "compressed" / "int8"),
-            "--eval-users", str(c.eval_users), *cache, "--out", str(d / "benchmark"),
+            "benchmark", *common, "--labels", str(r.labels),
+            "--student-hard", str(r.model("student_hard")),
+            "--student-distilled", str(r.model("student_distilled")),
+            "--student-int8", str(r.int8),
+            "--eval-users", str(c.eval_users), *cache, "--out", str(r.benchmark),
             "--overwrite",
         ],
     }  # fmt: skip
@@ -268,14 +270,15 @@ def _read(path: Path) -> dict | None:
 def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
     """What the stage's own output says: sizes, throughput, quality."""
     out: dict[str, Any] = {}
+    run = RunLayout(d)
     if stage == "data":
         line = log.read_text().strip().splitlines()[-1]
         out = json.loads(line)
     elif stage == "prepare":
-        stats = _read(d / "prepare" / "stats.json") or {}
+        stats = _read(run.prepare / "stats.json") or {}
         out = {"protocols": stats.get("protocols")}
     elif stage == "labels":
-        meta = _read_meta(d / "labels")
+        meta = _read_meta(run.labels)
         if meta:
             out = {
                 "pairs": meta.get("n_pairs"),
@@ -287,7 +290,7 @@ def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
                 "teacher_quality": meta.get("teacher_quality", {}).get("parts"),
             }
     elif stage.startswith("student"):
-        m = _read(d / stage / "metrics.json")
+        m = _read(run.student(stage) / "metrics.json")
         if m:
             out = {
                 "epochs_run": m["epochs_run"],
@@ -296,14 +299,14 @@ def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
                 "params": m["params"],
             }
     elif stage == "compress":
-        m = _read(d / "compressed" / "compression.json")
+        m = _read(run.compressed / "compression.json")
         if m:
             out = {
                 name: {k: v for k, v in step.items() if k in ("valid_ndcg@10", "params", "bytes")}
                 for name, step in m.get("steps", {}).items()
             }
     elif stage == "benchmark":
-        r = _read(d / "benchmark" / "report.json")
+        r = _read(run.benchmark / "report.json")
         if r:
             out = {
                 "models": {
@@ -338,21 +341,52 @@ def _read_meta(folder: Path) -> dict | None:
     return _read(folder / META_FILE)
 
 
-def fit_exponent(x: list[float], y: list[float]) -> float | None:
-    """b of ``y = a * x^b`` by least squares on log-log; None with fewer than 2 points."""
-    pts = [(a, b) for a, b in zip(x, y) if a and b and a > 0 and b > 0]
-    if len(pts) < 2 or len({a for a, _ in pts}) < 2:
-        return None
-    lx = np.log([a for a, _ in pts])
-    ly = np.log([b for _, b in pts])
-    return float(np.polyfit(lx, ly, 1)[0])
+def _stage_run(stage: str, d: Path, c: BenchScaleConfig):
+    """The job of one stage as a step: its command -> its row (rc, time, RSS, outputs)."""
+
+    def run_it(argv: list[str]) -> dict[str, Any]:
+        for folder in stage_output_dirs(stage, RunLayout(d)):  # a job must not reuse its old
+            shutil.rmtree(folder, ignore_errors=True)  # output: the time would be the reuse's
+        log = d / f"{stage}.log"
+        res = run_stage(argv, log, c.stage_timeout_s, c.threads)
+        res["command_argv"] = argv
+        if res["rc"] == 0:
+            res["outputs"] = stage_outputs(stage, d, res, log)
+        logger.info(
+            "[%s %s] rc %d in %.0fs, peak RSS %.2f GB",
+            d.name, stage, res["rc"], res["seconds"], res["peak_rss_gb"],
+        )  # fmt: skip
+        return res
+
+    return run_it
 
 
-# the settings a size's stages ran with (a rerun of some sizes may use others)
-SIZE_SETTINGS = (
-    "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
-    "finetune_epochs", "threads",
-)  # fmt: skip
+def _finished(row: dict) -> bool:
+    return row.get("rc") == 0
+
+
+def size_steps(c: BenchScaleConfig, size: str, d: Path) -> list[Step]:
+    """The chain of one size as steps: each reads the one before (a rerun stage reruns every
+    stage after it), with its command as its config and ``<stage>.stage.json`` as marker."""
+    cmds = stage_commands(c, size, d)
+    return [
+        Step(stage, _stage_run(stage, d, c), cmds[stage], d, STAGES[i - 1 : i],
+             marker=d / f"{stage}.stage.json", done=_finished)
+        for i, stage in enumerate(STAGES)
+    ]  # fmt: skip
+
+
+def _run_size(c: BenchScaleConfig, size: str, d: Path) -> tuple[dict[str, Any], bool]:
+    """Run (or reuse) the size's stages; (rows by stage, whether any stage ran)."""
+    graph = StepGraph(load_dataset(dataset_spec(size, c.seed)).fingerprint())
+    rows: dict[str, Any] = {}
+    for step in size_steps(c, size, d):
+        res = graph.run(step, selected=step.name in c.stages)
+        if res.blocked_by:
+            rows[step.name] = {"skipped": f"stage {res.blocked_by} did not finish"}
+        elif res.result is not None:  # an unselected stage: kept from an earlier run
+            rows[step.name] = res.result
+    return rows, any(r.ran for r in graph.runs.values())
 
 
 def run(config: BenchScaleConfig) -> dict:
@@ -377,41 +411,7 @@ def run(config: BenchScaleConfig) -> dict:
     for size in c.sizes:
         d = out / size
         d.mkdir(exist_ok=True)
-        cmds = stage_commands(c, size, d)
-        rows: dict[str, Any] = {}
-        failed, ran = None, False
-        for stage in STAGES:
-            marker = d / f"{stage}.stage.json"
-            prev = _read(marker)
-            if stage not in c.stages:  # kept from an earlier run, if there was one
-                if prev:
-                    rows[stage] = prev
-                continue
-            if failed:
-                rows[stage] = {"skipped": f"stage {failed} did not finish"}
-                continue
-            log = d / f"{stage}.log"
-            # reused only while every stage before it was reused too (else its inputs changed)
-            if not ran and prev and prev.get("rc") == 0 and prev.get("command_argv") == cmds[stage]:
-                logger.info("[%s %s] done before: reusing", size, stage)
-                rows[stage] = prev
-                continue
-            for name in STAGE_OUTPUTS.get(stage, ()):  # a job must not reuse its old output:
-                shutil.rmtree(d / name, ignore_errors=True)  # the time would be the reuse's
-            logger.info("[%s %s] running", size, stage)
-            ran = True
-            res = run_stage(cmds[stage], log, c.stage_timeout_s, c.threads)
-            res["command_argv"] = cmds[stage]
-            if res["rc"] == 0:
-                res["outputs"] = stage_outputs(stage, d, res, log)
-            else:
-                failed = stage
-            logger.info(
-                "[%s %s] rc %d in %.0fs, peak RSS %.2f GB",
-                size, stage, res["rc"], res["seconds"], res["peak_rss_gb"],
-            )  # fmt: skip
-            write_json(marker, res)
-            rows[stage] = res
+        rows, ran = _run_size(c, size, d)
         result["sizes"][size] = _with_rates(rows)
         if ran or size not in result.setdefault("size_config", {}):
             result["size_config"][size] = {k: getattr(c, k) for k in SIZE_SETTINGS}
@@ -434,147 +434,6 @@ def _with_rates(rows: dict) -> dict:
         if stage in ("data", "prepare") and n:
             r["interactions_per_second"] = n / r["seconds"]
     return rows
-
-
-# the settings that change a stage's cost per interaction: a growth fit mixes no two of them
-STAGE_SETTINGS = {
-    "labels": ("topk_users", "n_negatives", "user_encoding"),
-    "student_hard": ("epochs", "student_batch_size"),
-    "student_distilled": ("epochs", "student_batch_size"),
-    "compress": ("epochs", "student_batch_size", "finetune_epochs"),
-    "benchmark": ("eval_users",),
-    "prepare": ("eval_users",),
-}
-
-
-# stages whose cost is mostly the collaborative fit: EASE^R's and ALS's costs grow differently
-COLLAB_STAGES = ("prepare", "labels", "benchmark")
-
-
-def collab_kind(rows: dict) -> str | None:
-    """The collaborative model a size's chain used ("ease" or "als"), as its prepare and
-    labels stages recorded it; None if neither says."""
-    prep = (rows.get("prepare") or {}).get("outputs") or {}
-    for entry in (prep.get("protocols") or {}).values():
-        for part in entry.values():
-            if isinstance(part, dict) and part.get("kind"):
-                return part["kind"]
-    labels = ((rows.get("labels") or {}).get("outputs") or {}).get("collab") or {}
-    return labels.get("kind")
-
-
-def growth(sizes: dict, size_config: dict | None = None) -> dict:
-    """Per stage, the fitted exponent of seconds and of peak RSS against interactions, over
-    the sizes whose settings for that stage (``STAGE_SETTINGS``, plus threads, plus the
-    collaborative model for ``COLLAB_STAGES``) match those of the largest size that finished
-    it; the others are named in ``left_out``."""
-    size_config = size_config or {}
-    out = {}
-    for stage in STAGES:
-        done = []
-        for size, rows in sizes.items():
-            n = (rows.get("data", {}).get("outputs") or {}).get("interactions")
-            r = rows.get(stage)
-            if n and r and r.get("rc") == 0:
-                done.append((n, size, r))
-        if not done:
-            continue
-        keys = (*STAGE_SETTINGS.get(stage, ()), "threads")
-        settings = {
-            size: tuple(size_config.get(size, {}).get(k) for k in keys) for _, size, _ in done
-        }
-        if stage in COLLAB_STAGES:
-            keys = (*keys, "collaborative model")
-            settings = {s: (*v, collab_kind(sizes[s])) for s, v in settings.items()}
-        ref = settings[max(done, key=lambda d: d[0])[1]]
-        used = [(n, size, r) for n, size, r in done if settings[size] == ref]
-        out[stage] = {
-            "points": len(used),
-            "sizes": [size for _, size, _ in used],
-            "seconds_exponent": fit_exponent(
-                [n for n, *_ in used], [r["seconds"] for *_, r in used]
-            ),
-            "rss_exponent": fit_exponent(
-                [n for n, *_ in used], [r["peak_rss_gb"] for *_, r in used]
-            ),
-        }
-        left = [size for _, size, _ in done if settings[size] != ref]
-        if left:
-            out[stage]["left_out"] = {
-                "sizes": left,
-                "why": f"other {', '.join(keys)} than the largest size",
-            }
-    return out
-
-
-def _fmt(v, spec=".0f") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
-def format_report(result: dict) -> str:
-    lines = ["# Scale benchmark", ""]
-    lines.append(
-        "Synthetic data (`recdistill bench-scale`), each stage in its own process; wall time, "
-        "peak RSS of that process, throughput from the job's own output."
-    )
-    lines.append("")
-    lines.append("| size | stage | rc | seconds | peak RSS GB | throughput |")
-    lines.append("|---|---|---:|---:|---:|---|")
-    for size, rows in result["sizes"].items():
-        for stage, r in rows.items():
-            if "skipped" in r:
-                lines.append(f"| {size} | {stage} | - | - | - | skipped: {r['skipped']} |")
-                continue
-            lines.append(
-                f"| {size} | {stage} | {r['rc']} | {_fmt(r['seconds'])} | "
-                f"{_fmt(r['peak_rss_gb'], '.2f')} | {_throughput(stage, r)} |"
-            )
-    if result.get("size_config"):
-        keys = list(SIZE_SETTINGS)
-        lines += ["", "Settings each size ran with:", ""]
-        lines.append("| size | " + " | ".join(keys) + " |")
-        lines.append("|---|" + "---:|" * len(keys))
-        for size, conf in result["size_config"].items():
-            lines.append(f"| {size} | " + " | ".join(str(conf.get(k)) for k in keys) + " |")
-    lines += ["", "Growth with interactions (fitted exponent b of `y ~ n^b`):", ""]
-    lines.append("| stage | sizes | seconds b | peak RSS b | left out (other settings) |")
-    lines.append("|---|---:|---:|---:|---|")
-    for stage, g in result.get("growth", {}).items():
-        left = ", ".join((g.get("left_out") or {}).get("sizes", []))
-        lines.append(
-            f"| {stage} | {g['points']} | {_fmt(g['seconds_exponent'], '.2f')} | "
-            f"{_fmt(g['rss_exponent'], '.2f')} | {left} |"
-        )
-    q = []
-    for size, rows in result["sizes"].items():
-        o = (rows.get("benchmark") or {}).get("outputs") or {}
-        ev = o.get("evaluation") or {}
-        for name, m in (o.get("models") or {}).items():
-            users = ev.get("teacher_users") if name == "teacher" else ev.get("users")
-            q.append(
-                f"| {size} | {name} | {_fmt(m.get('ndcg@10'), '.4f')} | {users} of {ev.get('of')} |"
-            )
-    if q:
-        lines += ["", "Quality (test NDCG@10, full catalogue, seeded sample of test users):", ""]
-        lines += ["| size | model | NDCG@10 | users |", "|---|---|---:|---:|", *q]
-    return "\n".join(lines) + "\n"
-
-
-def _throughput(stage: str, r: dict) -> str:
-    o = r.get("outputs") or {}
-    if stage == "labels" and o.get("pairs"):
-        return f"{o['pairs_per_second']:,.0f} pairs/s ({o['pairs']:,} pairs)"
-    if r.get("interactions_per_second"):
-        return f"{r['interactions_per_second']:,.0f} interactions/s"
-    if stage == "benchmark" and o.get("indexes"):
-        flat = o["indexes"].get("flat") or next(iter(o["indexes"].values()))
-        return (
-            f"{_fmt(flat.get('items_per_second_indexed'), ',.0f')} items/s indexed, "
-            f"{_fmt(flat.get('qps_batch1'), ',.0f')} queries/s (flat, batch 1)"
-        )
-    return ""
 
 
 def format_summary(result: dict) -> str:

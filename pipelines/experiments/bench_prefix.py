@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,48 @@ def fake_items(n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     return items
 
 
+def make_workload(scorer, tokenizer, users: int, candidates: int, history: int, rng):
+    """Per user: (encoded prompt prefix of ``history`` rated fake items, ``candidates`` items)."""
+    from llm_teacher.prompts import encode_prefix
+
+    occupations = ["student", "engineer", "writer", "educator", "programmer", "artist"]
+    workload = []
+    for u in range(users):
+        hist = fake_items(history, rng)
+        for h in hist:
+            h["rating"] = float(rng.integers(1, 6))
+        features = {
+            "age": int(rng.integers(18, 70)),
+            "gender": str(rng.choice(["M", "F"])),
+            "occupation": occupations[u % len(occupations)],
+        }
+        prefix = encode_prefix(tokenizer, scorer.render_prefix(hist, features))
+        workload.append((prefix, fake_items(candidates, rng)))
+    return workload
+
+
+def time_both(scorer, workload) -> tuple[dict, dict, dict]:
+    """Score every user naive and shared-prefix, alternating so both see the same machine
+    load; (scores, wall seconds, CPU seconds), each keyed by path."""
+    results: dict[str, list[np.ndarray]] = {"naive": [], "shared_prefix": []}
+    seconds = {"naive": 0.0, "shared_prefix": 0.0}
+    cpu_seconds = {"naive": 0.0, "shared_prefix": 0.0}
+    for i, (prefix, cands) in enumerate(workload):
+        for name, shared in (("naive", False), ("shared_prefix", True)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            results[name].append(scorer.score(prefix, cands, shared_prefix=shared, user=i))
+            seconds[name] += time.perf_counter() - t0
+            cpu_seconds[name] += time.process_time() - c0
+        logger.info(
+            "user %d/%d: naive %.1f s, shared prefix %.1f s so far",
+            i + 1,
+            len(workload),
+            seconds["naive"],
+            seconds["shared_prefix"],
+        )
+    return results, seconds, cpu_seconds
+
+
 def run_bench(
     *,
     source: str = "smollm2",
@@ -67,7 +108,6 @@ def run_bench(
 
     from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
     from llm_teacher.loading import load_causal_lm
-    from llm_teacher.prompts import encode_prefix
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -77,48 +117,29 @@ def run_bench(
         batch_size=batch_size, max_history_tokens=max_history_tokens, template=template
     )
     scorer = CausalLMScorer(model, tokenizer, config)
-
-    rng = np.random.default_rng(seed)
-    occupations = ["student", "engineer", "writer", "educator", "programmer", "artist"]
-    workload = []
-    for u in range(users):
-        hist = fake_items(history, rng)
-        for h in hist:
-            h["rating"] = float(rng.integers(1, 6))
-        features = {
-            "age": int(rng.integers(18, 70)),
-            "gender": str(rng.choice(["M", "F"])),
-            "occupation": occupations[u % len(occupations)],
-        }
-        prefix = encode_prefix(tokenizer, scorer.render_prefix(hist, features))
-        workload.append((prefix, fake_items(candidates, rng)))
-
+    workload = make_workload(
+        scorer, tokenizer, users, candidates, history, np.random.default_rng(seed)
+    )
     scorer.score(workload[0][0], workload[0][1][:2], shared_prefix=False)  # warm-up
     scorer.score(workload[0][0], workload[0][1][:2], shared_prefix=True)
-
-    # Users alternate between the two paths so both see the same machine load.
-    results: dict[str, list[np.ndarray]] = {"naive": [], "shared_prefix": []}
-    seconds = {"naive": 0.0, "shared_prefix": 0.0}
-    cpu_seconds = {"naive": 0.0, "shared_prefix": 0.0}
     load_before = os.getloadavg()
-    for i, (prefix, cands) in enumerate(workload):
-        for name, shared in (("naive", False), ("shared_prefix", True)):
-            t0, c0 = time.perf_counter(), time.process_time()
-            results[name].append(scorer.score(prefix, cands, shared_prefix=shared, user=i))
-            seconds[name] += time.perf_counter() - t0
-            cpu_seconds[name] += time.process_time() - c0
-        logger.info(
-            "user %d/%d: naive %.1f s, shared prefix %.1f s so far",
-            i + 1,
-            users,
-            seconds["naive"],
-            seconds["shared_prefix"],
-        )
+    results, seconds, cpu_seconds = time_both(scorer, workload)
     pairs = users * candidates
     naive_all = np.concatenate(results["naive"])
     shared_all = np.concatenate(results["shared_prefix"])
     suffix_lens = [len(s) for _, c in workload for s in scorer.suffix_ids(c)]
-    out = {
+    settings = {
+        "source": source,
+        "users": users,
+        "candidates": candidates,
+        "history": history,
+        "batch_size": batch_size,
+        "threads": threads,
+        "max_history_tokens": max_history_tokens,
+        "seed": seed,
+        "dtype": str(next(model.parameters()).dtype),
+    }
+    return {
         "pairs": pairs,
         "pairs_per_s": {k: pairs / v for k, v in seconds.items()},
         "seconds": seconds,
@@ -133,22 +154,11 @@ def run_bench(
         "prefix_tokens_mean": float(np.mean([len(p) for p, _ in workload])),
         "suffix_tokens_mean": float(np.mean(suffix_lens)),
         "model_load_s": load_s,
-        "settings": {
-            "source": source,
-            "users": users,
-            "candidates": candidates,
-            "history": history,
-            "batch_size": batch_size,
-            "threads": threads,
-            "max_history_tokens": max_history_tokens,
-            "seed": seed,
-            "dtype": str(next(model.parameters()).dtype),
-        },
+        "settings": settings,
         "teacher": scorer.info(),
         "versions": _versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
-    return out
 
 
 def _versions() -> dict[str, str]:
@@ -212,20 +222,3 @@ def run(config: BenchPrefixConfig) -> dict[str, Any]:
         config.out,
     )
     return result
-
-
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``recdistill bench-prefix ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
-    from pipelines.core.config import parse_config
-
-    config = parse_config(
-        BenchPrefixConfig, sys.argv[1:] if argv is None else argv, prog="recdistill bench-prefix"
-    )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(config)
-
-
-if __name__ == "__main__":
-    main()
