@@ -1,7 +1,7 @@
 """The index kinds as a registry: kind -> how FAISS builds it and what it reads at query time.
 
 A kind is a structure (a scan, inverted lists, a graph) over a code (float32 ``Flat`` or 8-bit
-``SQ8``). ``IndexConfig`` validation, the FAISS factory strings and the query-time parameters
+``SQ8``). ``IndexConfigLike`` validation, the FAISS factory strings and the query-time parameters
 (nprobe, efSearch) all read :data:`INDEX_KIND_SPECS`; to add a kind, add its name to
 ``student.serving.config.IndexKind`` and its entry here.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import faiss
 
 # a student.serving.config.IndexConfig (not imported: config validates kinds against this module)
-IndexConfig = Any
+IndexConfigLike = Any
 
 
 def default_nlist(n: int) -> int:
@@ -28,20 +28,20 @@ class Structure:
     """A scan over every code (the base): no build-time sizes, no query-time parameters."""
 
     name = "scan"
-    search_params: tuple[str, ...] = ()  # IndexConfig fields pushed into faiss at query time
+    search_params: tuple[str, ...] = ()  # IndexConfigLike fields pushed into faiss at query time
 
-    def sized(self, config: IndexConfig, n: int) -> IndexConfig:
+    def sized(self, config: IndexConfigLike, n: int) -> IndexConfigLike:
         """``config`` with the build-time sizes that depend on the ``n`` items resolved."""
         return config
 
-    def prefix(self, config: IndexConfig, nlist: int | None) -> str:
+    def prefix(self, config: IndexConfigLike, nlist: int | None) -> str:
         """The structure's part of the factory string (before the code)."""
         return ""
 
-    def configure(self, base: faiss.Index, config: IndexConfig) -> None:
+    def configure(self, base: faiss.Index, config: IndexConfigLike) -> None:
         """Build-time settings, set on the fresh ``base`` before it is trained or filled."""
 
-    def set_search(self, base: faiss.Index, config: IndexConfig) -> None:
+    def set_search(self, base: faiss.Index, config: IndexConfigLike) -> None:
         """Push :attr:`search_params` from ``config`` into ``base``."""
 
 
@@ -51,23 +51,23 @@ class InvertedLists(Structure):
     name = "ivf"
     search_params = ("nprobe",)
 
-    def sized(self, config: IndexConfig, n: int) -> IndexConfig:
+    def sized(self, config: IndexConfigLike, n: int) -> IndexConfigLike:
         nlist = config.nlist if config.nlist is not None else default_nlist(n)
         if nlist > n:
-            raise ValueError(f"IndexConfig.nlist={nlist} exceeds the number of items N={n}")
+            raise ValueError(f"IndexConfigLike.nlist={nlist} exceeds the number of items N={n}")
         return dataclasses.replace(config, nlist=nlist)
 
-    def prefix(self, config: IndexConfig, nlist: int | None) -> str:
+    def prefix(self, config: IndexConfigLike, nlist: int | None) -> str:
         if nlist is None:
             raise ValueError("factory_string: an IVF kind needs nlist")
         return f"IVF{nlist},"
 
-    def configure(self, base: faiss.Index, config: IndexConfig) -> None:
+    def configure(self, base: faiss.Index, config: IndexConfigLike) -> None:
         ivf = faiss.extract_index_ivf(base)
         ivf.cp.max_points_per_centroid = config.kmeans_points_per_centroid
         ivf.cp.seed = config.seed
 
-    def set_search(self, base: faiss.Index, config: IndexConfig) -> None:
+    def set_search(self, base: faiss.Index, config: IndexConfigLike) -> None:
         faiss.extract_index_ivf(base).nprobe = config.nprobe
 
 
@@ -77,13 +77,13 @@ class Graph(Structure):
     name = "hnsw"
     search_params = ("ef_search",)
 
-    def prefix(self, config: IndexConfig, nlist: int | None) -> str:
+    def prefix(self, config: IndexConfigLike, nlist: int | None) -> str:
         return f"HNSW{config.hnsw_m},"
 
-    def configure(self, base: faiss.Index, config: IndexConfig) -> None:
+    def configure(self, base: faiss.Index, config: IndexConfigLike) -> None:
         base.hnsw.efConstruction = config.ef_construction  # before any add: the graph uses it
 
-    def set_search(self, base: faiss.Index, config: IndexConfig) -> None:
+    def set_search(self, base: faiss.Index, config: IndexConfigLike) -> None:
         base.hnsw.efSearch = config.ef_search
 
 
@@ -107,7 +107,7 @@ class IndexKindSpec:
         """A scan over float32 codes: exact search (refine has nothing to add)."""
         return self.structure is SCAN and self.codes == "Flat"
 
-    def factory(self, config: IndexConfig, nlist: int | None = None) -> str:
+    def factory(self, config: IndexConfigLike, nlist: int | None = None) -> str:
         """The ``faiss.index_factory`` string (refine is wrapped separately)."""
         return self.structure.prefix(config, nlist) + self.codes
 
