@@ -1,7 +1,7 @@
 """The index kinds as a registry: kind -> how FAISS builds it and what it reads at query time.
 
 A kind is a structure (a scan, inverted lists, a graph) over a code (float32 ``Flat`` or 8-bit
-``SQ8``). ``IndexConfigLike`` validation, the FAISS factory strings and the query-time parameters
+``SQ8``). ``IndexConfig`` validation, the FAISS factory strings and the query-time parameters
 (nprobe, efSearch) all read :data:`INDEX_KIND_SPECS`; to add a kind, add its name to
 ``student.serving.config.IndexKind`` and its entry here.
 """
@@ -28,7 +28,7 @@ class Structure:
     """A scan over every code (the base): no build-time sizes, no query-time parameters."""
 
     name = "scan"
-    search_params: tuple[str, ...] = ()  # IndexConfigLike fields pushed into faiss at query time
+    search_params: tuple[str, ...] = ()  # IndexConfig fields pushed into faiss at query time
 
     def sized(self, config: IndexConfigLike, n: int) -> IndexConfigLike:
         """``config`` with the build-time sizes that depend on the ``n`` items resolved."""
