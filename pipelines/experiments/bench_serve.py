@@ -29,7 +29,7 @@ import numpy as np
 
 from common.config import to_dict
 from common.io import write_json
-from pipelines.serving.config import IndexType
+from student.serving.config import IndexKind
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ PEERS = ("served", "naive", "empty")
 class BenchServeConfig:
     run: str = field(default="runs/demo", metadata={"help": "a finished run folder to serve"})
     model: str | None = field(default=None, metadata={"help": "student folder override"})
-    index_type: IndexType = field(default="flat", metadata={"help": "index kind the server builds"})
+    index_type: IndexKind = field(default="flat", metadata={"help": "index kind the server builds"})
     concurrency: tuple[int, ...] = field(
         default=(1, 8, 32, 128), metadata={"help": "concurrent client requests per level"}
     )

@@ -4,7 +4,11 @@
   into an :class:`Engine` (model, index, ``Retriever``, titles, id maps, fingerprints);
 - ``batching``: the micro-batcher that joins concurrent requests into one tower call and one
   search;
-- ``app``: ``create_app(config)``, the FastAPI application (endpoints, errors, metrics, reload);
+- ``app``: ``create_app(config)``, the FastAPI application; its parts: ``routes/`` (one
+  ``APIRouter`` per concern: recommend, items, health, admin), ``schemas`` (request bodies),
+  ``answers`` (bodies -> queries -> JSON), ``errors`` (the error body and its handlers),
+  ``state`` (engine, batcher, metrics, reload: the ``State`` dependency), ``middleware``
+  (body limit, request metrics);
 - ``serve``: the ``recdistill serve`` job (uvicorn).
 
 Reads what compression (and training) wrote; writes nothing.

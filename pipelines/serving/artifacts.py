@@ -2,10 +2,12 @@
 
 A run folder is what ``recdistill demo`` writes (``compressed/``, ``student_distilled/``, ...)
 or a single ``train-student`` / ``compress`` output. The model is the first of
-:data:`RUN_MODELS` that exists (``--model`` overrides). The dataset, protocol and split seed
-come from the JSON the job that made the model wrote beside it (``compression.json`` or
-``metrics.json``), and the dataset and split fingerprints from the training job's
-``metrics.json``; loading refuses data whose fingerprints differ. The item index is
+:data:`RUN_MODELS` that exists (``--model`` overrides). The dataset spec comes from the JSON the
+job that made the model wrote beside it (``compression.json`` or ``metrics.json``); the
+protocol, split seed and the dataset and split fingerprints from the model folder's own
+provenance (``config.json``). A model saved without provenance falls back to the training
+job's ``metrics.json`` (found from ``compression.json``). Loading refuses data whose
+fingerprints differ. The item index is
 ``<run>/index`` if present (``--index`` overrides; it must match the model's item embeddings),
 else it is built from the student's item tower over every item, cold ones included.
 """
@@ -65,53 +67,99 @@ def _read(path: Path) -> dict:
     return data
 
 
-def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str]]:
-    """The config (dataset, protocol, split_seed) and fingerprints behind ``model_dir``."""
-    seen = []
-    parent = model_dir.parent
-    metrics = parent / "metrics.json"
-    if metrics.is_file():  # a train-student output: <out>/model + <out>/metrics.json
-        return _read(metrics), [str(metrics)]
-    comp = parent / "compression.json"
-    if comp.is_file():  # a compress output: its config names the trained student
-        seen.append(str(comp))
-        source = Path(_read(comp).get("config", {}).get("model", ""))
-        # the run's own student first (a copied or moved run still records the old path)
-        candidates = [parent.parent / "student_distilled" / "metrics.json"]
-        if run is not None:
-            candidates.append(run / "student_distilled" / "metrics.json")
-        candidates.append(source.parent / "metrics.json")
-        for m in candidates:
-            if m.is_file():
-                data = _read(m)
-                cfg = _read(comp)["config"]
-                for key in ("dataset", "protocol", "split_seed"):
-                    if data.get("config", {}).get(key) != cfg.get(key):
-                        raise ServeError(
-                            f"{comp}: {key}={cfg.get(key)!r} but the student's {m} says "
-                            f"{data.get('config', {}).get(key)!r}"
-                        )
-                return data, [*seen, str(m)]
-        raise ServeError(
-            f"{comp}: the student it compressed ({source}) has no metrics.json; looked at "
-            f"{[str(c) for c in candidates]} (needed for the dataset and split fingerprints)"
-        )
+def _job_record(model_dir: Path) -> Path:
+    """The JSON the job that made ``model_dir`` wrote beside it (it names the dataset spec)."""
+    for name in ("metrics.json", "compression.json"):  # train-student, compress
+        if (model_dir.parent / name).is_file():
+            return model_dir.parent / name
     raise ServeError(
-        f"{model_dir}: cannot tell which data made this model; expected {metrics} (train-student) "
-        f"or {comp} (compress) beside it"
+        f"{model_dir}: cannot tell which data made this model; expected "
+        f"{model_dir.parent / 'metrics.json'} (train-student) or "
+        f"{model_dir.parent / 'compression.json'} (compress) beside it"
     )
 
 
-def resolve_run(
-    run: str | Path | None, model: str | Path | None = None, index: str | Path | None = None
-) -> RunSource:
-    """Find the model, index and data of ``run`` (``model`` / ``index`` override). Cheap: reads
-    JSON files only, so the CLI reports a bad path as a one-line error."""
-    run_dir = Path(run) if run else None
-    if run_dir is not None and not run_dir.is_dir():
+def _from_provenance(model_dir: Path, record: Path, prov: dict) -> dict:
+    """The data of ``model_dir`` from its own provenance, the dataset spec from ``record``."""
+    from student.model import CONFIG_NAME
+
+    where = str(model_dir / CONFIG_NAME)
+    cfg = _read(record).get("config", {})
+    try:
+        out = {
+            "dataset": cfg["dataset"],
+            "protocol": prov["split"]["protocol"],
+            "split_seed": int(prov["split"]["seed"]),
+            "dataset_fingerprint": prov["dataset"]["fingerprint"],
+            "split_fingerprint": prov["split"]["fingerprint"],
+        }
+    except (KeyError, TypeError, ValueError):
         raise ServeError(
-            f"--run {run_dir}: no such folder (a finished `recdistill demo --out` run)"
-        )
+            f"{where} / {record}: expected provenance.dataset.fingerprint, provenance.split"
+            ".protocol/seed/fingerprint (written with the model) and config.dataset in "
+            f"{record.name}"
+        ) from None
+    for key in ("protocol", "split_seed"):
+        if key in cfg and cfg[key] != out[key]:
+            raise ServeError(
+                f"{record}: {key}={cfg[key]!r} but the model's provenance ({where}) says "
+                f"{out[key]!r}"
+            )
+    return {**out, "provenance": [str(record), where]}
+
+
+def _from_training_metrics(model_dir: Path, run: Path | None) -> dict:
+    """Fallback for a model saved without provenance: the training job's ``metrics.json``."""
+    metrics, provenance = _training_metrics(model_dir, run)
+    cfg = metrics.get("config", {})
+    try:
+        return {
+            "dataset": cfg["dataset"],
+            "protocol": cfg["protocol"],
+            "split_seed": int(cfg["split_seed"]),
+            "dataset_fingerprint": metrics["dataset"]["fingerprint"],
+            "split_fingerprint": metrics["split"]["fingerprint"],
+            "provenance": provenance,
+        }
+    except (KeyError, TypeError, ValueError):
+        raise ServeError(
+            f"{provenance[-1]}: expected config.dataset/protocol/split_seed and "
+            "dataset.fingerprint / split.fingerprint (written by train-student)"
+        ) from None
+
+
+def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str]]:
+    """The config (dataset, protocol, split_seed) and fingerprints behind ``model_dir``."""
+    record = _job_record(model_dir)
+    if record.name == "metrics.json":  # a train-student output: <out>/model + <out>/metrics.json
+        return _read(record), [str(record)]
+    # a compress output: its config names the trained student
+    comp = _read(record)
+    source = Path(comp.get("config", {}).get("model", ""))
+    # the run's own student first (a copied or moved run still records the old path)
+    candidates = [model_dir.parent.parent / "student_distilled" / "metrics.json"]
+    if run is not None:
+        candidates.append(run / "student_distilled" / "metrics.json")
+    candidates.append(source.parent / "metrics.json")
+    for m in candidates:
+        if m.is_file():
+            data = _read(m)
+            cfg = comp["config"]
+            for key in ("dataset", "protocol", "split_seed"):
+                if data.get("config", {}).get(key) != cfg.get(key):
+                    raise ServeError(
+                        f"{record}: {key}={cfg.get(key)!r} but the student's {m} says "
+                        f"{data.get('config', {}).get(key)!r}"
+                    )
+            return data, [str(record), str(m)]
+    raise ServeError(
+        f"{record}: the student it compressed ({source}) has no metrics.json; looked at "
+        f"{[str(c) for c in candidates]} (needed for the dataset and split fingerprints)"
+    )
+
+
+def _find_model(run_dir: Path | None, model: str | Path | None) -> Path:
+    """``--model``, else the first of :data:`RUN_MODELS` in ``run_dir``."""
     if model:
         model_dir = Path(model)
     elif run_dir is not None:
@@ -126,38 +174,46 @@ def resolve_run(
         raise ServeError("serve: give --run (a finished run folder) or --model")
     if not (model_dir / "config.json").is_file():
         raise ServeError(f"--model {model_dir}: no config.json (expected a saved student folder)")
-    metrics, provenance = _training_metrics(model_dir, run_dir)
-    cfg = metrics.get("config", {})
-    try:
-        fp_data = metrics["dataset"]["fingerprint"]
-        fp_split = metrics["split"]["fingerprint"]
-        dataset, protocol, seed = cfg["dataset"], cfg["protocol"], int(cfg["split_seed"])
-    except (KeyError, TypeError, ValueError):
-        raise ServeError(
-            f"{provenance[-1]}: expected config.dataset/protocol/split_seed and "
-            "dataset.fingerprint / split.fingerprint (written by train-student)"
-        ) from None
+    return model_dir
+
+
+def _find_index(run_dir: Path | None, index: str | Path | None) -> Path | None:
+    """``--index``, else ``<run>/index`` if it holds one, else None (built at load)."""
     if index:
-        index_dir: Path | None = Path(index)
+        index_dir = Path(index)
         if not (index_dir / "meta.json").is_file():
             raise ServeError(
                 f"--index {index_dir}: no meta.json (expected an ItemIndex.save folder)"
             )
-    elif run_dir is not None and (run_dir / RUN_INDEX / "meta.json").is_file():
-        index_dir = run_dir / RUN_INDEX
-    else:
-        index_dir = None
-    return RunSource(
-        model=model_dir,
-        dataset=dataset,
-        protocol=protocol,
-        split_seed=seed,
-        dataset_fingerprint=fp_data,
-        split_fingerprint=fp_split,
-        provenance=provenance,
-        index=index_dir,
-        run=run_dir,
-    )
+        return index_dir
+    if run_dir is not None and (run_dir / RUN_INDEX / "meta.json").is_file():
+        return run_dir / RUN_INDEX
+    return None
+
+
+def resolve_run(
+    run: str | Path | None, model: str | Path | None = None, index: str | Path | None = None
+) -> RunSource:
+    """Find the model, index and data of ``run`` (``model`` / ``index`` override). Cheap: reads
+    JSON files only, so the CLI reports a bad path as a one-line error."""
+    from student.model import read_provenance
+
+    run_dir = Path(run) if run else None
+    if run_dir is not None and not run_dir.is_dir():
+        raise ServeError(
+            f"--run {run_dir}: no such folder (a finished `recdistill demo --out` run)"
+        )
+    model_dir = _find_model(run_dir, model)
+    record = _job_record(model_dir)
+    try:
+        prov = read_provenance(model_dir)
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"{model_dir}: cannot read its provenance: {exc}") from None
+    if prov.get("dataset") and prov.get("split"):
+        found = _from_provenance(model_dir, record, prov)
+    else:  # saved before models carried their provenance
+        found = _from_training_metrics(model_dir, run_dir)
+    return RunSource(model=model_dir, index=_find_index(run_dir, index), run=run_dir, **found)
 
 
 def model_fingerprint(model_dir: Path) -> str:
@@ -228,13 +284,10 @@ class Engine:
 
 
 def _load_model(model_dir: Path):
-    from student.compress import load_quantized
-    from student.model import COMPRESSION_NAME, TwoTower
+    from student.loading import load_student
 
     try:
-        if (model_dir / COMPRESSION_NAME).exists():
-            return load_quantized(model_dir)
-        return TwoTower.from_pretrained(model_dir)
+        return load_student(model_dir)
     except (OSError, ValueError) as exc:
         raise ServeError(f"{model_dir}: cannot load the student: {exc}") from None
 
@@ -265,70 +318,32 @@ def load_engine(
     ``batch_independent``: see :func:`make_batch_independent`.
 
     Checks: the model's users and items match the dataset; the dataset and split fingerprints
-    match those the training job recorded; a stored index has the model's dimension, the
-    dataset's item ids in order and the fingerprint of the model's item embeddings. Raises
+    match those the model recorded; a stored index has the model's dimension, the dataset's
+    item ids in order and the fingerprint of the model's item embeddings. Raises
     :class:`ServeError` naming what differs.
     """
     import torch
 
-    from pipelines.data import histories, load_dataset, training_split
-    from student.serving import IndexConfig, ItemIndex, Retriever, embedding_fingerprint
+    from pipelines.data import histories
+    from student.serving import Retriever
 
     model = _load_model(source.model)
     switched = make_batch_independent(model) if batch_independent else 0
-    try:
-        data = load_dataset(source.dataset)
-    except (OSError, ValueError) as exc:
-        raise ServeError(f"{source.provenance[-1]}: dataset {source.dataset!r}: {exc}") from None
-    if data.fingerprint() != source.dataset_fingerprint:
-        raise ServeError(
-            f"dataset {source.dataset!r} has fingerprint {data.fingerprint()}, but "
-            f"{source.provenance[-1]} says the model was trained on {source.dataset_fingerprint}"
-            " (the data changed; retrain or serve the matching data)"
-        )
     cfg = model.config
-    if (cfg.n_users, cfg.n_items) != (data.n_users, data.n_items):
-        raise ServeError(
-            f"{source.model}: model has {cfg.n_users} users / {cfg.n_items} items, dataset "
-            f"{source.dataset!r} has {data.n_users} / {data.n_items}"
-        )
-    split = training_split(data, source.protocol, source.split_seed)
-    if split.fingerprint() != source.split_fingerprint:
-        raise ServeError(
-            f"split {source.protocol}/{source.split_seed} has fingerprint {split.fingerprint()}, "
-            f"but {source.provenance[-1]} recorded {source.split_fingerprint}"
-        )
+    data, split = _load_data(source, cfg)
     item_ids = data.items["item_id"].to_numpy().astype(str)
     with torch.no_grad():
         item_emb = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
-    if source.index is not None:
-        try:
-            index = ItemIndex.load(
-                source.index,
-                expected_dim=cfg.out_dim,
-                expected_item_ids=item_ids,
-                expected_fingerprint=embedding_fingerprint(item_emb),
-            )
-        except (OSError, ValueError) as exc:
-            raise ServeError(f"--index {source.index}: {exc}") from None
-        kind = index.config.kind
-    else:
-        index = ItemIndex.build(
-            item_emb, item_ids, IndexConfig(kind=index_kind, normalize=cfg.normalize)
-        )
-        kind = index_kind
-    if index.dim != cfg.out_dim:
-        raise ServeError(f"index dimension {index.dim} != the model's out_dim {cfg.out_dim}")
+    index, kind = _item_index(source, cfg, item_emb, item_ids, index_kind)
     hist = histories(split.train, data.n_users, cfg.history_len, data.n_items)
     seen = split.matrix("train")
     counts = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items)
-    retriever = Retriever(model, index, hist, seen, popularity=counts)
     user_ids = data.users["user_id"].to_numpy().astype(str)
     engine = Engine(
         source=source,
         model=model,
         index=index,
-        retriever=retriever,
+        retriever=Retriever(model, index, hist, seen, popularity=counts),
         item_emb=item_emb,
         item_ids=item_ids,
         titles=[str(t) for t in data.items["title"]],
@@ -352,6 +367,61 @@ def load_engine(
         engine.index_fingerprint,
     )
     return engine
+
+
+def _load_data(source: RunSource, cfg):
+    """The dataset and training split of ``source``, checked against the recorded
+    fingerprints and the model config ``cfg`` (users, items)."""
+    from pipelines.data import load_dataset, training_split
+
+    try:
+        data = load_dataset(source.dataset)
+    except (OSError, ValueError) as exc:
+        raise ServeError(f"{source.provenance[-1]}: dataset {source.dataset!r}: {exc}") from None
+    if data.fingerprint() != source.dataset_fingerprint:
+        raise ServeError(
+            f"dataset {source.dataset!r} has fingerprint {data.fingerprint()}, but "
+            f"{source.provenance[-1]} says the model was trained on {source.dataset_fingerprint}"
+            " (the data changed; retrain or serve the matching data)"
+        )
+    if (cfg.n_users, cfg.n_items) != (data.n_users, data.n_items):
+        raise ServeError(
+            f"{source.model}: model has {cfg.n_users} users / {cfg.n_items} items, dataset "
+            f"{source.dataset!r} has {data.n_users} / {data.n_items}"
+        )
+    split = training_split(data, source.protocol, source.split_seed)
+    if split.fingerprint() != source.split_fingerprint:
+        raise ServeError(
+            f"split {source.protocol}/{source.split_seed} has fingerprint {split.fingerprint()}, "
+            f"but {source.provenance[-1]} recorded {source.split_fingerprint}"
+        )
+    return data, split
+
+
+def _item_index(
+    source: RunSource, cfg, item_emb: np.ndarray, item_ids: np.ndarray, index_kind: str
+):
+    """``source``'s stored index, checked against the model's item embeddings, or one of
+    ``index_kind`` built over them; returns (index, its kind)."""
+    from student.serving import IndexConfig, ItemIndex, embedding_fingerprint
+
+    if source.index is not None:
+        try:
+            index = ItemIndex.load(
+                source.index,
+                expected_dim=cfg.out_dim,
+                expected_item_ids=item_ids,
+                expected_fingerprint=embedding_fingerprint(item_emb),
+            )
+        except (OSError, ValueError) as exc:
+            raise ServeError(f"--index {source.index}: {exc}") from None
+        kind = index.config.kind
+    else:
+        config = IndexConfig(kind=index_kind, normalize=cfg.normalize)
+        index, kind = ItemIndex.build(item_emb, item_ids, config), index_kind
+    if index.dim != cfg.out_dim:
+        raise ServeError(f"index dimension {index.dim} != the model's out_dim {cfg.out_dim}")
+    return index, kind
 
 
 def check_replacement(old: Engine, new: Engine, allow_new_dataset: bool = False) -> None:

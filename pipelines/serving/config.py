@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
 
-IndexType = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]
-INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+from student.serving.config import INDEX_KINDS, IndexKind
+
 MAX_K = 1000  # the default largest k
 MAX_K_LIMIT = 100_000
 
@@ -25,9 +24,9 @@ class ServeConfig:
         default=None,
         metadata={"help": "saved ItemIndex folder (default: <run>/index, else built at start)"},
     )
-    index_type: IndexType = field(
+    index_type: IndexKind = field(
         default="flat",
-        metadata={"help": f"kind of the index built at start, one of {INDEX_TYPES}"},
+        metadata={"help": f"kind of the index built at start, one of {INDEX_KINDS}"},
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8000, metadata={"help": "port to bind (0 = any free port)"})
@@ -78,9 +77,9 @@ class ServeConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.index_type not in INDEX_TYPES:
+        if self.index_type not in INDEX_KINDS:
             raise ValueError(
-                f"ServeConfig.index_type={self.index_type!r}; expected one of {INDEX_TYPES}"
+                f"ServeConfig.index_type={self.index_type!r}; expected one of {INDEX_KINDS}"
             )
         for name, low, high in (
             ("port", 0, 65535),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from pipelines.serving.app import BatchRequest, RecommendRequest
+from pipelines.serving.schemas import BatchRequest, RecommendRequest
 
 FIXED = [{"id": str(i), "score": 1.0 - i / 100, "title": f"item {i}"} for i in range(1, 11)]
 

@@ -1,18 +1,34 @@
-"""Index configuration: the index kinds, their validated config, FAISS factory strings."""
+"""Index configuration: the index kinds and their validated config (see ``kinds`` for how
+each kind is built)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
 
 from common.config import ConfigMixin
+from student.serving.kinds import HNSW, INDEX_KIND_SPECS, IVF, IndexKindSpec, default_nlist
+
+__all__ = [
+    "INDEX_KINDS",
+    "IndexConfig",
+    "IndexKind",
+    "check_int",
+    "default_nlist",
+    "factory_string",
+]
 
 # The one list of index kinds: IndexConfig, the server and the benchmark all take it from here.
+# A new kind: its name here and its entry in student.serving.kinds.INDEX_KIND_SPECS.
 IndexKind = Literal["flat", "sq8", "ivf_flat", "ivf_sq8", "hnsw_flat", "hnsw_sq8"]
 INDEX_KINDS: tuple[str, ...] = get_args(IndexKind)
+if set(INDEX_KINDS) != set(INDEX_KIND_SPECS):
+    raise ImportError(
+        f"IndexKind {sorted(INDEX_KINDS)} and kinds.INDEX_KIND_SPECS {sorted(INDEX_KIND_SPECS)} "
+        "must name the same kinds"
+    )
 
 
 METRICS = ("ip",)
@@ -21,12 +37,25 @@ METRICS = ("ip",)
 # Norm spread (std / mean) above which un-normalised approximate IP search is flagged.
 NORM_SPREAD_WARN = 0.05
 
+# IndexConfig integer fields: (name, lowest, highest or None)
+_INT_FIELDS = (
+    ("nprobe", 1, None),
+    ("hnsw_m", 2, 512),
+    ("ef_construction", 1, None),
+    ("ef_search", 1, None),
+    ("refine_factor", 1, None),
+    ("train_sample", 1, None),
+    ("kmeans_points_per_centroid", 1, None),
+    ("seed", 0, None),
+)
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+
+def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> None:
+    """Refuse ``value`` unless it is an integer (not a bool) in [low, high]; names ``name``."""
     ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
     if not ok or value < low or (high is not None and value > high):
         allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"IndexConfig.{name}={value!r} is invalid; expected {allowed}")
+        raise ValueError(f"{name}={value!r} is invalid; expected {allowed}")
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -109,47 +138,35 @@ class IndexConfig(ConfigMixin):
         for name in ("normalize", "mips_transform", "refine", "sq_train_on_all"):
             _check_bool(name, getattr(self, name))
         if self.nlist is not None:
-            _check_int("nlist", self.nlist, 1, 1 << 20)
-        _check_int("nprobe", self.nprobe, 1)
-        _check_int("hnsw_m", self.hnsw_m, 2, 512)
-        _check_int("ef_construction", self.ef_construction, 1)
-        _check_int("ef_search", self.ef_search, 1)
-        _check_int("refine_factor", self.refine_factor, 1)
-        _check_int("train_sample", self.train_sample, 1)
-        _check_int("kmeans_points_per_centroid", self.kmeans_points_per_centroid, 1)
-        _check_int("seed", self.seed, 0)
+            check_int("IndexConfig.nlist", self.nlist, 1, 1 << 20)
+        for name, low, high in _INT_FIELDS:
+            check_int(f"IndexConfig.{name}", getattr(self, name), low, high)
         if self.normalize and self.mips_transform:
             raise ValueError(
                 "IndexConfig.mips_transform=True is invalid with normalize=True; the transform "
                 "is for un-normalised vectors (set normalize=False) or leave it False"
             )
-        if self.refine and self.kind == "flat":
+        if self.refine and self.spec.exact:
+            approximate = tuple(k for k in INDEX_KINDS if not INDEX_KIND_SPECS[k].exact)
             raise ValueError(
-                "IndexConfig.refine=True is invalid with kind='flat' (already exact); "
-                f"use refine with one of {INDEX_KINDS[1:]}"
+                f"IndexConfig.refine=True is invalid with kind={self.kind!r} (already exact); "
+                f"use refine with one of {approximate}"
             )
 
     @property
+    def spec(self) -> IndexKindSpec:
+        """How this kind is built and searched (:data:`kinds.INDEX_KIND_SPECS`)."""
+        return INDEX_KIND_SPECS[self.kind]
+
+    @property
     def is_ivf(self) -> bool:
-        return self.kind.startswith("ivf")
+        return self.spec.structure is IVF
 
     @property
     def is_hnsw(self) -> bool:
-        return self.kind.startswith("hnsw")
-
-
-def default_nlist(n: int) -> int:
-    """round(4*sqrt(n)), capped at n // 39 (>= 1) and 65536."""
-    return int(max(1, min(round(4 * math.sqrt(n)), n // 39, 65536)))
+        return self.spec.structure is HNSW
 
 
 def factory_string(config: IndexConfig, nlist: int | None = None) -> str:
     """The ``faiss.index_factory`` string for ``config`` (refine is wrapped separately)."""
-    codes = "SQ8" if config.kind.endswith("sq8") else "Flat"
-    if config.kind in ("flat", "sq8"):
-        return codes
-    if config.is_ivf:
-        if nlist is None:
-            raise ValueError("factory_string: an IVF kind needs nlist")
-        return f"IVF{nlist},{codes}"
-    return f"HNSW{config.hnsw_m},{codes}"
+    return config.spec.factory(config, nlist)

@@ -35,7 +35,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.io import atomic_dir
-from student.serving.config import NORM_SPREAD_WARN, IndexConfig, default_nlist, factory_string
+from student.serving.config import NORM_SPREAD_WARN, IndexConfig, check_int, factory_string
+from student.serving.vectors import (
+    as_ids,
+    as_matrix,
+    embedding_fingerprint,
+    mips_augment,
+    normalize_rows,
+    pad_columns,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,56 +53,6 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "item_ids.npy"
 META_FILE = "meta.json"
 _ADD_CHUNK = 100_000
-
-
-def embedding_fingerprint(emb: np.ndarray) -> str:
-    """sha256 of a float32 C-contiguous copy of ``emb`` and its shape (hex)."""
-    arr = np.ascontiguousarray(emb, dtype=np.float32)
-    h = hashlib.sha256(str(arr.shape).encode())
-    h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
-    """Validate a [N, D] finite float array and return a float32 C-contiguous copy."""
-    arr = np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-d array [N, D], got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
-    if dim is not None and arr.shape[1] != dim:
-        raise ValueError(f"{name}: dimension {arr.shape[1]} does not match the index dim {dim}")
-    arr = np.array(arr, dtype=np.float32, order="C", copy=True)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{name}: row {row} has a NaN or inf value ({int(bad.sum())} rows)")
-    return arr
-
-
-def _normalize_rows(x: np.ndarray, name: str) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1)
-    zero = norms == 0
-    if zero.any():
-        row = int(np.flatnonzero(zero)[0])
-        raise ValueError(f"{name}: row {row} has zero norm and cannot be normalised")
-    faiss.normalize_L2(x)
-    return x
-
-
-def _as_ids(item_ids: Any, n: int) -> np.ndarray:
-    ids = np.asarray(item_ids)
-    if ids.ndim != 1 or len(ids) != n:
-        raise ValueError(f"item_ids: expected a 1-d array of length {n}, got shape {ids.shape}")
-    if ids.dtype.kind == "O":
-        ids = ids.astype(str)
-    if ids.dtype.kind not in "iuU":
-        raise ValueError(f"item_ids: expected integer or string ids, got dtype {ids.dtype}")
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        dup = uniq[counts > 1][0].item()
-        raise ValueError(f"item_ids: id {dup!r} appears {int(counts[counts > 1][0])} times")
-    return ids
 
 
 class ItemIndex:
@@ -138,58 +96,22 @@ class ItemIndex:
         ``threads`` temporarily sets faiss's OpenMP threads for training and adding.
         """
         config = config or IndexConfig()
-        x = _as_matrix(item_emb, "item_emb")
+        x = as_matrix(item_emb, "item_emb")
         n, dim = x.shape
         if n == 0:
             raise ValueError("item_emb: the catalogue is empty (0 rows)")
-        ids = _as_ids(item_ids, n)
+        ids = as_ids(item_ids, n)
         fingerprint = embedding_fingerprint(x)
         _check_norms(x, config)
         if config.normalize:
-            x = _normalize_rows(x, "item_emb")
+            x = normalize_rows(x, "item_emb")
         mips_max_norm = None
         if config.mips_transform:
             x, mips_max_norm = mips_augment(x)
-        x = _pad_columns(x, _index_dim(x.shape[1], config))
-
-        nlist = None
-        if config.is_ivf:
-            nlist = config.nlist if config.nlist is not None else default_nlist(n)
-            if nlist > n:
-                raise ValueError(f"IndexConfig.nlist={nlist} exceeds the number of items N={n}")
-            config = dataclasses.replace(config, nlist=nlist)
-        spec = factory_string(config, nlist)
-        metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
-        base = faiss.index_factory(x.shape[1], spec, metric)
-        if hasattr(base, "hnsw"):  # before any add: the graph is built with it
-            base.hnsw.efConstruction = config.ef_construction
-        index = faiss.IndexRefineFlat(base) if config.refine else base
-        if config.refine:
-            index.k_factor = float(config.refine_factor)
-
-        old_threads = faiss.omp_get_max_threads()
-        if threads is not None:
-            faiss.omp_set_num_threads(threads)
-        try:
-            if not index.is_trained:
-                ivf = faiss.try_extract_index_ivf(base)
-                if ivf is not None:
-                    ivf.cp.max_points_per_centroid = config.kmeans_points_per_centroid
-                    ivf.cp.seed = config.seed
-                train = x
-                if not config.sq_train_on_all and n > config.train_sample:
-                    rng = np.random.default_rng(config.seed)
-                    rows = np.sort(rng.choice(n, config.train_sample, replace=False))
-                    train = x[rows]
-                logger.info("training %s on %d vectors", spec, len(train))
-                index.train(train)
-            logger.info("adding %d vectors (dim %d) to %s", n, x.shape[1], spec)
-            for start in tqdm(
-                range(0, n, _ADD_CHUNK), desc=f"index {spec}", disable=n <= _ADD_CHUNK
-            ):
-                index.add(x[start : start + _ADD_CHUNK])
-        finally:
-            faiss.omp_set_num_threads(old_threads)
+        x = pad_columns(x, config.spec.index_dim(x.shape[1]))
+        config = config.spec.structure.sized(config, n)
+        index, base = _new_faiss_index(config, x.shape[1])
+        _train_and_add(index, x, config, threads)
         out = cls(index, ids, config, dim, fingerprint, mips_max_norm)
         out._base = base  # keep the wrapped index alive with the refine wrapper
         return out
@@ -200,18 +122,15 @@ class ItemIndex:
         return int(self.index.ntotal)
 
     def apply_search_params(self) -> None:
-        """Push nprobe / efSearch / refine factor from ``self.config`` into the faiss index."""
+        """Push the kind's search parameters (nprobe, efSearch) and the refine factor from
+        ``self.config`` into the faiss index."""
         index = self.index
         if isinstance(index, faiss.IndexRefine):
             index.k_factor = float(self.config.refine_factor)
             base = faiss.downcast_index(index.base_index)
         else:
             base = index
-        ivf = faiss.try_extract_index_ivf(base)
-        if ivf is not None:
-            ivf.nprobe = self.config.nprobe
-        if hasattr(base, "hnsw"):
-            base.hnsw.efSearch = self.config.ef_search
+        self.config.spec.structure.set_search(base, self.config)
 
     def set_search_params(
         self,
@@ -234,16 +153,16 @@ class ItemIndex:
 
     def prepare_queries(self, query: np.ndarray) -> np.ndarray:
         """[B, D] queries -> float32 [B, D'] in the index's space (normalised / augmented)."""
-        q = _as_matrix(query, "query", self.dim)
+        q = as_matrix(query, "query", self.dim)
         if self.config.normalize:
-            q = _normalize_rows(q, "query")
+            q = normalize_rows(q, "query")
         if self.config.mips_transform:
             # Put the query on the sphere of radius M that holds the augmented items (zero
             # extra coordinate): the per-query ranking is unchanged, but IVF probing and HNSW
             # routing by L2 then see the query where the data is, not near the centre.
-            q = _normalize_rows(q, "query") if not self.config.normalize else q
+            q = normalize_rows(q, "query") if not self.config.normalize else q
             q = np.hstack([q * self.mips_max_norm, np.zeros((len(q), 1), dtype=np.float32)])
-        return _pad_columns(q, int(self.index.d))
+        return pad_columns(q, int(self.index.d))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product.
@@ -252,7 +171,7 @@ class ItemIndex:
         not fill (k > N, or an IVF/HNSW search that reached fewer items) hold row -1 and score
         -inf.
         """
-        _check_int_arg("k", k)
+        check_int("k", k)
         q = self.prepare_queries(query)
         dist, rows = self.index.search(q, min(k, self.n))
         scores = dist
@@ -416,11 +335,6 @@ def _check_same_ids(src: Path, ids: np.ndarray, expected: np.ndarray) -> None:
         )
 
 
-def _check_int_arg(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r} is invalid; expected an integer >= 1")
-
-
 def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
     """Warn about setups measured to lose recall on vectors whose norms spread.
 
@@ -432,7 +346,7 @@ def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
     norms = np.linalg.norm(x, axis=1)
     mean = float(norms.mean())
     spread = float(norms.std() / mean) if mean > 0 else 0.0
-    if config.normalize or config.kind == "flat" or spread <= NORM_SPREAD_WARN:
+    if config.normalize or config.spec.exact or spread <= NORM_SPREAD_WARN:
         return
     if config.is_ivf and not config.mips_transform:
         advice = "IVF over inner product on such vectors loses recall badly; set mips_transform"
@@ -452,22 +366,37 @@ def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
     )
 
 
-def _index_dim(d: int, config: IndexConfig) -> int:
-    """8-bit scalar-quantizer kernels are SIMD only when dim % 8 == 0 (65-d ran ~10x slower than
-    64-d or 72-d here), so SQ8 indexes get zero columns up to the next multiple of 8."""
-    return d + (-d) % 8 if config.kind.endswith("sq8") else d
+def _new_faiss_index(config: IndexConfig, d: int) -> tuple[faiss.Index, faiss.Index]:
+    """An empty faiss index for ``d``-wide vectors: (the index, its base under refine)."""
+    metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
+    base = faiss.index_factory(d, factory_string(config, config.nlist), metric)
+    config.spec.structure.configure(base, config)
+    index = faiss.IndexRefineFlat(base) if config.refine else base
+    if config.refine:
+        index.k_factor = float(config.refine_factor)
+    return index, base
 
 
-def _pad_columns(x: np.ndarray, width: int) -> np.ndarray:
-    """[N, d] -> [N, width] with zero columns appended (inner products and L2 unchanged)."""
-    if x.shape[1] == width:
-        return x
-    return np.hstack([x, np.zeros((len(x), width - x.shape[1]), dtype=np.float32)])
-
-
-def mips_augment(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """MIPS -> L2: [N, D] -> ([N, D+1] with extra coordinate sqrt(M^2 - |x|^2), M = max norm)."""
-    norms2 = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    max_norm = float(np.sqrt(norms2.max()))
-    extra = np.sqrt(np.maximum(max_norm**2 - norms2, 0.0)).astype(np.float32)
-    return np.hstack([x, extra[:, None]]), max_norm
+def _train_and_add(
+    index: faiss.Index, x: np.ndarray, config: IndexConfig, threads: int | None
+) -> None:
+    """Train ``index`` if it needs it (all rows, or a seeded sample) and add ``x`` in chunks;
+    ``threads`` sets faiss's OpenMP threads for the duration."""
+    n, spec = len(x), factory_string(config, config.nlist)
+    old_threads = faiss.omp_get_max_threads()
+    if threads is not None:
+        faiss.omp_set_num_threads(threads)
+    try:
+        if not index.is_trained:
+            train = x
+            if not config.sq_train_on_all and n > config.train_sample:
+                rng = np.random.default_rng(config.seed)
+                rows = np.sort(rng.choice(n, config.train_sample, replace=False))
+                train = x[rows]
+            logger.info("training %s on %d vectors", spec, len(train))
+            index.train(train)
+        logger.info("adding %d vectors (dim %d) to %s", n, x.shape[1], spec)
+        for start in tqdm(range(0, n, _ADD_CHUNK), desc=f"index {spec}", disable=n <= _ADD_CHUNK):
+            index.add(x[start : start + _ADD_CHUNK])
+    finally:
+        faiss.omp_set_num_threads(old_threads)

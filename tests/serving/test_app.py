@@ -63,15 +63,52 @@ def test_resolve_run_errors_name_the_path(tmp_path, run_dir):
         resolve_run(None, model=lone / "m")
 
 
+def _edit_json(path, edit) -> None:
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+
+
 def test_load_refuses_data_whose_fingerprint_changed(tmp_path, run_dir):
     run = tmp_path / "r"
     shutil.copytree(run_dir, run)
-    path = run / "student_distilled" / "metrics.json"
-    meta = json.loads(path.read_text())
-    meta["dataset"]["fingerprint"] = "0" * 16
-    path.write_text(json.dumps(meta))
+    served = run / "compressed" / "int8" / "config.json"  # the model's own provenance
+    _edit_json(served, lambda m: m["provenance"]["dataset"].update(fingerprint="0" * 16))
     with pytest.raises(ServeError, match="the data changed"):
         load_engine(resolve_run(run))
+
+
+def test_a_model_without_provenance_falls_back_to_the_training_metrics(tmp_path, run_dir):
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run)
+    _edit_json(run / "compressed" / "int8" / "config.json", lambda m: m.pop("provenance"))
+    src = resolve_run(run)
+    assert src.provenance[-1] == str(run / "student_distilled" / "metrics.json")
+    assert src.dataset_fingerprint == resolve_run(run_dir).dataset_fingerprint
+    metrics = run / "student_distilled" / "metrics.json"
+    _edit_json(metrics, lambda m: m["dataset"].update(fingerprint="0" * 16))
+    with pytest.raises(ServeError, match="the data changed"):
+        load_engine(resolve_run(run))
+
+
+def test_a_compressed_model_is_served_from_its_own_provenance(tmp_path, run_dir):
+    run = tmp_path / "r"
+    shutil.copytree(run_dir / "compressed", run / "compressed")  # no trained student beside it
+    src = resolve_run(run)
+    assert src.provenance[-1] == str(run / "compressed" / "int8" / "config.json")
+    want = resolve_run(run_dir)
+    assert (src.dataset, src.protocol, src.split_seed) == (
+        want.dataset,
+        want.protocol,
+        want.split_seed,
+    )
+    assert (src.dataset_fingerprint, src.split_fingerprint) == (
+        want.dataset_fingerprint,
+        want.split_fingerprint,
+    )
+    _edit_json(run / "compressed" / "compression.json", lambda m: m["config"].update(split_seed=7))
+    with pytest.raises(ServeError, match="split_seed=7 but the model's provenance"):
+        resolve_run(run)
 
 
 def test_a_stored_index_is_used_and_a_stale_one_refused(tmp_path, run_dir, engine):

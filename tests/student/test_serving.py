@@ -211,21 +211,6 @@ def test_save_load_round_trip_gives_identical_results(config, unit_data, tmp_pat
         assert meta["config"]["nlist"] == default_nlist(N)  # resolved value is stored
 
 
-@pytest.mark.parametrize("ef_construction", [16, 200])
-def test_hnsw_graph_is_built_with_the_configured_ef_construction(
-    ef_construction, unit_data, tmp_path
-) -> None:
-    # the setting must reach faiss before the vectors are added (faiss's own default is 40),
-    # and survive a save and load
-    items = unit_data[0]
-    cfg = IndexConfig(kind="hnsw_sq8", ef_construction=ef_construction)
-    index = ItemIndex.build(items, np.arange(N), cfg)
-    assert index.index.hnsw.efConstruction == ef_construction
-    index.save(tmp_path / "idx")
-    loaded = ItemIndex.load(tmp_path / "idx", expected_dim=D)
-    assert loaded.index.hnsw.efConstruction == ef_construction
-
-
 def test_save_replaces_an_index_but_not_other_folders(unit_data, tmp_path) -> None:
     items = unit_data[0]
     a = ItemIndex.build(items, np.arange(N), IndexConfig(kind="flat"))

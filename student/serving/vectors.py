@@ -1,0 +1,75 @@
+"""Item and query vectors for the index: checked, normalised, padded, MIPS-augmented, and
+fingerprinted (numpy in, numpy out)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import faiss
+import numpy as np
+
+
+def embedding_fingerprint(emb: np.ndarray) -> str:
+    """sha256 of a float32 C-contiguous copy of ``emb`` and its shape (hex)."""
+    arr = np.ascontiguousarray(emb, dtype=np.float32)
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
+    """Validate a [N, D] finite float array and return a float32 C-contiguous copy."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-d array [N, D], got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name}: dimension {arr.shape[1]} does not match the index dim {dim}")
+    arr = np.array(arr, dtype=np.float32, order="C", copy=True)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: row {row} has a NaN or inf value ({int(bad.sum())} rows)")
+    return arr
+
+
+def normalize_rows(x: np.ndarray, name: str) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms == 0
+    if zero.any():
+        row = int(np.flatnonzero(zero)[0])
+        raise ValueError(f"{name}: row {row} has zero norm and cannot be normalised")
+    faiss.normalize_L2(x)
+    return x
+
+
+def as_ids(item_ids: Any, n: int) -> np.ndarray:
+    ids = np.asarray(item_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"item_ids: expected a 1-d array of length {n}, got shape {ids.shape}")
+    if ids.dtype.kind == "O":
+        ids = ids.astype(str)
+    if ids.dtype.kind not in "iuU":
+        raise ValueError(f"item_ids: expected integer or string ids, got dtype {ids.dtype}")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1][0].item()
+        raise ValueError(f"item_ids: id {dup!r} appears {int(counts[counts > 1][0])} times")
+    return ids
+
+
+def pad_columns(x: np.ndarray, width: int) -> np.ndarray:
+    """[N, d] -> [N, width] with zero columns appended (inner products and L2 unchanged)."""
+    if x.shape[1] == width:
+        return x
+    return np.hstack([x, np.zeros((len(x), width - x.shape[1]), dtype=np.float32)])
+
+
+def mips_augment(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """MIPS -> L2: [N, D] -> ([N, D+1] with extra coordinate sqrt(M^2 - |x|^2), M = max norm)."""
+    norms2 = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    max_norm = float(np.sqrt(norms2.max()))
+    extra = np.sqrt(np.maximum(max_norm**2 - norms2, 0.0)).astype(np.float32)
+    return np.hstack([x, extra[:, None]]), max_norm
