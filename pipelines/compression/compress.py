@@ -33,7 +33,6 @@ from pipelines.core.io import claim_output, write_json
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.core.progress import Progress
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
-from pipelines.training.scoring import score_fn
 from student.compress import (
     choose_int8_parts,
     magnitude_prune,
@@ -42,7 +41,9 @@ from student.compress import (
     structured_prune,
 )
 from student.losses import listwise_kl_loss
-from student.model import MODEL_FILES, TwoTower, count_parameters, model_bytes
+from student.model import TwoTower, count_parameters, model_bytes
+from student.model_io import MODEL_FILES
+from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from student.compress.int8 import _check_model, _new_model, _size_record
-from student.model import TwoTower, load_state_strict
+from student.model import TwoTower
+from student.model_io import load_state_strict
 
 logger = logging.getLogger(__name__)
 
