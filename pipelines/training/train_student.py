@@ -22,8 +22,7 @@ import torch
 from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import claim_output, write_json
-from pipelines.core.metrics import evaluate, sample_users
-from pipelines.core.progress import Progress
+from pipelines.core.metrics import sample_users
 from pipelines.data import (
     PROTOCOLS,
     InteractionData,
@@ -34,14 +33,15 @@ from pipelines.data import (
     training_split,
 )
 from pipelines.data.features import student_features
-from pipelines.training.batch import ObjectiveInputs, Step
+from pipelines.training.batch import ObjectiveInputs
+from pipelines.training.loop import Schedule, cold_valid, train_epochs
 from pipelines.training.objective import Objective
+from pipelines.training.optim import make_optimizer
 from pipelines.training.soft_lists import SoftLists, label_item_embeddings, soft_lists
 from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
 from student.losses import DistillLossWeights
 from student.model import TwoTower, TwoTowerConfig, count_parameters
 from student.model_io import MODEL_FILES
-from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 
@@ -264,39 +264,6 @@ def use_sparse(c: TrainStudentConfig, n_users: int, n_items: int) -> bool:
     return c.weight_decay == 0 and n_users + n_items > SPARSE_AUTO_ROWS
 
 
-class Optimizers:
-    """Several optimizers stepped as one (SparseAdam for the id tables, AdamW for the rest)."""
-
-    def __init__(self, *opts):
-        self.opts = opts
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.opts:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.opts:
-            o.step()
-
-
-def make_optimizer(model: TwoTower, params, lr: float, weight_decay: float, sparse: bool):
-    """AdamW over ``params``; with ``sparse``, the model's id tables switch to sparse
-    gradients and SparseAdam (lazy Adam: only the rows a step touched move), AdamW the rest.
-    The gradients are the same; the steps differ in that an untouched row keeps still instead
-    of following its momentum (and SparseAdam adds eps after the bias correction)."""
-    if not sparse:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    for t in tables:
-        t.sparse = True
-    ids = {id(t.weight) for t in tables}
-    rest = [p for p in params if id(p) not in ids]
-    return Optimizers(
-        torch.optim.SparseAdam([t.weight for t in tables], lr=lr),
-        torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay),
-    )
-
-
 def run(config: TrainStudentConfig) -> dict:
     c = config
     torch.set_num_threads(c.threads)
@@ -325,7 +292,8 @@ def run(config: TrainStudentConfig) -> dict:
     valid_truth = split.matrix("valid")
     # all validation users unless --valid-users; the same users every epoch
     v_users = sample_users(valid_truth, c.valid_users, c.seed)
-    fit = train_epochs(c, model, objective, opt, inputs, split, v_users, rng)
+    schedule = Schedule(c.epochs, c.patience, c.batch_size, c.n_negatives)
+    fit = train_epochs(schedule, model, objective, opt, inputs, split, v_users, rng)
     # the kept weights were validated at the end of their epoch (eval mode, the same users):
     # those metrics are the model's, without scoring the catalogue once more
     valid = fit.last_metrics
@@ -421,90 +389,6 @@ def objective_inputs(c, data, split, lists, cold_lists, teacher_emb: bool) -> Ob
     p_neg /= p_neg.sum()
     emb = torch.as_tensor(lists.item_embeddings) if teacher_emb else None
     return ObjectiveInputs(hist, pop / pop.sum(), p_neg, lists, cold_lists, emb)
-
-
-@dataclass
-class Fit:
-    """What the epochs left: per-epoch rows, the kept epoch and the last one's validation."""
-
-    history: list[dict]
-    best_epoch: int
-    best_state: dict
-    best_metrics: dict
-    last_metrics: dict
-
-
-def train_epoch(c, model, objective, opt, inputs, tr_u, tr_i, neg_cdf, rng, epoch) -> tuple:
-    """One pass over the train interactions: ``({term: summed loss}, steps)``."""
-    model.train()
-    pad = model.config.n_items
-    perm = rng.permutation(len(tr_u))
-    sums: dict[str, float] = {}
-    steps = (len(tr_u) + c.batch_size - 1) // c.batch_size
-    bar = Progress(steps, f"epoch {epoch}", "step")
-    for s in range(steps):
-        idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
-        u, pos = torch.as_tensor(tr_u[idx]), torch.as_tensor(tr_i[idx])
-        h = inputs.hist[u].clone()
-        h[h == pos[:, None]] = pad  # the target never sits in its own history
-        neg = torch.as_tensor(neg_cdf.searchsorted(rng.random(c.n_negatives), side="right"))
-        loss, log = objective(Step(model, rng, inputs, u, h, pos, neg))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for k, v in log.items():
-            sums[k] = sums.get(k, 0.0) + v
-        bar.update()
-    bar.close()
-    return sums, steps
-
-
-def train_epochs(c, model, objective, opt, inputs, split, v_users, rng) -> Fit:
-    """Epochs until ``c.epochs`` or ``c.patience`` without a validation NDCG@10 gain."""
-    valid_truth, valid_seen = split.matrix("valid"), split.seen_for("valid")
-    tr_u = split.train["user"].to_numpy().astype(np.int64)
-    tr_i = split.train["item"].to_numpy().astype(np.int64)
-    # rng.choice(n_items, n, p=p_neg) re-sums p (O(I)) on every step: the same draws from a
-    # CDF computed once (numpy's own recipe: cumsum, normalised by its last value)
-    neg_cdf = np.cumsum(inputs.p_neg)
-    neg_cdf /= neg_cdf[-1]
-    best, best_state, bad, history_log = -1.0, None, 0, []
-    for epoch in range(1, c.epochs + 1):
-        sums, steps = train_epoch(c, model, objective, opt, inputs, tr_u, tr_i, neg_cdf, rng, epoch)
-        metrics = evaluate(score_fn(model, inputs.hist), valid_truth, valid_seen, users=v_users)
-        row = {
-            "epoch": epoch,
-            **{f"loss_{k}": v / steps for k, v in sums.items()},
-            "valid_ndcg@10": metrics["ndcg@10"],
-        }
-        if split.is_cold:
-            row["cold_valid_ndcg@20"] = cold_valid(model, inputs.hist, split)["ndcg@20"]
-        history_log.append(row)
-        logger.info(
-            "epoch %d loss %.4f valid ndcg@10 %.4f%s",
-            epoch,
-            row["loss_total"],
-            metrics["ndcg@10"],
-            f" cold-valid ndcg@20 {row['cold_valid_ndcg@20']:.4f}" if split.is_cold else "",
-        )
-        if metrics["ndcg@10"] > best:
-            best, bad = metrics["ndcg@10"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_epoch, best_metrics = epoch, metrics
-        else:
-            bad += 1
-            if bad >= c.patience:
-                logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
-                break
-    return Fit(history_log, best_epoch, best_state, best_metrics, metrics)
-
-
-def cold_valid(model: TwoTower, hist: torch.Tensor, split) -> dict:
-    """Ranking of the cold-validation items only (model selection for cold items)."""
-    from pipelines.data.content_map import cold_truth
-
-    truth = cold_truth(split, "cold_valid")
-    return evaluate(score_fn(model, hist), truth, None, items=split.cold_valid_items)
 
 
 def _metrics(m: dict) -> dict:

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from pipelines.training.batch import ObjectiveInputs, Step
+from pipelines.training.optim import make_optimizer
 from pipelines.training.terms import HardTerm, TermSettings
 from pipelines.training.train_student import (
     SPARSE_AUTO_ROWS,
     TrainStudentConfig,
-    make_optimizer,
     use_sparse,
 )
 from student.losses import DistillLossWeights
