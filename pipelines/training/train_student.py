@@ -265,6 +265,7 @@ def use_sparse(c: TrainStudentConfig, n_users: int, n_items: int) -> bool:
 
 
 def run(config: TrainStudentConfig) -> dict:
+    """Train, validate after each epoch, save the kept weights; the metrics (metrics.json)."""
     c = config
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
@@ -356,7 +357,9 @@ def teacher_inputs(c: TrainStudentConfig, data: InteractionData, split: Split) -
     return lists, meta, text, cold_lists
 
 
-def set_id_masks(model: TwoTower, c: TrainStudentConfig, data: InteractionData, split) -> None:
+def set_id_masks(
+    model: TwoTower, c: TrainStudentConfig, data: InteractionData, split: Split
+) -> None:
     """DropoutNet: items (users) without train interactions never use their id embedding."""
     if c.item_id_dropout > 0:
         has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
@@ -368,6 +371,7 @@ def set_id_masks(model: TwoTower, c: TrainStudentConfig, data: InteractionData, 
 
 
 def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSettings:
+    """The values of the job config the objective's terms need besides the loss weights."""
     emb = None if lists is None else lists.item_embeddings
     return TermSettings(
         hard_loss=c.hard_loss,
@@ -380,7 +384,14 @@ def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSetting
     )
 
 
-def objective_inputs(c, data, split, lists, cold_lists, teacher_emb: bool) -> ObjectiveInputs:
+def objective_inputs(
+    c: TrainStudentConfig,
+    data: InteractionData,
+    split: Split,
+    lists: SoftLists | None,
+    cold_lists: SoftLists | None,
+    teacher_emb: bool,
+) -> ObjectiveInputs:
     """Train histories, the popularity of the logQ and of the negatives, and the labels."""
     hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, data.n_items))
     pop = np.bincount(split.train["item"].to_numpy().astype(np.int64), minlength=data.n_items)
