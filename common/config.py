@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import re
 import types
 import typing
@@ -79,8 +80,8 @@ class ConfigMixin:
 
 
 def is_int(value: Any) -> bool:
-    """An ``int`` that is not a ``bool``."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (``int`` or a numpy integer) that is not a ``bool``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_int(
@@ -93,7 +94,7 @@ def check_int(
     allow_none: bool = False,
 ) -> None:
     """Raise ``ValueError`` unless ``value`` is an int in ``[minimum, maximum]`` (or None if
-    allowed)."""
+    allowed). The message names ``owner.name`` (``name`` alone when ``owner`` is empty)."""
     if value is None and allow_none:
         return
     ok = is_int(value)
@@ -105,8 +106,9 @@ def check_int(
         ]
         want = " and ".join(b for b in bounds if b)
         extra = " or None" if allow_none else ""
+        where = f"{owner}.{name}" if owner else name
         raise ValueError(
-            f"{owner}.{name} is {value!r}; expected an integer{' ' + want if want else ''}{extra}"
+            f"{where} is {value!r}; expected an integer{' ' + want if want else ''}{extra}"
         )
 
 

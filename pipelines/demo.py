@@ -25,10 +25,10 @@ from typing import Literal
 
 import yaml
 
-from pipelines.compression import compress
 from common.io import write_json
-from pipelines.core.layout import RunLayout
 from pipelines.baselines import prepare
+from pipelines.compression import compress
+from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
 from pipelines.evaluation import benchmark
 from pipelines.experiments.steps import STEP_FILE as STEP_FILE  # each step's marker

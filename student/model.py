@@ -8,170 +8,46 @@ alone. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]`
 are registered buffers, so ``forward`` takes only indices and the features travel with the
 weights. The model never computes its own loss (see :mod:`student.losses`).
 
-A saved model is a folder with ``config.json`` (the config, format and library versions) and
-``model.safetensors`` (weights and feature buffers); loading never unpickles.
+The config is in :mod:`student.model_config`, the saved folder's format in
+:mod:`student.model_io`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from common.config import ConfigMixin
-from common.io import atomic_dir
+from student.model_config import TwoTowerConfig
+from student.model_io import (
+    COMPRESSION_NAME,
+    WEIGHTS_NAME,
+    load_config,
+    load_state_strict,
+    load_tensors,
+    read_provenance,
+    write_model_dir,
+)
+
+# imported from here across the repo: the model, its config, the compressed-folder marker,
+# a folder's provenance, and the size counts
+__all__ = [
+    "COMPRESSION_NAME",
+    "TwoTower",
+    "TwoTowerConfig",
+    "count_parameters",
+    "model_bytes",
+    "read_provenance",
+]
 
 logger = logging.getLogger(__name__)
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-COMPRESSION_NAME = "compression.json"
-MODEL_TYPE = "recdistill.two_tower"
-FORMAT_VERSION = 1
-# Files a model folder may contain; saving refuses to replace a folder holding anything else.
-MODEL_FILES = frozenset({CONFIG_NAME, WEIGHTS_NAME, COMPRESSION_NAME})  # all a model folder holds
-_MODEL_FILES = MODEL_FILES
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-@dataclass
-class TwoTowerConfig(ConfigMixin):
-    """Sizes and switches of the two-tower student; the only input to :class:`TwoTower`."""
-
-    n_users: int = field(metadata={"help": "Number of users (user ids are 0..n_users-1)."})
-    n_items: int = field(
-        metadata={"help": "Number of items (item ids 0..n_items-1; n_items pads histories)."}
-    )
-    n_user_features: int = field(
-        default=0, metadata={"help": "Dense float features per user (0 = none)."}
-    )
-    n_item_features: int = field(
-        default=0,
-        metadata={"help": "Dense float features per item, e.g. genre multi-hot + year (0 = none)."},
-    )
-    text_dim: int = field(
-        default=0, metadata={"help": "Dim of the frozen teacher item-text embedding (0 = none)."}
-    )
-    id_dim: int = field(
-        default=64, metadata={"help": "Dim of the id embeddings and of the text projection."}
-    )
-    history_len: int = field(
-        default=50,
-        metadata={"help": "History length the data pipeline pads to (0 = no history input)."},
-    )
-    user_hidden: tuple[int, ...] = field(
-        default=(256,), metadata={"help": "Hidden layer sizes of the user tower MLP."}
-    )
-    item_hidden: tuple[int, ...] = field(
-        default=(256,), metadata={"help": "Hidden layer sizes of the item tower MLP."}
-    )
-    out_dim: int = field(default=64, metadata={"help": "Output embedding dim of both towers."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout after each hidden layer."})
-    item_id_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "DropoutNet: probability of zeroing an item's id embedding in training, so "
-            "the item tower learns to score from content alone. > 0 also adds the buffer "
-            "item_id_mask [n_items]: items marked 0 (no train interactions) never use their id."
-        },
-    )
-    user_id_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "DropoutNet for users: probability of zeroing a user's id embedding in "
-            "training, so the user tower learns to score from the history alone (new users, "
-            "served by encode_users(None, history)). > 0 also adds the buffer user_id_mask "
-            "[n_users]: users marked 0 (no train interactions) never use their id."
-        },
-    )
-    normalize: bool = field(
-        default=True,
-        metadata={
-            "help": "Unit-norm tower outputs; score = cosine * exp(log_scale) with a learned, "
-            "clamped log_scale. False: score = plain dot product."
-        },
-    )
-    use_user_id: bool = field(
-        default=True,
-        metadata={"help": "Feed a user id embedding to the user tower (False: cold-start style)."},
-    )
-    init_scale: float = field(
-        default=10.0, metadata={"help": "Initial score scale exp(log_scale) when normalize."}
-    )
-    max_scale: float = field(
-        default=100.0, metadata={"help": "Upper clamp of the score scale when normalize."}
-    )
-
-    def __post_init__(self) -> None:
-        self.user_hidden = self._hidden("user_hidden", self.user_hidden)
-        self.item_hidden = self._hidden("item_hidden", self.item_hidden)
-        for name, low in [("n_users", 1), ("n_items", 1), ("id_dim", 1), ("out_dim", 1)]:
-            value = getattr(self, name)
-            if not _is_int(value) or value < low:
-                raise ValueError(f"TwoTowerConfig.{name}={value!r}: expected an integer >= {low}")
-        for name in ["n_user_features", "n_item_features", "text_dim", "history_len"]:
-            value = getattr(self, name)
-            if not _is_int(value) or value < 0:
-                raise ValueError(
-                    f"TwoTowerConfig.{name}={value!r}: expected an integer >= 0 (0 = none)"
-                )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
-            raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"TwoTowerConfig.dropout={self.dropout!r}: expected a float in [0, 1)")
-        for name in ["item_id_dropout", "user_id_dropout"]:
-            p = getattr(self, name)
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-                raise ValueError(f"TwoTowerConfig.{name}={p!r}: expected a float in [0, 1)")
-        if self.user_id_dropout > 0 and not self.use_user_id:
-            raise ValueError(
-                f"TwoTowerConfig.user_id_dropout={self.user_id_dropout!r} needs use_user_id=True "
-                "(without a user id there is nothing to drop)"
-            )
-        for name in ["normalize", "use_user_id"]:
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"TwoTowerConfig.{name}={getattr(self, name)!r}: expected true or false"
-                )
-        if not (isinstance(self.init_scale, (int, float)) and math.isfinite(self.init_scale)):
-            raise ValueError(f"TwoTowerConfig.init_scale={self.init_scale!r}: expected a float > 0")
-        if self.init_scale <= 0:
-            raise ValueError(f"TwoTowerConfig.init_scale={self.init_scale!r}: expected a float > 0")
-        if not (isinstance(self.max_scale, (int, float)) and self.max_scale >= self.init_scale):
-            raise ValueError(
-                f"TwoTowerConfig.max_scale={self.max_scale!r}: expected a float >= init_scale "
-                f"({self.init_scale})"
-            )
-        if not self.use_user_id and self.history_len == 0 and self.n_user_features == 0:
-            raise ValueError(
-                "TwoTowerConfig: the user tower has no input (use_user_id=False, history_len=0, "
-                "n_user_features=0); enable at least one of them"
-            )
-
-    @staticmethod
-    def _hidden(name: str, value: Any) -> tuple[int, ...]:
-        if _is_int(value):
-            value = (value,)
-        if not isinstance(value, (list, tuple)) or not all(_is_int(v) and v >= 1 for v in value):
-            raise ValueError(
-                f"TwoTowerConfig.{name}={value!r}: expected a list of integers >= 1 "
-                "(an empty list = no hidden layer)"
-            )
-        return tuple(int(v) for v in value)
 
 
 def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float) -> nn.Sequential:
@@ -488,143 +364,6 @@ class TwoTower(nn.Module):
         load_state_strict(model, load_tensors(directory), directory / WEIGHTS_NAME)
         model.provenance = read_provenance(directory)
         return model.eval()
-
-
-# ---- helpers shared with student.compress ------------------------------------------------------
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"torch": torch.__version__}
-    for pkg in ["safetensors", "recdistill"]:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "unknown"
-    return out
-
-
-def write_model_dir(
-    directory: str | os.PathLike,
-    config: TwoTowerConfig,
-    state: Mapping[str, torch.Tensor],
-    extra_json: Mapping[str, Mapping[str, Any]] | None = None,
-    provenance: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a model folder atomically (``common.io.atomic_dir``).
-
-    An existing folder is replaced only if it holds nothing but model files.
-    """
-    directory = Path(directory)
-    if directory.exists():
-        if not directory.is_dir():
-            raise ValueError(f"{directory}: exists and is not a folder; choose a folder path")
-        foreign = sorted(p.name for p in directory.iterdir() if p.name not in _MODEL_FILES)
-        if foreign:
-            raise ValueError(
-                f"{directory}: refusing to replace a folder that holds other files {foreign}; "
-                "save to a new or empty folder"
-            )
-    with atomic_dir(directory) as tmp:
-        meta = {
-            "model_type": MODEL_TYPE,
-            "format_version": FORMAT_VERSION,
-            "config": config.to_dict(),
-            "versions": _versions(),
-            "provenance": dict(provenance or {}),
-        }
-        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        for name, payload in (extra_json or {}).items():
-            (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
-    logger.info("saved model to %s", directory)
-    return directory
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """Read a JSON object, with errors that name the file and what was expected."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; expected {what}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); expected {what}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object ({what})")
-    return data
-
-
-def load_config(directory: str | os.PathLike) -> TwoTowerConfig:
-    """Read the :class:`TwoTowerConfig` from a saved model folder."""
-    path = Path(directory) / CONFIG_NAME
-    meta = read_json(path, "a folder written by TwoTower.save_pretrained")
-    if meta.get("model_type") != MODEL_TYPE or "config" not in meta:
-        raise ValueError(
-            f"{path}: model_type={meta.get('model_type')!r}, expected {MODEL_TYPE!r} with a "
-            "'config' object; was this folder written by TwoTower.save_pretrained?"
-        )
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format_version={meta.get('format_version')!r}, this code reads "
-            f"{FORMAT_VERSION}"
-        )
-    try:
-        return TwoTowerConfig.from_dict(meta["config"])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: bad config: {exc}") from None
-
-
-def read_provenance(directory: str | os.PathLike) -> dict[str, Any]:
-    """The ``provenance`` object of a saved model's ``config.json`` (``{}`` if it has none)."""
-    path = Path(directory) / CONFIG_NAME
-    prov = read_json(path, "a folder written by TwoTower.save_pretrained").get("provenance") or {}
-    if not isinstance(prov, dict):
-        raise ValueError(f"{path}: 'provenance' is {type(prov).__name__}; expected an object")
-    return prov
-
-
-def load_tensors(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load ``model.safetensors`` (safetensors only: no pickle)."""
-    path = Path(directory) / WEIGHTS_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: not found; expected the weights written by save_pretrained"
-        )
-    from safetensors import SafetensorError
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as exc:  # a truncated or overwritten file
-        raise ValueError(
-            f"{path}: unreadable or truncated safetensors file ({exc}); expected the weights "
-            "written by save_pretrained: save or train the model again"
-        ) from exc
-
-
-def load_state_strict(
-    model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | os.PathLike
-) -> None:
-    """Load tensors into ``model`` after checking names, shapes and dtypes; errors name them."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{source}: tensors do not match the config: missing {missing[:10]}, unexpected "
-            f"{unexpected[:10]}; config.json and model.safetensors must come from the same save"
-        )
-    for name, want in expected.items():
-        got = tensors[name]
-        if tuple(got.shape) != tuple(want.shape):
-            raise ValueError(
-                f"{source}: tensor {name!r} has shape {list(got.shape)}, the config expects "
-                f"{list(want.shape)}; config.json and model.safetensors do not match"
-            )
-        if got.dtype != want.dtype:
-            raise ValueError(
-                f"{source}: tensor {name!r} has dtype {got.dtype}, expected {want.dtype}"
-            )
-    model.load_state_dict(dict(tensors), strict=True)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.cli import main
 from common.io import ArtifactError, artifact_path, load_npy
+from pipelines.cli import main
 
 SYNTH = "synthetic:users=30,items=40,per_user=8"
 

@@ -22,6 +22,7 @@ from typing import Literal, get_args
 import numpy as np
 import scipy.sparse as sp
 
+from common.io import atomic_write
 from pipelines.baselines.als import (
     ALS,
     ALS_GRID_MAX_NNZ,
@@ -31,7 +32,6 @@ from pipelines.baselines.als import (
     fit_als,
 )
 from pipelines.baselines.ease import EASE, EASE_LAMBDAS, fit_ease
-from common.io import atomic_write
 
 logger = logging.getLogger(__name__)
 

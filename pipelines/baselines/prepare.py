@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipelines.baselines.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
-from pipelines.baselines.popularity import Popularity
 from common.config import to_dict
 from common.io import claim_output, write_json
+from pipelines.baselines.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
+from pipelines.baselines.popularity import Popularity
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 

@@ -27,13 +27,12 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
-from pipelines.core import provenance
 from common.config import to_dict
 from common.io import claim_output, write_json
+from pipelines.core import provenance
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.core.progress import Progress
 from pipelines.data import ProtocolName, histories, load_dataset, training_split
-from pipelines.training.scoring import score_fn
 from student.compress import (
     choose_int8_parts,
     magnitude_prune,
@@ -42,7 +41,9 @@ from student.compress import (
     structured_prune,
 )
 from student.losses import listwise_kl_loss
-from student.model import MODEL_FILES, TwoTower, count_parameters, model_bytes
+from student.model import TwoTower, count_parameters, model_bytes
+from student.model_io import MODEL_FILES
+from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 
@@ -173,63 +174,23 @@ def run(config: CompressConfig) -> dict:
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
+    out = Path(c.out)
     for name in ("pruned", "int8", "int8_fast"):  # first: their stale temporaries sit in out
-        claim_output(
-            Path(c.out) / name,
-            "config.json",
-            overwrite=c.overwrite,
-            what="a student model",
-            only=MODEL_FILES,
-        )
-    what = "compressed students"
-    claim_output(
-        c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite, what=what
-    )
+        claim_output(out / name, "config.json", overwrite=c.overwrite, what="a student model",
+                     only=MODEL_FILES)  # fmt: skip
+    claim_output(c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite,
+                 what="compressed students")  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
-    base = TwoTower.from_pretrained(c.model)
-    if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
-        raise ValueError(
-            f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
-            f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
-        )
-    provenance.check(c.model, base.provenance, data, split, what="the student")
+    base = load_base(c, data, split)
     stamp = provenance.stamp(data, split)
     hist = torch.as_tensor(
         histories(split.train, data.n_users, base.config.history_len, data.n_items)
     )
-    out = Path(c.out)
-
-    valid_truth, valid_seen = split.matrix("valid"), split.seen_for("valid")
-    v_users = sample_users(valid_truth, c.valid_users, c.seed)
-
-    def quality(m) -> dict:
-        fn = score_fn(m, hist)
-        v = evaluate(fn, valid_truth, valid_seen, users=v_users)
-        return {
-            "valid_ndcg@10": v["ndcg@10"],
-            "params": count_parameters(m),
-            "bytes": model_bytes(m),
-        }
-
+    v_users = sample_users(split.matrix("valid"), c.valid_users, c.seed)
+    quality = Quality(split, hist, v_users)
     steps: dict = {"original": quality(base)}
-    model = base
-    if c.keep_ratio < 1:
-        model, rec = structured_prune(base, c.keep_ratio, prune_embeddings_dim=c.prune_embeddings)
-        steps["structured_prune"] = {**quality(model), "record": rec}
-        if c.finetune_epochs:
-            losses = distill_finetune(
-                model,
-                base,
-                split,
-                hist,
-                c.finetune_epochs,
-                c.finetune_lr,
-                c.temperature,
-                c.seed,
-                max_items=c.finetune_items,
-            )
-            steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    model = prune_and_finetune(c, base, split, hist, quality, steps)
     model.provenance = stamp
     model.save_pretrained(out / "pruned")
     if c.magnitude_sparsity > 0:
@@ -239,7 +200,64 @@ def run(config: CompressConfig) -> dict:
             "record": rec,
             "note": "unstructured zeros: same tensor shapes, so the model is neither smaller nor faster",
         }
-    outputs = {"pruned": str(out / "pruned")}
+    outputs = {"pruned": str(out / "pruned"), **quantize(c, model, stamp, out, quality, steps)}
+    result = {
+        "config": to_dict(c),
+        **stamp,
+        "steps": steps,
+        "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
+        "seconds": time.perf_counter() - t0,
+        "outputs": outputs,
+    }
+    write_json(out / "compression.json", result)
+    return result
+
+
+def load_base(c: CompressConfig, data, split) -> TwoTower:
+    """The trained student (fp32: compressing starts from it), checked against the data."""
+    base = TwoTower.from_pretrained(c.model)
+    if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
+        raise ValueError(
+            f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
+            f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
+        )
+    provenance.check(c.model, base.provenance, data, split, what="the student")
+    return base
+
+
+class Quality:
+    """A step's record: validation NDCG@10 on the sampled users, parameters and bytes."""
+
+    def __init__(self, split, hist: torch.Tensor, v_users: np.ndarray) -> None:
+        self.truth, self.seen = split.matrix("valid"), split.seen_for("valid")
+        self.hist, self.users = hist, v_users
+
+    def __call__(self, m: TwoTower) -> dict:
+        v = evaluate(score_fn(m, self.hist), self.truth, self.seen, users=self.users)
+        return {
+            "valid_ndcg@10": v["ndcg@10"],
+            "params": count_parameters(m),
+            "bytes": model_bytes(m),
+        }
+
+
+def prune_and_finetune(c: CompressConfig, base, split, hist, quality, steps: dict) -> TwoTower:
+    """Structured pruning, then the distillation fine-tune from ``base`` (each recorded in
+    ``steps``); ``base`` itself when ``keep_ratio`` is 1."""
+    if c.keep_ratio >= 1:
+        return base
+    model, rec = structured_prune(base, c.keep_ratio, prune_embeddings_dim=c.prune_embeddings)
+    steps["structured_prune"] = {**quality(model), "record": rec}
+    if c.finetune_epochs:
+        losses = distill_finetune(model, base, split, hist, c.finetune_epochs, c.finetune_lr,
+                                  c.temperature, c.seed, max_items=c.finetune_items)  # fmt: skip
+        steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    return model
+
+
+def quantize(c: CompressConfig, model, stamp: dict, out: Path, quality, steps: dict) -> dict:
+    """The int8 students ``c.int8`` asks for, saved and recorded; ``{name: folder}``."""
+    outputs = {}
     if c.int8 in ("all", "both"):
         q, rec = quantize_int8(model)
         q.provenance = stamp
@@ -252,16 +270,7 @@ def run(config: CompressConfig) -> dict:
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
         outputs["int8_fast"] = str(out / "int8_fast")
-    result = {
-        "config": to_dict(c),
-        **stamp,
-        "steps": steps,
-        "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
-        "seconds": time.perf_counter() - t0,
-        "outputs": outputs,
-    }
-    write_json(out / "compression.json", result)
-    return result
+    return outputs
 
 
 def format_summary(result: dict) -> str:

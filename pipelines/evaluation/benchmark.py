@@ -17,11 +17,11 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from common.config import to_dict
+from common.io import artifact_path, claim_output, load_npy
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
-from common.config import to_dict
-from common.io import artifact_path, claim_output, load_npy
 from pipelines.core.metrics import (
     bootstrap_ci,
     evaluate,
@@ -130,9 +130,9 @@ def _latency_ms(fn, users: np.ndarray, n: int) -> float:
 
 def run(config: BenchmarkConfig) -> dict:
     from pipelines.labels.schema import load_labels
-    from pipelines.training.scoring import score_fn
     from student.compress import load_quantized
     from student.model import TwoTower, count_parameters, model_bytes
+    from student.scoring import score_fn
 
     c = config
     torch.set_num_threads(c.threads)
@@ -336,8 +336,8 @@ def run_cold(c: BenchmarkConfig) -> dict:
         teacher_scorer,
     )
     from pipelines.labels.schema import load_labels
-    from pipelines.training.scoring import score_fn
     from student.model import count_parameters, model_bytes
+    from student.scoring import score_fn
 
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.baselines.content_map import cold_truth, content_features, fit_content_map
 from common.io import artifact_path, load_npy
+from pipelines.baselines.content_map import cold_truth, content_features, fit_content_map
 from pipelines.core.metrics import bootstrap_ci, evaluate, paired_bootstrap
 from pipelines.data.features import item_features
 

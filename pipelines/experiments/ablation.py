@@ -22,19 +22,19 @@ import torch
 
 from common.config import to_dict
 from common.io import artifact_path, load_npy, write_json, write_text
+from pipelines.baselines.collab import fit_collab
+from pipelines.baselines.popularity import Popularity
 from pipelines.core.layout import RunLayout
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
-from pipelines.baselines.popularity import Popularity
-from pipelines.baselines.collab import fit_collab
 from pipelines.experiments.steps import Step, StepGraph
 from pipelines.labels.config import TeacherName
 from pipelines.labels.generate_labels import GenerateLabelsConfig
 from pipelines.labels.generate_labels import run as generate
 from pipelines.labels.schema import META_FILE
-from pipelines.training.scoring import score_fn
 from pipelines.training.train_student import TrainStudentConfig
 from pipelines.training.train_student import run as train
+from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 METRICS = ("ndcg@10", "recall@10", "mrr@10")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from common.io import write_json
+from common.versions import versions
 
 logger = logging.getLogger(__name__)
 
@@ -156,21 +157,8 @@ def run_bench(
         "model_load_s": load_s,
         "settings": settings,
         "teacher": scorer.info(),
-        "versions": _versions(),
+        "versions": versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-    }
-
-
-def _versions() -> dict[str, str]:
-    import numpy
-    import torch
-    import transformers
-
-    return {
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
     }
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.core import provenance
 from common.config import to_dict
 from common.io import claim_output, write_json
+from pipelines.core import provenance
 from pipelines.data import ProtocolName, load_dataset, render_item_text, training_split
 from pipelines.labels.config import TeacherName
 from pipelines.labels.teacher import user_text

@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from pipelines.baselines.collab import DEFAULT_MEMORY_GB
 from common.config import to_dict
+from pipelines.baselines.collab import DEFAULT_MEMORY_GB
 from pipelines.data.splits import ProtocolName
 from pipelines.labels.candidates import CandidateConfig, Strategy
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.core import provenance
 from common.config import to_dict
 from common.io import ArtifactError, atomic_dir, claim_output, recover, write_json
+from pipelines.core import provenance
 from pipelines.data import load_dataset, training_split
 from pipelines.labels.candidates import CandidateConfig, candidate_plan, iter_candidates
 from pipelines.labels.config import (

@@ -81,7 +81,7 @@ def _job_record(model_dir: Path) -> Path:
 
 def _from_provenance(model_dir: Path, record: Path, prov: dict) -> dict:
     """The data of ``model_dir`` from its own provenance, the dataset spec from ``record``."""
-    from student.model import CONFIG_NAME
+    from student.model_io import CONFIG_NAME
 
     where = str(model_dir / CONFIG_NAME)
     cfg = _read(record).get("config", {})

@@ -14,39 +14,38 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 import torch
 
-from pipelines.core import provenance
 from common.config import to_dict
 from common.io import claim_output, write_json
-from pipelines.core.metrics import evaluate, sample_users
-from pipelines.core.progress import Progress
+from pipelines.core import provenance
+from pipelines.core.metrics import sample_users
 from pipelines.data import (
     PROTOCOLS,
     InteractionData,
     ProtocolName,
+    Split,
     histories,
     load_dataset,
     training_split,
 )
 from pipelines.data.features import student_features
-from pipelines.training.objective import hard_loss, soft_terms
-from pipelines.training.scoring import score_fn
-from pipelines.training.soft_lists import label_item_embeddings, soft_lists
-from student.losses import (
-    DistillLossWeights,
-    total_loss,
-)
-from student.model import MODEL_FILES, TwoTower, TwoTowerConfig, count_parameters
+from pipelines.training.batch import ObjectiveInputs
+from pipelines.training.loop import Schedule, cold_valid, train_epochs
+from pipelines.training.objective import Objective
+from pipelines.training.optim import make_optimizer
+from pipelines.training.soft_lists import SoftLists, label_item_embeddings, soft_lists
+from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
+from student.losses import DistillLossWeights
+from student.model import TwoTower, TwoTowerConfig, count_parameters
+from student.model_io import MODEL_FILES
 
 logger = logging.getLogger(__name__)
 
-HardLoss = Literal["softmax", "bpr"]
 SPARSE_AUTO_ROWS = 100_000  # users + items above which sparse_embeddings="auto" turns on
-HARD_LOSSES: tuple[str, ...] = get_args(HardLoss)
 
 
 @dataclass
@@ -265,58 +264,74 @@ def use_sparse(c: TrainStudentConfig, n_users: int, n_items: int) -> bool:
     return c.weight_decay == 0 and n_users + n_items > SPARSE_AUTO_ROWS
 
 
-class Optimizers:
-    """Several optimizers stepped as one (SparseAdam for the id tables, AdamW for the rest)."""
-
-    def __init__(self, *opts):
-        self.opts = opts
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for o in self.opts:
-            o.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for o in self.opts:
-            o.step()
-
-
-def make_optimizer(model: TwoTower, params, lr: float, weight_decay: float, sparse: bool):
-    """AdamW over ``params``; with ``sparse``, the model's id tables switch to sparse
-    gradients and SparseAdam (lazy Adam: only the rows a step touched move), AdamW the rest.
-    The gradients are the same; the steps differ in that an untouched row keeps still instead
-    of following its momentum (and SparseAdam adds eps after the bias correction)."""
-    if not sparse:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
-    for t in tables:
-        t.sparse = True
-    ids = {id(t.weight) for t in tables}
-    rest = [p for p in params if id(p) not in ids]
-    return Optimizers(
-        torch.optim.SparseAdam([t.weight for t in tables], lr=lr),
-        torch.optim.AdamW(rest, lr=lr, weight_decay=weight_decay),
-    )
-
-
 def run(config: TrainStudentConfig) -> dict:
+    """Train, validate after each epoch, save the kept weights; the metrics (metrics.json)."""
     c = config
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     rng = np.random.default_rng(c.seed)
     t_start = time.perf_counter()
-    # before any work: never replace what this job did not make, nor its own without --overwrite
     out = Path(c.out)
-    what = "a trained student"
-    claim_output(
-        out / "model",
-        "config.json",
-        overwrite=c.overwrite,
-        what="a student model",
-        only=MODEL_FILES,
-    )
-    claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite, what=what)
+    # before any work: never replace what this job did not make, nor its own without --overwrite
+    claim_output(out / "model", "config.json", overwrite=c.overwrite, what="a student model",
+                 only=MODEL_FILES)  # fmt: skip
+    claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite,
+                 what="a trained student")  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
+    lists, meta, text, cold_lists = teacher_inputs(c, data, split)
+    model = build_student(c, data, text)
+    set_id_masks(model, c, data, split)
+    weights = c.weights()
+    if weights.embed > 0 and (lists is None or lists.item_embeddings is None):
+        raise ValueError(f"{c.labels}: w_embed > 0 needs item embeddings in the labels")
+    objective = Objective(weights, term_settings(c, lists))
+    params = list(model.parameters()) + objective.parameters()
+    sparse = use_sparse(c, data.n_users, data.n_items)
+    opt = make_optimizer(model, params, c.lr, c.weight_decay, sparse)
+    inputs = objective_inputs(c, data, split, lists, cold_lists, weights.embed > 0)
+    valid_truth = split.matrix("valid")
+    # all validation users unless --valid-users; the same users every epoch
+    v_users = sample_users(valid_truth, c.valid_users, c.seed)
+    schedule = Schedule(c.epochs, c.patience, c.batch_size, c.n_negatives)
+    fit = train_epochs(schedule, model, objective, opt, inputs, split, v_users, rng)
+    # the kept weights were validated at the end of their epoch (eval mode, the same users):
+    # those metrics are the model's, without scoring the catalogue once more
+    valid = fit.last_metrics
+    if c.select_best:
+        model.load_state_dict(fit.best_state)
+        valid = fit.best_metrics
+    model.eval()
+    train_seconds = time.perf_counter() - t_start
+    cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
+    model.provenance = provenance.stamp(data, split)
+    model.save_pretrained(out / "model")
+    result = {
+        "config": to_dict(c),
+        "mode": "hard" if c.no_teacher else "distilled",
+        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
+        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
+        "teacher": None if meta is None else meta.get("teacher"),
+        "best_epoch": fit.best_epoch,
+        "epochs_run": len(fit.history),
+        "train_seconds": train_seconds,
+        "params": count_parameters(model),
+        "sparse_embeddings": sparse,
+        "valid": _metrics(valid),
+        "valid_users": {
+            "users": int(len(v_users)),
+            "of": int((np.diff(valid_truth.indptr) > 0).sum()),
+            "seed": c.seed,
+        },
+        "cold_valid": cold,
+        "history": fit.history,
+    }
+    write_json(out / "metrics.json", result)
+    return result
+
+
+def teacher_inputs(c: TrainStudentConfig, data: InteractionData, split: Split) -> tuple:
+    """``(lists, label metadata, item text embeddings, cold lists)``; None where unused."""
     lists, meta = (None, None)
     if not c.no_teacher:
         lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
@@ -339,7 +354,13 @@ def run(config: TrainStudentConfig) -> dict:
                 f"{c.labels}: w_cold_kl > 0 needs cold candidates (labels made with a content "
                 "map, e.g. generate-labels --protocol cold_items)"
             )
-    model = build_student(c, data, text)
+    return lists, meta, text, cold_lists
+
+
+def set_id_masks(
+    model: TwoTower, c: TrainStudentConfig, data: InteractionData, split: Split
+) -> None:
+    """DropoutNet: items (users) without train interactions never use their id embedding."""
     if c.item_id_dropout > 0:
         has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
         model.set_item_id_mask(has_id)
@@ -347,126 +368,38 @@ def run(config: TrainStudentConfig) -> dict:
         model.set_user_id_mask(
             np.bincount(split.train["user"].to_numpy(), minlength=data.n_users) > 0
         )
-    weights = c.weights()
-    proj = None
-    if weights.embed > 0:
-        if lists is None or lists.item_embeddings is None:
-            raise ValueError(f"{c.labels}: w_embed > 0 needs item embeddings in the labels")
-        proj = torch.nn.Linear(c.out_dim, lists.item_embeddings.shape[1])
-    params = list(model.parameters()) + (list(proj.parameters()) if proj is not None else [])
-    sparse = use_sparse(c, data.n_users, data.n_items)
-    opt = make_optimizer(model, params, c.lr, c.weight_decay, sparse)
 
-    pad = data.n_items
-    hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, pad))
-    tr_u = split.train["user"].to_numpy().astype(np.int64)
-    tr_i = split.train["item"].to_numpy().astype(np.int64)
-    pop = np.bincount(tr_i, minlength=data.n_items).astype(np.float64)
-    p_data = pop / pop.sum()
+
+def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSettings:
+    """The values of the job config the objective's terms need besides the loss weights."""
+    emb = None if lists is None else lists.item_embeddings
+    return TermSettings(
+        hard_loss=c.hard_loss,
+        n_negatives=c.n_negatives,
+        teacher_norm=c.teacher_norm,
+        rank_k=c.rank_k,
+        soft_users=c.soft_users,
+        out_dim=c.out_dim,
+        teacher_dim=0 if emb is None else emb.shape[1],
+    )
+
+
+def objective_inputs(
+    c: TrainStudentConfig,
+    data: InteractionData,
+    split: Split,
+    lists: SoftLists | None,
+    cold_lists: SoftLists | None,
+    teacher_emb: bool,
+) -> ObjectiveInputs:
+    """Train histories, the popularity of the logQ and of the negatives, and the labels."""
+    hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, data.n_items))
+    pop = np.bincount(split.train["item"].to_numpy().astype(np.int64), minlength=data.n_items)
+    pop = pop.astype(np.float64)
     p_neg = (pop + 1) ** 0.5
     p_neg /= p_neg.sum()
-    valid_truth, valid_seen = split.matrix("valid"), split.seen_for("valid")
-    # all validation users unless --valid-users; the same users every epoch
-    v_users = sample_users(valid_truth, c.valid_users, c.seed)
-    # rng.choice(n_items, n, p=p_neg) re-sums p (O(I)) on every step: the same draws from a
-    # CDF computed once (numpy's own recipe: cumsum, normalised by its last value)
-    neg_cdf = np.cumsum(p_neg)
-    neg_cdf /= neg_cdf[-1]
-    teacher_emb = torch.as_tensor(lists.item_embeddings) if proj is not None else None
-
-    best, best_state, bad, history_log = -1.0, None, 0, []
-    steps = (len(tr_u) + c.batch_size - 1) // c.batch_size
-    for epoch in range(1, c.epochs + 1):
-        model.train()
-        perm = rng.permutation(len(tr_u))
-        sums: dict[str, float] = {}
-        bar = Progress(steps, f"epoch {epoch}", "step")
-        for s in range(steps):
-            idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
-            u = torch.as_tensor(tr_u[idx])
-            pos = torch.as_tensor(tr_i[idx])
-            h = hist[u].clone()
-            h[h == pos[:, None]] = pad  # the target never sits in its own history
-            neg = torch.as_tensor(neg_cdf.searchsorted(rng.random(c.n_negatives), side="right"))
-            terms = {"hard": hard_loss(model, u, h, pos, neg, p_data, p_neg, c)}
-            if lists is not None:
-                terms.update(
-                    soft_terms(model, lists, hist, rng, c, weights, proj, teacher_emb, cold_lists)
-                )
-            loss, log = total_loss(terms, weights)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in log.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update()
-        bar.close()
-        metrics = evaluate(score_fn(model, hist), valid_truth, valid_seen, users=v_users)
-        row = {
-            "epoch": epoch,
-            **{f"loss_{k}": v / steps for k, v in sums.items()},
-            "valid_ndcg@10": metrics["ndcg@10"],
-        }
-        if split.is_cold:
-            row["cold_valid_ndcg@20"] = cold_valid(model, hist, split)["ndcg@20"]
-        history_log.append(row)
-        logger.info(
-            "epoch %d loss %.4f valid ndcg@10 %.4f%s",
-            epoch,
-            row["loss_total"],
-            metrics["ndcg@10"],
-            f" cold-valid ndcg@20 {row['cold_valid_ndcg@20']:.4f}" if split.is_cold else "",
-        )
-        if metrics["ndcg@10"] > best:
-            best, bad = metrics["ndcg@10"], 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best_epoch, best_metrics = epoch, metrics
-        else:
-            bad += 1
-            if bad >= c.patience:
-                logger.info("early stop after epoch %d (best %d)", epoch, best_epoch)
-                break
-    # the kept weights were validated at the end of their epoch (eval mode, the same users):
-    # those metrics are the model's, without scoring the catalogue once more
-    valid = metrics
-    if c.select_best:
-        model.load_state_dict(best_state)
-        valid = best_metrics
-    model.eval()
-    train_seconds = time.perf_counter() - t_start
-    cold = _metrics(cold_valid(model, hist, split)) if split.is_cold else None
-    model.provenance = provenance.stamp(data, split)
-    model.save_pretrained(out / "model")
-    result = {
-        "config": to_dict(c),
-        "mode": "hard" if c.no_teacher else "distilled",
-        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
-        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
-        "teacher": None if meta is None else meta.get("teacher"),
-        "best_epoch": best_epoch,
-        "epochs_run": len(history_log),
-        "train_seconds": train_seconds,
-        "params": count_parameters(model),
-        "sparse_embeddings": sparse,
-        "valid": _metrics(valid),
-        "valid_users": {
-            "users": int(len(v_users)),
-            "of": int((np.diff(valid_truth.indptr) > 0).sum()),
-            "seed": c.seed,
-        },
-        "cold_valid": cold,
-        "history": history_log,
-    }
-    write_json(out / "metrics.json", result)
-    return result
-
-
-def cold_valid(model: TwoTower, hist: torch.Tensor, split) -> dict:
-    """Ranking of the cold-validation items only (model selection for cold items)."""
-    from pipelines.baselines.content_map import cold_truth
-
-    truth = cold_truth(split, "cold_valid")
-    return evaluate(score_fn(model, hist), truth, None, items=split.cold_valid_items)
+    emb = torch.as_tensor(lists.item_embeddings) if teacher_emb else None
+    return ObjectiveInputs(hist, pop / pop.sum(), p_neg, lists, cold_lists, emb)
 
 
 def _metrics(m: dict) -> dict:

@@ -9,9 +9,9 @@ from typing import Any
 from torch import nn
 
 from student.compress.int8 import Int8Embedding, Int8Linear, _check_model, _new_model
-from student.model import (
+from student.model import TwoTower
+from student.model_io import (
     COMPRESSION_NAME,
-    TwoTower,
     load_config,
     load_state_strict,
     load_tensors,

@@ -11,9 +11,7 @@ from typing import Any
 import torch
 
 from student.compress.int8 import PARTS, _check_model, _part_modules, _resolve_parts, quantize_int8
-from student.model import (
-    TwoTower,
-)
+from student.model import TwoTower
 
 
 # ---- latency ------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from student.compress.int8 import _check_model, _new_model, _size_record
-from student.model import TwoTower, load_state_strict
+from student.model import TwoTower
+from student.model_io import load_state_strict
 
 logger = logging.getLogger(__name__)
 
@@ -71,49 +72,11 @@ def structured_prune(
         new_id_dim = max(1, round(config.id_dim * keep_ratio))
         record["id_dim"] = {"before": config.id_dim, "after": new_id_dim}
         for tower in ("user", "item"):
-            first = f"{tower}_mlp.{_linear_positions(getattr(model, f'{tower}_mlp'))[0]}.weight"
-            keep_cols: list[torch.Tensor] = []
-            offset = 0
-            for source, width in model.input_layout(tower):
-                cols = torch.arange(offset, offset + width)
-                if source.endswith("_emb") or source == "text_proj":
-                    if source == "text_proj":  # output dim d of the projection = its row d
-                        table = torch.cat(
-                            [state["text_proj.weight"], state["text_proj.bias"][:, None]], 1
-                        ).T
-                    else:
-                        table = state[f"{source}.weight"]
-                    score = _importance(table, 0, importance) * _importance(
-                        state[first][:, cols], 0, importance
-                    )
-                    kept = _topk_sorted(score, new_id_dim)
-                    if source == "text_proj":
-                        state["text_proj.weight"] = state["text_proj.weight"][kept]
-                        state["text_proj.bias"] = state["text_proj.bias"][kept]
-                    else:
-                        state[f"{source}.weight"] = state[f"{source}.weight"][:, kept]
-                    cols = cols[kept]
-                keep_cols.append(cols)
-                offset += width
-            state[first] = state[first][:, torch.cat(keep_cols)]
-    hidden: dict[str, tuple[int, ...]] = {}
-    for tower in ("user", "item"):
-        mlp = getattr(model, f"{tower}_mlp")
-        positions = _linear_positions(mlp)
-        widths = []
-        for here, nxt in zip(positions[:-1], positions[1:], strict=True):
-            w_in, b_in = state[f"{tower}_mlp.{here}.weight"], state[f"{tower}_mlp.{here}.bias"]
-            w_out = state[f"{tower}_mlp.{nxt}.weight"]
-            score = _importance(torch.cat([w_in, b_in[:, None]], 1), 1, importance)
-            score = score * _importance(w_out, 0, importance)
-            width = w_in.shape[0]
-            kept = _topk_sorted(score, max(1, round(width * keep_ratio)))
-            state[f"{tower}_mlp.{here}.weight"] = w_in[kept]
-            state[f"{tower}_mlp.{here}.bias"] = b_in[kept]
-            state[f"{tower}_mlp.{nxt}.weight"] = w_out[:, kept]
-            record["kept_units"][f"{tower}_mlp.{here}"] = {"before": width, "after": len(kept)}
-            widths.append(len(kept))
-        hidden[tower] = tuple(widths)
+            _prune_input_dims(model, tower, state, new_id_dim, importance)
+    hidden = {
+        tower: _prune_hidden_units(model, tower, state, keep_ratio, importance, record)
+        for tower in ("user", "item")
+    }
     new_config = dataclasses.replace(
         config, id_dim=new_id_dim, user_hidden=hidden["user"], item_hidden=hidden["item"]
     )
@@ -130,6 +93,64 @@ def structured_prune(
         "structured_prune: params %d -> %d", record["params_before"], record["params_after"]
     )
     return new_model, record
+
+
+def _prune_input_dims(
+    model: TwoTower, tower: str, state: dict[str, torch.Tensor], new_id_dim: int, importance: str
+) -> None:
+    """Keep ``new_id_dim`` dims of each id table (and of the text projection's output) feeding
+    ``tower``'s first Linear, and the matching input columns of that Linear (in ``state``)."""
+    first = f"{tower}_mlp.{_linear_positions(getattr(model, f'{tower}_mlp'))[0]}.weight"
+    keep_cols: list[torch.Tensor] = []
+    offset = 0
+    for source, width in model.input_layout(tower):
+        cols = torch.arange(offset, offset + width)
+        if source.endswith("_emb") or source == "text_proj":
+            if source == "text_proj":  # output dim d of the projection = its row d
+                table = torch.cat(
+                    [state["text_proj.weight"], state["text_proj.bias"][:, None]], 1
+                ).T
+            else:
+                table = state[f"{source}.weight"]
+            score = _importance(table, 0, importance) * _importance(
+                state[first][:, cols], 0, importance
+            )
+            kept = _topk_sorted(score, new_id_dim)
+            if source == "text_proj":
+                state["text_proj.weight"] = state["text_proj.weight"][kept]
+                state["text_proj.bias"] = state["text_proj.bias"][kept]
+            else:
+                state[f"{source}.weight"] = state[f"{source}.weight"][:, kept]
+            cols = cols[kept]
+        keep_cols.append(cols)
+        offset += width
+    state[first] = state[first][:, torch.cat(keep_cols)]
+
+
+def _prune_hidden_units(
+    model: TwoTower,
+    tower: str,
+    state: dict[str, torch.Tensor],
+    keep_ratio: float,
+    importance: str,
+    record: dict[str, Any],
+) -> tuple[int, ...]:
+    """Prune each hidden layer of ``tower``'s MLP (in ``state``); its new widths."""
+    positions = _linear_positions(getattr(model, f"{tower}_mlp"))
+    widths = []
+    for here, nxt in zip(positions[:-1], positions[1:], strict=True):
+        w_in, b_in = state[f"{tower}_mlp.{here}.weight"], state[f"{tower}_mlp.{here}.bias"]
+        w_out = state[f"{tower}_mlp.{nxt}.weight"]
+        score = _importance(torch.cat([w_in, b_in[:, None]], 1), 1, importance)
+        score = score * _importance(w_out, 0, importance)
+        width = w_in.shape[0]
+        kept = _topk_sorted(score, max(1, round(width * keep_ratio)))
+        state[f"{tower}_mlp.{here}.weight"] = w_in[kept]
+        state[f"{tower}_mlp.{here}.bias"] = b_in[kept]
+        state[f"{tower}_mlp.{nxt}.weight"] = w_out[:, kept]
+        record["kept_units"][f"{tower}_mlp.{here}"] = {"before": width, "after": len(kept)}
+        widths.append(len(kept))
+    return tuple(widths)
 
 
 # ---- unstructured magnitude pruning -----------------------------------------------------------

@@ -82,6 +82,29 @@ def rank_distill_loss(
     lam = _check_nonneg(lam, "lam", strict=True)
     neg_weight = _check_nonneg(neg_weight, "neg_weight")
     consistency = _check_nonneg(consistency, "consistency")
+    weights = _positive_weights(s, idx, teacher_conf, lam, consistency)
+    row_sum = weights.sum(dim=1)
+    rows = row_sum > 0
+    if not rows.any():
+        raise ValueError(
+            "teacher_topk_idx/teacher_conf: every row has zero total weight (all padding or "
+            "zero confidence); drop such rows before calling the loss"
+        )
+    weights = weights / row_sum.clamp_min(torch.finfo(s.dtype).tiny).unsqueeze(1)
+    pos_term = (weights * F.softplus(-s.gather(1, idx.clamp_min(0)))).sum(dim=1)  # [B]
+    neg_term = _negative_term(s, idx, neg_idx)
+    return (pos_term + neg_weight * neg_term)[rows].mean()
+
+
+def _positive_weights(
+    s: torch.Tensor,
+    idx: torch.Tensor,
+    teacher_conf: torch.Tensor | None,
+    lam: float,
+    consistency: float,
+) -> torch.Tensor:
+    """``w~[b, k]`` of the docstring (not yet normalised): [B, K], 0 at padding."""
+    batch, n_cols = s.shape
     valid = idx >= 0
     safe_idx = idx.clamp_min(0)
     k = idx.shape[1]
@@ -104,17 +127,15 @@ def rank_distill_loss(
         student_top = s.detach().topk(min(k, n_cols), dim=1).indices  # [B, K]
         hit = (safe_idx.unsqueeze(2) == student_top.unsqueeze(1)).any(dim=2)
         weights = weights * (1.0 + consistency * hit.to(s.dtype))
-    weights = weights * valid.to(s.dtype)
-    row_sum = weights.sum(dim=1)
-    rows = row_sum > 0
-    if not rows.any():
-        raise ValueError(
-            "teacher_topk_idx/teacher_conf: every row has zero total weight (all padding or "
-            "zero confidence); drop such rows before calling the loss"
-        )
-    weights = weights / row_sum.clamp_min(torch.finfo(s.dtype).tiny).unsqueeze(1)
-    pos_term = (weights * F.softplus(-s.gather(1, safe_idx))).sum(dim=1)  # [B]
+    return weights * valid.to(s.dtype)
 
+
+def _negative_term(
+    s: torch.Tensor, idx: torch.Tensor, neg_idx: torch.Tensor | None
+) -> torch.Tensor:
+    """``mean_{m in Neg_b} softplus(s[b, m])`` per row: [B]."""
+    batch, n_cols = s.shape
+    valid = idx >= 0
     # scatter only the valid entries: a padded -1 (clamped to 0) must not clear column 0
     is_pos = torch.zeros_like(s, dtype=torch.bool)
     rows_v, ks_v = valid.nonzero(as_tuple=True)
@@ -127,5 +148,4 @@ def rank_distill_loss(
         neg_scores = s.gather(1, safe_n)
         neg_valid = (nidx >= 0) & ~is_pos.gather(1, safe_n)
     neg_mask = neg_valid.to(s.dtype)
-    neg_term = (F.softplus(neg_scores) * neg_mask).sum(dim=1) / neg_mask.sum(dim=1).clamp_min(1)
-    return (pos_term + neg_weight * neg_term)[rows].mean()
+    return (F.softplus(neg_scores) * neg_mask).sum(dim=1) / neg_mask.sum(dim=1).clamp_min(1)

@@ -52,7 +52,10 @@ class DistillLossWeights(ConfigMixin):
             )
 
 
-TERM_NAMES = ("hard", "listwise_kl", "cold_kl", "soft_bce", "margin_mse", "rank", "embed")
+# every field but the temperature is a term's weight: a new term is a new field
+TERM_NAMES = tuple(
+    f.name for f in dataclasses.fields(DistillLossWeights) if f.name != "temperature"
+)
 
 
 def total_loss(

@@ -6,16 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-import numpy as np
-
-from common.config import ConfigMixin
+from common.config import ConfigMixin, check_int
 from student.serving.kinds import HNSW, INDEX_KIND_SPECS, IVF, IndexKindSpec, default_nlist
 
 __all__ = [
     "INDEX_KINDS",
     "IndexConfig",
     "IndexKind",
-    "check_int",
     "default_nlist",
     "factory_string",
 ]
@@ -48,14 +45,6 @@ _INT_FIELDS = (
     ("kmeans_points_per_centroid", 1, None),
     ("seed", 0, None),
 )
-
-
-def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> None:
-    """Refuse ``value`` unless it is an integer (not a bool) in [low, high]; names ``name``."""
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not ok or value < low or (high is not None and value > high):
-        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"{name}={value!r} is invalid; expected {allowed}")
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -138,9 +127,9 @@ class IndexConfig(ConfigMixin):
         for name in ("normalize", "mips_transform", "refine", "sq_train_on_all"):
             _check_bool(name, getattr(self, name))
         if self.nlist is not None:
-            check_int("IndexConfig.nlist", self.nlist, 1, 1 << 20)
+            check_int("IndexConfig", "nlist", self.nlist, 1, maximum=1 << 20)
         for name, low, high in _INT_FIELDS:
-            check_int(f"IndexConfig.{name}", getattr(self, name), low, high)
+            check_int("IndexConfig", name, getattr(self, name), low, maximum=high)
         if self.normalize and self.mips_transform:
             raise ValueError(
                 "IndexConfig.mips_transform=True is invalid with normalize=True; the transform "

@@ -34,8 +34,9 @@ import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
+from common.config import check_int
 from common.io import atomic_dir
-from student.serving.config import NORM_SPREAD_WARN, IndexConfig, check_int, factory_string
+from student.serving.config import NORM_SPREAD_WARN, IndexConfig, factory_string
 from student.serving.vectors import (
     as_ids,
     as_matrix,
@@ -171,7 +172,7 @@ class ItemIndex:
         not fill (k > N, or an IVF/HNSW search that reached fewer items) hold row -1 and score
         -inf.
         """
-        check_int("k", k)
+        check_int("", "k", k, 1)
         q = self.prepare_queries(query)
         dist, rows = self.index.search(q, min(k, self.n))
         scores = dist

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from student.serving.config import check_int
+from common.config import check_int
 from student.serving.index import ItemIndex
 
 
@@ -58,7 +58,7 @@ def retrieve(
     re-fetches more for a query that is still short. Returns ids [B, k] (dtype of the id map),
     and with ``return_scores`` also their index scores [B, k] float32.
     """
-    check_int("k", k)
+    check_int("", "k", k, 1)
     q = np.asarray(query_emb)
     seen_rows = _seen_rows(seen, len(q))
     rows, scores = search_excluding(q, [k] * len(seen_rows), seen_rows, index)
@@ -241,7 +241,7 @@ class Retriever:
         return out  # type: ignore[return-value]
 
     def _check(self, i: int, q: Query) -> None:
-        check_int(f"queries[{i}].k", q.k)
+        check_int(f"queries[{i}]", "k", q.k, 1)
         if q.user is not None:
             if not 0 <= int(q.user) < self.n_users:
                 raise ValueError(f"queries[{i}].user={q.user} must lie in [0, {self.n_users - 1}]")

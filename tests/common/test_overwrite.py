@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.cli import main
 from common.io import ArtifactError, claim_output
+from pipelines.cli import main
 
 SYNTH = "synthetic:users=30,items=40,per_user=8"
 SMALL = ["--epochs", "1", "--hidden", "8", "--id-dim", "4", "--out-dim", "4",

@@ -141,8 +141,8 @@ def test_new_users_are_scored_from_their_history_alone(chain):
     # a student scores a new user from the query-time history: changing the (never trained) id
     # embedding of the new users changes nothing, changing the history does
     from pipelines.data import histories
-    from pipelines.training.scoring import score_fn
     from student.model import TwoTower
+    from student.scoring import score_fn
 
     tmp, _, _ = chain
     data = splits_data()

@@ -265,7 +265,7 @@ def test_bad_inputs_are_rejected_with_the_position(unit_data) -> None:
     index = ItemIndex.build(items, np.arange(N))
     with pytest.raises(ValueError, match="dimension 16 does not match the index dim 32"):
         index.search(queries[:, :16], K)
-    with pytest.raises(ValueError, match="k=0"):
+    with pytest.raises(ValueError, match="k is 0; expected an integer >= 1"):
         index.search(queries, 0)
 
 

@@ -12,13 +12,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from student.model import (
-    TwoTower,
-    TwoTowerConfig,
-    count_parameters,
-    load_config,
-    model_bytes,
-)
+from student.model import TwoTower, TwoTowerConfig, count_parameters, model_bytes
+from student.model_io import load_config
 
 N_USERS, N_ITEMS, PAD = 20, 30, 30
 

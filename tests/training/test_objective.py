@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from pipelines.training.objective import hard_loss, soft_terms
+from pipelines.training.batch import ObjectiveInputs, Step, score_lists
+from pipelines.training.objective import build_terms
 from pipelines.training.soft_lists import SoftLists
+from pipelines.training.terms import HardTerm, TermSettings
 from student.losses import DistillLossWeights, rank_distill_loss
 
 
@@ -37,6 +40,20 @@ class ItemScoreModel(torch.nn.Module):
         return (user_emb.unsqueeze(1) * item_emb).sum(-1)
 
 
+def soft_terms(model, lists, hist, rng, settings, weights) -> dict[str, torch.Tensor]:
+    """The objective's soft-label terms on one step's sampled lists (no hard batch)."""
+    soft = score_lists(model, lists, hist, rng, settings.soft_users)
+    step = Step(model, rng, ObjectiveInputs(hist, None, None, lists), None, None, None, None, soft)
+    return {t.name: t(step) for t in build_terms(weights, settings) if t.needs_labels}
+
+
+def hard_loss(model, u, h, pos, neg, p_data, p_neg, settings) -> torch.Tensor:
+    inputs = ObjectiveInputs(None, p_data, p_neg)
+    return HardTerm.from_config(DistillLossWeights(), settings)(
+        Step(model, None, inputs, u, h, pos, neg)
+    )
+
+
 def test_rank_distill_padding_never_clears_column_0() -> None:
     # one teacher positive (column 0) and a padded slot (-1): column 0 is not a negative
     scores = torch.tensor([[5.0, 0.0, 0.0, 0.0]])
@@ -59,10 +76,10 @@ def test_rank_term_negatives_are_the_unpadded_non_topk_unobserved_candidates() -
         users=np.array([0]),
         item_embeddings=None,
     )
-    c = SimpleNamespace(soft_users=1, rank_k=2, teacher_norm="none", temperature=1.0)
+    c = TermSettings(soft_users=1, rank_k=2, teacher_norm="none")
     weights = DistillLossWeights(hard=0.0, rank=1.0)
     hist = torch.zeros(1, 1, dtype=torch.long)
-    terms = soft_terms(model, lists, hist, np.random.default_rng(0), c, weights, None, None)
+    terms = soft_terms(model, lists, hist, np.random.default_rng(0), c, weights)
     w0, w1 = 0.9, math.exp(-1.0) * 0.6
     pos = (w0 * softplus(-2.0) + w1 * softplus(-1.0)) / (w0 + w1)
     neg = softplus(-2.0)  # item 2 only: not item 4 (observed), not the padded item 0 slots
@@ -75,14 +92,14 @@ def test_bpr_hard_loss_with_fewer_negatives_than_the_batch() -> None:
     pos = torch.tensor([4, 4, 3, 3])
     p = np.full(5, 0.2)
     for n in (1, 3, 4, 9):
-        c = SimpleNamespace(hard_loss="bpr", n_negatives=n)
+        c = TermSettings(hard_loss="bpr", n_negatives=n)
         neg = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2])[:n]
         loss = hard_loss(model, u, None, pos, neg, p, p, c)
         # every (row, negative) pair counts: mean of softplus(s_neg - s_pos)
         expected = np.mean([softplus(float(j) - float(i)) for i in pos for j in neg])
         assert abs(loss.item() - expected) < 1e-5, n
     # a negative that is the row's own positive (item 4 for rows 0 and 1) is not a pair
-    c = SimpleNamespace(hard_loss="bpr", n_negatives=2)
+    c = TermSettings(hard_loss="bpr", n_negatives=2)
     loss = hard_loss(model, u, None, pos, torch.tensor([4, 0]), p, p, c)
     pairs = [(4, 0), (4, 0), (3, 4), (3, 0), (3, 4), (3, 0)]
     expected = np.mean([softplus(float(j) - float(i)) for i, j in pairs])
@@ -96,7 +113,7 @@ def test_soft_bce_targets_ignore_a_constant_shift_of_the_teacher_logits() -> Non
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(3, 5, generator=gen).numpy()
     mask = np.array([[True] * 5, [True] * 3 + [False] * 2, [True] * 4 + [False]])
-    c = SimpleNamespace(soft_users=3, rank_k=2, teacher_norm="list", temperature=1.0)
+    c = TermSettings(soft_users=3, rank_k=2, teacher_norm="list")
     weights = DistillLossWeights(hard=0.0, soft_bce=1.0)
     hist = torch.zeros(3, 1, dtype=torch.long)
 
@@ -112,9 +129,9 @@ def test_soft_bce_targets_ignore_a_constant_shift_of_the_teacher_logits() -> Non
             users=np.arange(3),
             item_embeddings=None,
         )
-        cc = SimpleNamespace(**{**c.__dict__, "teacher_norm": norm})
+        cc = dataclasses.replace(c, teacher_norm=norm)
         rng = np.random.default_rng(0)
-        loss = soft_terms(model, lists, hist, rng, cc, weights, None, None)["soft_bce"]
+        loss = soft_terms(model, lists, hist, rng, cc, weights)["soft_bce"]
         loss.backward()
         return loss.item(), model.item_scores.grad.clone()
 

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.training.objective import hard_loss
+from pipelines.training.batch import ObjectiveInputs, Step
+from pipelines.training.optim import make_optimizer
+from pipelines.training.terms import HardTerm, TermSettings
 from pipelines.training.train_student import (
     SPARSE_AUTO_ROWS,
     TrainStudentConfig,
-    make_optimizer,
     use_sparse,
 )
+from student.losses import DistillLossWeights
 from student.model import TwoTower, TwoTowerConfig
 
 N_USERS, N_ITEMS = 30, 40
@@ -32,7 +34,7 @@ def steps(sparse: bool, n: int) -> tuple[list[torch.Tensor], list[set[int]], Two
     the model."""
     m = model()
     opt = make_optimizer(m, list(m.parameters()), 1e-2, 0.0, sparse)
-    c = TrainStudentConfig(no_teacher=True, n_negatives=6)
+    hard = HardTerm.from_config(DistillLossWeights(), TermSettings(n_negatives=6))
     rng = np.random.default_rng(0)
     p = np.full(N_ITEMS, 1.0 / N_ITEMS)
     hist = torch.as_tensor(rng.integers(0, N_ITEMS + 1, (N_USERS, 5)))
@@ -42,7 +44,7 @@ def steps(sparse: bool, n: int) -> tuple[list[torch.Tensor], list[set[int]], Two
         batches.append(set(u.tolist()))
         pos = torch.as_tensor(rng.choice(N_ITEMS, 8, replace=False))
         neg = torch.as_tensor(rng.integers(0, N_ITEMS, 6))
-        loss = hard_loss(m, u, hist[u], pos, neg, p, p, c)
+        loss = hard(Step(m, rng, ObjectiveInputs(hist, p, p), u, hist[u], pos, neg))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

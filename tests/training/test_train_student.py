@@ -68,7 +68,7 @@ def test_reported_validation_is_the_saved_models(tmp_path, select_best):
     # what the saved model scores on the same validation users
     from pipelines.core.metrics import evaluate
     from pipelines.data import histories, load_dataset, training_split
-    from pipelines.training.scoring import score_fn
+    from student.scoring import score_fn
 
     cfg = TrainStudentConfig(
         **{**SMALL, "epochs": 4, "patience": 4},
@@ -170,8 +170,8 @@ def _teacher_overlap(model_dir, labels, k: int = 5) -> float:
     """Mean overlap@k of the student's and the teacher's order of each user's unobserved
     candidates (the part of the list the hard labels say nothing about)."""
     from pipelines.data import histories, load_dataset, make_split
-    from pipelines.training.scoring import score_fn
     from pipelines.training.soft_lists import soft_lists
+    from student.scoring import score_fn
 
     data = load_dataset(DATASET)
     split = make_split(data, "random", 0)

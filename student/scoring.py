@@ -1,5 +1,5 @@
-"""Full-catalogue scoring with a trained student: the one scorer that validation, the
-compression fine-tune and the benchmark share."""
+"""Full-catalogue scoring with a student: the one scorer that training's validation, the
+compression steps and the benchmark share."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from student.model import TwoTower
 
 
 def score_fn(model: TwoTower, hist: torch.Tensor, new_users: bool = False):
-    """Full-catalogue scorer for ``pipelines.core.metrics.evaluate``: users [B] -> [B, I].
+    """Full-catalogue scorer (e.g. for ``pipelines.core.metrics.evaluate``): users [B] -> [B, I].
 
     ``new_users``: score every user as a new one, from ``hist[u]`` alone (no id, no
     features: ``encode_users(None, ...)``), as a server does for a history given at query time.
