@@ -1,9 +1,11 @@
 """`recdistill benchmark`: quality and cost of every model and index, side by side.
 
-On one split (test part; the user's train items are excluded, and validation items too):
-popularity, EASE^R, the teacher (where it ranked the catalogue), the hard-only, distilled,
-pruned and int8 students; then the distilled student's item embeddings in each FAISS index.
-Writes ``report.json`` (the interface; see README), ``report.md`` and PNG plots.
+On one split, every scorer on each of the protocol's segments (``pipelines.evaluation.segments``:
+the test part under ``random`` / ``temporal``, with the user's train and validation items
+excluded; cold, warm, all and new users under ``cold_items``): popularity, EASE^R, the teacher
+(where it ranked the catalogue), the hard-only, distilled, pruned and int8 students (and the
+cold-start reference scorers); then the distilled student's item embeddings in each FAISS
+index. Writes ``report.json`` (the interface; see README), ``report.md`` and PNG plots.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from pipelines.core import provenance
 from pipelines.core.config import to_dict
 from pipelines.core.io import artifact_path, claim_output, load_npy
-from pipelines.core.metrics import bootstrap_ci, paired_bootstrap, per_user_metrics, topk_overlap
+from pipelines.core.metrics import paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
 from pipelines.data.baselines import Popularity
 from pipelines.data.collab import fit_collab
@@ -39,6 +41,7 @@ from pipelines.evaluation.segments import (
     make_segments,
     test_segment,
 )
+from pipelines.evaluation.teacher import teacher_scorers
 from student.serving.config import INDEX_KINDS, IndexKind
 
 logger = logging.getLogger(__name__)
@@ -142,7 +145,8 @@ def run(config: BenchmarkConfig) -> dict:
     split = make_split(data, c.protocol, c.split_seed)
     segments = make_segments(split, c.eval_users, c.eval_seed)  # the same users for every model
     meta, text_emb = _load_labels(c, data, split)
-    scorers = _references(c, split, data, text_emb) + _teachers(c, meta, data, split)
+    scorers = _references(c, split, data, text_emb)
+    scorers += teacher_scorers(c.labels, meta, data, split)
     students = _load_students(c, data, split)
     scorers += _student_scorers(students, data, split, segments)
     results = {s.name: _score(s, segments, c) for s in scorers}
@@ -213,56 +217,6 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
         Scorer(collab.kind, collab, params=collab.params, nbytes=collab.nbytes, timed=True,
                info=extra | {"collab": info}),
     ]  # fmt: skip
-
-
-def _teachers(c: BenchmarkConfig, meta: dict | None, data, split) -> list[Scorer]:
-    """The teacher where its labels ranked the catalogue: its saved top-k, or under
-    ``cold_items`` its rankings with the cold items below (labels of training users only)."""
-    if meta is None:
-        return []
-    info = {"parts": meta["teacher"]["parts"], "mix": meta["teacher"]["mix"]["weights"]}
-    if split.is_cold and meta.get("teacher_topk_cold"):
-        from pipelines.evaluation.cold import teacher_scorer
-
-        fn = teacher_scorer(Path(c.labels), meta, data.n_items)
-        info["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
-        return [Scorer("teacher", fn, can=frozenset({"cold_items"}), info=info)]
-    if not split.is_cold and meta.get("teacher_topk"):
-        ranked, users = load_teacher_topk(c.labels, meta, data.n_users)
-        info = {"teacher_top10_overlap": 1.0} | info
-        return [RankedTeacher("teacher", None, frozenset(), info=info, ranked=ranked, users=users)]
-    return []
-
-
-@dataclass
-class RankedTeacher(Scorer):
-    """The teacher's saved top-k [R, k] of ``users`` [R] (sorted): ranks the segment's users
-    it has a top-k for, the segment's excluded items dropped from each list."""
-
-    ranked: np.ndarray | None = None
-    users: np.ndarray | None = None
-
-    def score(self, seg: Segment, bootstrap: int) -> Scored | None:
-        if seg.items is not None:
-            return None
-        t_users = np.intersect1d(seg.users, self.users)
-        full = np.zeros((len(t_users), self.ranked.shape[1]), dtype=np.int64)
-        for r, (u, row) in enumerate(
-            zip(t_users, self.ranked[np.searchsorted(self.users, t_users)])
-        ):
-            row = row[~np.isin(row, seg.exclude[u].indices)]
-            full[r, : len(row)] = row
-        per = per_user_metrics(full[:, :20], [seg.truth[u].indices for u in t_users])
-        _, lo, hi = bootstrap_ci(per[seg.ci_metric], n=bootstrap)
-        note = {"teacher_users": int(len(t_users))}
-        if len(t_users) < len(seg.users):
-            note["teacher_note"] = (
-                f"teacher metrics and top-10 agreement on the {len(t_users)} evaluation "
-                f"users of the teacher's top-k sample ({len(self.users)} users)"
-            )
-        means = {k: float(v.mean()) for k, v in per.items()} | {"users": int(len(t_users))}
-        rows = np.searchsorted(seg.users, t_users)
-        return Scored(means, per[seg.ci_metric], [lo, hi], full[:, :10], rows, note)
 
 
 def _load_students(c: BenchmarkConfig, data, split) -> dict:
@@ -393,24 +347,6 @@ def _scale(c: BenchmarkConfig) -> dict | None:
     from pipelines.evaluation.index_scale import run_scale
 
     return run_scale(sizes=c.scale_sizes, threads=c.threads, out=Path(c.out) / "scale.json")
-
-
-def load_teacher_topk(labels_dir, meta: dict, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's saved top-k [U, k] (train items excluded) and its users [U] (sorted): all
-    ``n_users`` users, or the label job's ``--topk-users`` sample (``teacher_topk_users.npy``)."""
-    ranked = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk"))
-    if meta.get("teacher_topk_users"):
-        users = load_npy(
-            artifact_path(labels_dir, meta["teacher_topk_users"], "teacher_topk_users")
-        ).astype(np.int64)
-    else:
-        users = np.arange(n_users)
-    if len(users) != len(ranked):
-        raise ValueError(
-            f"{labels_dir}: teacher_topk has {len(ranked)} rows for {len(users)} users; "
-            "regenerate the labels"
-        )
-    return ranked, users
 
 
 def bench_indexes(model, split, data, seg: Segment, c: BenchmarkConfig) -> dict:

@@ -17,22 +17,20 @@ Reference scorers beside the teacher and the students: random, genre profile, ze
 (``pipelines.data.content_map``), and popularity / the collaborative model (EASE^R, or ALS
 past EASE^R's memory budget: ``pipelines.data.collab``, named after its kind), which cannot
 score a cold item (``"cold": null``) but can score a new user from a history (ALS: the
-history folded into a user vector). Every reference scorer reads a
-user's profile from train plus the new users' histories (fitting reads train only; a new user
-has no train row, so the other segments are unchanged). The teacher has labels for training
-users only (``"new_users": null``); the students score new users with ``encode_users(None,
-history)``.
+history folded into a user vector). Every reference scorer reads a user's profile from train
+plus the new users' histories (fitting reads train only; a new user has no train row, so the
+other segments are unchanged). The teacher (``pipelines.evaluation.teacher``) has labels for
+training users only (``"new_users": null``); the students score new users with
+``encode_users(None, history)``.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from pipelines.core.io import artifact_path, load_npy
 from pipelines.core.metrics import paired_bootstrap
 from pipelines.data.content_map import content_features, fit_content_map
 from pipelines.data.features import item_features
@@ -49,49 +47,6 @@ def profile_matrix(split) -> sp.csr_matrix:
         .astype(np.float32)
         .tocsr()
     )
-
-
-def ranked_scorer(ranked: np.ndarray, n_items: int):
-    """A score function from ranked lists [U, K] (best first): listed items score K - rank,
-    the rest a large negative number (ranked after every listed item)."""
-
-    def fn(users: np.ndarray) -> np.ndarray:
-        s = np.full((len(users), n_items), -1e9, dtype=np.float32)
-        k = ranked.shape[1]
-        rows = np.repeat(np.arange(len(users)), k)
-        s[rows, ranked[users].reshape(-1)] = np.tile(
-            np.arange(k, 0, -1, dtype=np.float32), len(users)
-        )
-        return s
-
-    return fn
-
-
-def teacher_scorer(labels_dir: Path, meta: dict, n_items: int):
-    """The teacher's rankings from its label folder: the full-catalogue top-k, with its ranking
-    of the items without train interactions placed below (for the cold segment)."""
-    if meta.get("teacher_topk_users"):
-        raise ValueError(
-            f"{labels_dir}: the teacher top-k covers a sample of users (generate-labels "
-            "--topk-users); the cold report ranks every test user with it: regenerate the labels "
-            "with --topk-users 0"
-        )
-    top = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk")).astype(np.int64)
-    cold = load_npy(
-        artifact_path(labels_dir, meta["teacher_topk_cold"], "teacher_topk_cold")
-    ).astype(np.int64)
-    warm_fn, cold_fn = ranked_scorer(top, n_items), ranked_scorer(cold, n_items)
-
-    def fn(users: np.ndarray) -> np.ndarray:
-        # the cold ranking decides among cold items; the full top-k (which holds cold items
-        # too, on the same scale) decides everything it lists
-        s = cold_fn(users) - 2e6
-        w = warm_fn(users)
-        listed = w > -1e8
-        s[listed] = w[listed]
-        return s
-
-    return fn
 
 
 def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> list[Scorer]:
