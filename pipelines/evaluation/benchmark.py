@@ -154,13 +154,7 @@ def run(config: BenchmarkConfig) -> dict:
     models = {
         s.name: _model_entry(s, results[s.name], segments, _latency(s, head, c)) for s in scorers
     }
-    teacher = results.get("teacher", {}).get(head.name)
-    if teacher is not None and teacher.rows is not None:  # the top-k teacher: its top-10s
-        for name, res in results.items():
-            if name != "teacher":
-                models[name]["teacher_top10_overlap"] = topk_overlap(
-                    res[head.name].top10[teacher.rows], teacher.top10
-                )
+    _teacher_overlap(models, results, head)
     indexes = {}
     if "student_distilled" in students and c.indexes:
         seg = head if head.name == "test" else test_segment(split, c.eval_users, c.eval_seed)
@@ -293,6 +287,18 @@ def _model_entry(s: Scorer, res: dict, segments: list[Segment], latency) -> dict
             for seg in segments
         }
     return entry
+
+
+def _teacher_overlap(models: dict, results: dict, head: Segment) -> None:
+    """Each model's top-10 agreement with the top-k teacher on ``head`` (the users it ranks)."""
+    teacher = results.get("teacher", {}).get(head.name)
+    if teacher is None or teacher.rows is None:  # no teacher, or one without saved top-k
+        return
+    for name, res in results.items():
+        if name != "teacher":
+            models[name]["teacher_top10_overlap"] = topk_overlap(
+                res[head.name].top10[teacher.rows], teacher.top10
+            )
 
 
 def _split_info(split, segments: list[Segment]) -> dict:

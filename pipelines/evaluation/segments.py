@@ -55,7 +55,7 @@ class Segment:
     def entry(self, scored: Scored, with_users: bool = False) -> dict:
         """The report's metrics of one scorer on this segment."""
         out = {k: scored.means[k] for k in self.keys} | {f"{self.ci_metric}_ci": scored.ci}
-        return out | {"users": scored.means["users"]} if with_users else out
+        return (out | {"users": scored.means["users"]}) if with_users else out
 
 
 @dataclass
