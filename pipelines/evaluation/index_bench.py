@@ -4,15 +4,11 @@ Runs ``pipelines.evaluation.index_scale.run_scale`` on seeded synthetic catalogu
 JSON of everything it measured::
 
     recdistill index-bench --sizes 100000 --out runs/bench/scale.json
-
-(``python -m pipelines.evaluation.index_bench ...`` runs the same subcommand.)
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,24 +51,24 @@ def run(config: IndexBenchConfig) -> dict[str, Any]:
     """Run the scale benchmark; returns (and writes to ``config.out``) its report."""
     from pipelines.evaluation.index_scale import run_scale
 
-    args = config
+    c = config
     report = run_scale(
-        sizes=args.sizes,
-        dim=args.dim,
-        n_queries=args.queries,
-        n_single=args.single,
-        k=args.k,
-        threads=args.threads,
-        build_threads=args.build_threads,
-        lognormal_sigma=args.sigma,
-        lognormal_sizes=args.lognormal_sizes,
-        nprobes=args.nprobe,
-        ef_searches=args.ef,
-        ef_construction=args.ef_construction,
-        hnsw_m=args.hnsw_m,
-        seed=args.seed,
-        repeats=args.repeats,
-        out=args.out,
+        sizes=c.sizes,
+        dim=c.dim,
+        n_queries=c.queries,
+        n_single=c.single,
+        k=c.k,
+        threads=c.threads,
+        build_threads=c.build_threads,
+        lognormal_sigma=c.sigma,
+        lognormal_sizes=c.lognormal_sizes,
+        nprobes=c.nprobe,
+        ef_searches=c.ef,
+        ef_construction=c.ef_construction,
+        hnsw_m=c.hnsw_m,
+        seed=c.seed,
+        repeats=c.repeats,
+        out=c.out,
     )
     for case in report["results"]:
         for name, r in case["indexes"].items():
@@ -81,28 +77,11 @@ def run(config: IndexBenchConfig) -> dict[str, Any]:
                 case["n_items"],
                 case["norm_sigma"],
                 name,
-                args.k,
-                r[f"recall@{args.k}_vs_exact"],
+                c.k,
+                r[f"recall@{c.k}_vs_exact"],
                 r.get("qps_batch1", float("nan")),
                 r.get("qps_batch256", float("nan")),
                 r["bytes"] / 1e6,
             )
-    logger.info("wrote %s (%.1fs)", args.out, report["wall_s"])
+    logger.info("wrote %s (%.1fs)", c.out, report["wall_s"])
     return report
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """``recdistill index-bench ARGV``: the same parser (``pipelines.core.config.parse_config``)."""
-    from pipelines.core.config import parse_config
-
-    config = parse_config(
-        IndexBenchConfig, sys.argv[1:] if argv is None else argv, prog="recdistill index-bench"
-    )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(config)
-
-
-if __name__ == "__main__":
-    main()

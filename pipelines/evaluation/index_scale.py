@@ -219,77 +219,89 @@ def run_scale(
         raise ValueError(f"run_scale: sizes={sizes}; expected sizes >= 1000")
     if lognormal_sizes is None:
         lognormal_sizes = [min(sizes)] if lognormal_sigma > 0 else []
-    bench_kwargs = {"k": k, "n_single": n_single, "threads": threads, "repeats": repeats}
+    args = {
+        "sizes": sizes,
+        "dim": dim,
+        "n_queries": n_queries,
+        "n_single": n_single,
+        "k": k,
+        "threads": threads,
+        "build_threads": build_threads,
+        "lognormal_sigma": lognormal_sigma,
+        "lognormal_sizes": list(lognormal_sizes),
+        "nprobes": list(nprobes),
+        "ef_searches": list(ef_searches),
+        "ef_construction": ef_construction,
+        "hnsw_m": hnsw_m,
+        "kmeans_points_per_centroid": kmeans_points_per_centroid,
+        "seed": seed,
+        "repeats": repeats,
+    }
     t_all = time.perf_counter()
     results = []
     for n in sizes:
         sigmas = [0.0] + ([lognormal_sigma] if n in lognormal_sizes and lognormal_sigma else [])
-        for sigma in sigmas:
-            t_case = time.perf_counter()
-            items, queries = synthetic_embeddings(
-                n, dim=dim, n_queries=n_queries, norm_sigma=sigma, seed=seed
-            )
-            _, exact = exact_topk(items, queries, k)
-            common = {
-                "ef_construction": ef_construction,
-                "hnsw_m": hnsw_m,
-                "seed": seed,
-                "kmeans_points_per_centroid": kmeans_points_per_centroid,
-            }
-            settings = scale_settings(sigma, n, common, nprobes, ef_searches)
-            indexes = {}
-            for name, (cfg, param, values, blas) in settings.items():
-                kw = dict(bench_kwargs, blas=blas)
-                indexes[name] = _bench_setting(
-                    name, items, queries, exact, cfg, param, values, kw, build_threads
-                )
-            case = {
-                "n_items": n,
-                "dim": dim,
-                "n_queries": n_queries,
-                "norm_sigma": sigma,
-                "float32_bytes": int(items.nbytes),
-                "indexes": indexes,
-                "targets": check_targets(indexes, int(items.nbytes), k) if sigma == 0 else None,
-                "wall_s": time.perf_counter() - t_case,
-            }
-            results.append(case)
-            logger.info("n=%d sigma=%.2f done in %.1fs", n, sigma, case["wall_s"])
+        results += [_scale_case(n, sigma, args) for sigma in sigmas]
     report = {
         "benchmark": "recdistill.index_bench.scale",
-        "args": {
-            "sizes": sizes,
-            "dim": dim,
-            "n_queries": n_queries,
-            "n_single": n_single,
-            "k": k,
-            "threads": threads,
-            "build_threads": build_threads,
-            "lognormal_sigma": lognormal_sigma,
-            "lognormal_sizes": list(lognormal_sizes),
-            "nprobes": list(nprobes),
-            "ef_searches": list(ef_searches),
-            "ef_construction": ef_construction,
-            "hnsw_m": hnsw_m,
-            "kmeans_points_per_centroid": kmeans_points_per_centroid,
-            "seed": seed,
-            "repeats": repeats,
-        },
-        "environment": {
-            "faiss": faiss.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "blas_threshold_default": int(faiss.cvar.distance_compute_blas_threshold),
-            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
-        },
+        "args": args,
+        "environment": _environment(),
         "results": results,
         "wall_s": time.perf_counter() - t_all,
     }
     if out is not None:
         write_json(out, report)
     return report
+
+
+def _scale_case(n: int, sigma: float, args: dict[str, Any]) -> dict[str, Any]:
+    """One catalogue of ``n`` items with norm sigma ``sigma``: every index setting of
+    :func:`scale_settings` measured against exact search (``args``: ``run_scale``'s)."""
+    t_case = time.perf_counter()
+    dim, n_queries, k, seed = args["dim"], args["n_queries"], args["k"], args["seed"]
+    items, queries = synthetic_embeddings(
+        n, dim=dim, n_queries=n_queries, norm_sigma=sigma, seed=seed
+    )
+    _, exact = exact_topk(items, queries, k)
+    common = {
+        "ef_construction": args["ef_construction"],
+        "hnsw_m": args["hnsw_m"],
+        "seed": seed,
+        "kmeans_points_per_centroid": args["kmeans_points_per_centroid"],
+    }
+    settings = scale_settings(sigma, n, common, args["nprobes"], args["ef_searches"])
+    bench_kwargs = {"k": k, "n_single": args["n_single"], "threads": args["threads"],
+                    "repeats": args["repeats"]}  # fmt: skip
+    indexes = {}
+    for name, (cfg, param, values, blas) in settings.items():
+        kw = dict(bench_kwargs, blas=blas)
+        indexes[name] = _bench_setting(
+            name, items, queries, exact, cfg, param, values, kw, args["build_threads"]
+        )
+    case = {
+        "n_items": n,
+        "dim": dim,
+        "n_queries": n_queries,
+        "norm_sigma": sigma,
+        "float32_bytes": int(items.nbytes),
+        "indexes": indexes,
+        "targets": check_targets(indexes, int(items.nbytes), k) if sigma == 0 else None,
+        "wall_s": time.perf_counter() - t_case,
+    }
+    logger.info("n=%d sigma=%.2f done in %.1fs", n, sigma, case["wall_s"])
+    return case
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "faiss": faiss.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "blas_threshold_default": int(faiss.cvar.distance_compute_blas_threshold),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+    }
 
 
 def check_targets(indexes: dict[str, Any], float_bytes: int, k: int = 10) -> dict[str, Any]:

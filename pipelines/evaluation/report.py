@@ -1,6 +1,6 @@
 """Render a benchmark report dict as JSON, markdown tables and PNG plots.
 
-The report dict (``validate_report`` checks it)::
+The report dict (``pipelines.evaluation.report_schema.validate_report`` checks it)::
 
     {"dataset": {...}, "protocol": str,
      "models": {name: {"ndcg@10", "recall@10", "mrr@10", "params", "bytes",
@@ -27,81 +27,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.io import atomic_write, write_text
+from pipelines.evaluation.report_schema import ReportSchemaError as ReportSchemaError
+from pipelines.evaluation.report_schema import is_number, validate_report
 
 logger = logging.getLogger(__name__)
-
-MODEL_KEYS = ("ndcg@10", "recall@10", "mrr@10", "params", "bytes", "teacher_top10_overlap")
-MODEL_OPTIONAL = ("latency_ms_batch1", "ndcg@10_ci")
-INDEX_KEYS = ("recall@10_vs_exact", "qps_batch1", "qps_batch256", "p50_ms", "p99_ms", "bytes")
-SWEEP_KEYS = ("param", "recall", "qps")
-TOP_KEYS = ("dataset", "protocol", "models", "indexes")
-
-
-class ReportSchemaError(ValueError):
-    """The report dict lacks a required key or holds a value of the wrong type."""
-
-
-# ------------------------------------------------------------------- validation
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-
-
-def _check_number(where: str, key: str, v: Any) -> None:
-    if v is not None and not _is_number(v):
-        raise ReportSchemaError(f"{where}[{key!r}]={v!r}: expected a number or None")
-
-
-def validate_report(report: Any) -> None:
-    """Raise :class:`ReportSchemaError` naming the first missing key or badly typed value."""
-    if not isinstance(report, dict):
-        raise ReportSchemaError(f"report: expected a dict, got {type(report).__name__}")
-    for key in TOP_KEYS:
-        if key not in report:
-            raise ReportSchemaError(f"report: missing key {key!r} (required: {list(TOP_KEYS)})")
-    if not isinstance(report["dataset"], dict):
-        raise ReportSchemaError("report['dataset']: expected a dict")
-    if not isinstance(report["protocol"], str):
-        raise ReportSchemaError(f"report['protocol']={report['protocol']!r}: expected a str")
-    for section, keys in (("models", MODEL_KEYS), ("indexes", INDEX_KEYS)):
-        entries = report[section]
-        if not isinstance(entries, dict):
-            raise ReportSchemaError(f"report[{section!r}]: expected a dict of name -> metrics")
-        for name, metrics in entries.items():
-            where = f"report[{section!r}][{name!r}]"
-            if not isinstance(metrics, dict):
-                raise ReportSchemaError(f"{where}: expected a dict of metrics")
-            for key in keys:
-                if key not in metrics:
-                    raise ReportSchemaError(
-                        f"{where}: missing key {key!r} (required: {list(keys)})"
-                    )
-                _check_number(where, key, metrics[key])
-            if section == "models":
-                _check_number(where, "latency_ms_batch1", metrics.get("latency_ms_batch1"))
-                ci = metrics.get("ndcg@10_ci")
-                if ci is not None and not (
-                    isinstance(ci, (list, tuple)) and len(ci) == 2 and all(map(_is_number, ci))
-                ):
-                    raise ReportSchemaError(f"{where}['ndcg@10_ci']={ci!r}: expected [lo, hi]")
-            else:
-                _validate_sweep(where, metrics.get("sweep"))
-
-
-def _validate_sweep(where: str, sweep: Any) -> None:
-    if sweep is None:
-        return
-    if not isinstance(sweep, list):
-        raise ReportSchemaError(f"{where}['sweep']: expected a list of points")
-    for i, point in enumerate(sweep):
-        if not isinstance(point, dict):
-            raise ReportSchemaError(f"{where}['sweep'][{i}]: expected a dict")
-        for key in SWEEP_KEYS:
-            if key not in point:
-                raise ReportSchemaError(
-                    f"{where}['sweep'][{i}]: missing key {key!r} (required: {list(SWEEP_KEYS)})"
-                )
-        _check_number(f"{where}['sweep'][{i}]", "recall", point["recall"])
-        _check_number(f"{where}['sweep'][{i}]", "qps", point["qps"])
 
 
 # ------------------------------------------------------------------- formatting
@@ -170,52 +99,59 @@ def headline_table(report: dict[str, Any]) -> str:
     return _md_table(header, rows)
 
 
-def cold_table(report: dict[str, Any]) -> str:
-    """Markdown table of a ``cold_items`` report: each model on the cold, warm and all
-    segments ("-" where a model cannot score cold items)."""
-    header = ["model", "cold NDCG@20", "95% CI", "cold Recall@20", "cold NDCG@10"]
-    header += ["warm NDCG@10", "all NDCG@10", "all NDCG@20", "params", "size"]
+# (header, segment, metric) per column; a model that cannot score the segment of the first
+# column shows "cannot score" there and "-" in that segment's other columns
+COLD_COLUMNS = (
+    ("cold NDCG@20", "cold", "ndcg@20"),
+    ("95% CI", "cold", "ndcg@20_ci"),
+    ("cold Recall@20", "cold", "recall@20"),
+    ("cold NDCG@10", "cold", "ndcg@10"),
+    ("warm NDCG@10", "warm", "ndcg@10"),
+    ("all NDCG@10", "all", "ndcg@10"),
+    ("all NDCG@20", "all", "ndcg@20"),
+)
+NEW_USER_COLUMNS = (
+    ("new-user NDCG@20", "new_users", "ndcg@20"),
+    ("95% CI", "new_users", "ndcg@20_ci"),
+    ("Recall@20", "new_users", "recall@20"),
+    ("NDCG@10", "new_users", "ndcg@10"),
+    ("MRR@10", "new_users", "mrr@10"),
+)
+
+
+def segment_table(
+    report: dict[str, Any], columns: tuple[tuple[str, str, str], ...], cost: bool = False
+) -> str:
+    """Markdown table of each model's per-segment metrics (``models[name]["segments"]``),
+    one column per (header, segment, metric); ``cost`` adds params and size."""
+    header = ["model", *(h for h, _, _ in columns)] + (["params", "size"] if cost else [])
     rows = []
     for name, m in report["models"].items():
-        seg = m.get("segments") or {}
-        cold, warm, all_ = seg.get("cold"), seg.get("warm") or {}, seg.get("all") or {}
-        ci = None if cold is None else cold.get("ndcg@20_ci")
-        rows.append(
-            [
-                str(name),
-                "cannot score" if cold is None else fmt_float(cold["ndcg@20"]),
-                "-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]",
-                "-" if cold is None else fmt_float(cold["recall@20"]),
-                "-" if cold is None else fmt_float(cold["ndcg@10"]),
-                fmt_float(warm.get("ndcg@10")),
-                fmt_float(all_.get("ndcg@10")),
-                fmt_float(all_.get("ndcg@20")),
-                fmt_count(m.get("params")),
-                fmt_bytes(m.get("bytes")),
-            ]
-        )
+        segs = m.get("segments") or {}
+        row = [str(name)]
+        for i, (_, seg, key) in enumerate(columns):
+            v = segs.get(seg)
+            if v is None:
+                row.append("cannot score" if i == 0 else "-")
+            elif key.endswith("_ci"):
+                ci = v.get(key)
+                row.append("-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]")
+            else:
+                row.append(fmt_float(v.get(key)))
+        if cost:
+            row += [fmt_count(m.get("params")), fmt_bytes(m.get("bytes"))]
+        rows.append(row)
     return _md_table(header, rows)
+
+
+def cold_table(report: dict[str, Any]) -> str:
+    """A ``cold_items`` report's models on the cold, warm and all segments."""
+    return segment_table(report, COLD_COLUMNS, cost=True)
 
 
 def new_users_table(report: dict[str, Any]) -> str:
-    """Markdown table of the new-user segment of a ``cold_items`` report ("-" where a model
-    cannot score a user it has no labels for)."""
-    header = ["model", "new-user NDCG@20", "95% CI", "Recall@20", "NDCG@10", "MRR@10"]
-    rows = []
-    for name, m in report["models"].items():
-        new = (m.get("segments") or {}).get("new_users")
-        ci = None if new is None else new.get("ndcg@20_ci")
-        rows.append(
-            [
-                str(name),
-                "cannot score" if new is None else fmt_float(new["ndcg@20"]),
-                "-" if ci is None else f"[{fmt_float(ci[0])}, {fmt_float(ci[1])}]",
-                "-" if new is None else fmt_float(new["recall@20"]),
-                "-" if new is None else fmt_float(new["ndcg@10"]),
-                "-" if new is None else fmt_float(new["mrr@10"]),
-            ]
-        )
-    return _md_table(header, rows)
+    """A ``cold_items`` report's models on the new-user segment."""
+    return segment_table(report, NEW_USER_COLUMNS)
 
 
 def cold_comparisons(report: dict[str, Any], segment: str = "cold") -> list[str]:
@@ -273,28 +209,7 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             parts += [f"- **{seg}**: {e['text']}" for seg, e in ev.items()]
         parts.append("")
     if report["protocol"] == "cold_items" and report["models"]:
-        parts += ["## Cold start: cold, warm and all segments", ""]
-        parts += [
-            "cold: each user ranks the cold-test items only (items no training interaction "
-            "touched); warm: the warm test part over the warm items; all: both over the whole "
-            "catalogue. Intervals: 95% bootstrap over users.",
-            "",
-            cold_table(report),
-            "",
-        ]
-        parts += cold_comparisons(report) + [""]
-        if any((m.get("segments") or {}).get("new_users") for m in report["models"].values()):
-            parts += ["## Cold start: new users", ""]
-            parts += [
-                "Users with no training interaction at all, given their first 5 warm "
-                "interactions (by time) as a history at query time; they rank the warm items "
-                "and the targets are the rest of their warm interactions. The students encode "
-                "them from the history alone (no user id).",
-                "",
-                new_users_table(report),
-                "",
-            ]
-            parts += cold_comparisons(report, "new_users") + [""]
+        parts += _cold_sections(report)
     parts += ["## Models", ""]
     parts += [headline_table(report) if report["models"] else "(no models)", ""]
     comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
@@ -304,31 +219,7 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}].",
             "",
         ]
-    tq = report.get("teacher_quality")
-    if tq and tq.get("parts"):
-        parts += [
-            "## Teacher parts",
-            "",
-            f"What each part of the teacher knows on its own, and the mix, on {tq.get('validation_pairs', '?')} "
-            f"validation pairs of {tq.get('users', '?')} users (AUC: validation positives vs sampled "
-            "unseen items; NDCG@10: ranking each user's validation candidates).",
-            "",
-        ]
-        weights = (report["models"].get("teacher") or {}).get("mix")
-        if weights:
-            parts += [f"Mix weights (chosen on validation): {weights}", ""]
-        rows = [
-            [n, fmt_float(q.get("auc")), fmt_float(q.get("list_ndcg@10"))]
-            for n, q in tq["parts"].items()
-        ]
-        parts += [_md_table(["part", "AUC", "list NDCG@10"], rows), ""]
-    parts += ["## Indexes", ""]
-    parts += [index_table(report) if report["indexes"] else "(no indexes)", ""]
-    sweeps = {n: m["sweep"] for n, m in report["indexes"].items() if m.get("sweep")}
-    for name, points in sweeps.items():
-        parts += [f"Sweep for `{name}`:", ""]
-        rows = [[_sweep_label(p), fmt_float(p["recall"]), fmt_qps(p["qps"])] for p in points]
-        parts += [_md_table(["setting", "recall@10", "QPS"], rows), ""]
+    parts += _teacher_section(report) + _index_sections(report)
     if plots:
         parts += ["## Plots", ""]
         parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
@@ -336,8 +227,67 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
     return "\n".join(parts)
 
 
+def _cold_sections(report: dict[str, Any]) -> list[str]:
+    parts = ["## Cold start: cold, warm and all segments", ""]
+    parts += [
+        "cold: each user ranks the cold-test items only (items no training interaction "
+        "touched); warm: the warm test part over the warm items; all: both over the whole "
+        "catalogue. Intervals: 95% bootstrap over users.",
+        "",
+        cold_table(report),
+        "",
+    ]
+    parts += cold_comparisons(report) + [""]
+    if any((m.get("segments") or {}).get("new_users") for m in report["models"].values()):
+        parts += ["## Cold start: new users", ""]
+        parts += [
+            "Users with no training interaction at all, given their first 5 warm "
+            "interactions (by time) as a history at query time; they rank the warm items "
+            "and the targets are the rest of their warm interactions. The students encode "
+            "them from the history alone (no user id).",
+            "",
+            new_users_table(report),
+            "",
+        ]
+        parts += cold_comparisons(report, "new_users") + [""]
+    return parts
+
+
+def _teacher_section(report: dict[str, Any]) -> list[str]:
+    tq = report.get("teacher_quality")
+    if not (tq and tq.get("parts")):
+        return []
+    parts = [
+        "## Teacher parts",
+        "",
+        f"What each part of the teacher knows on its own, and the mix, on {tq.get('validation_pairs', '?')} "
+        f"validation pairs of {tq.get('users', '?')} users (AUC: validation positives vs sampled "
+        "unseen items; NDCG@10: ranking each user's validation candidates).",
+        "",
+    ]
+    weights = (report["models"].get("teacher") or {}).get("mix")
+    if weights:
+        parts += [f"Mix weights (chosen on validation): {weights}", ""]
+    rows = [
+        [n, fmt_float(q.get("auc")), fmt_float(q.get("list_ndcg@10"))]
+        for n, q in tq["parts"].items()
+    ]
+    return parts + [_md_table(["part", "AUC", "list NDCG@10"], rows), ""]
+
+
+def _index_sections(report: dict[str, Any]) -> list[str]:
+    parts = ["## Indexes", ""]
+    parts += [index_table(report) if report["indexes"] else "(no indexes)", ""]
+    sweeps = {n: m["sweep"] for n, m in report["indexes"].items() if m.get("sweep")}
+    for name, points in sweeps.items():
+        parts += [f"Sweep for `{name}`:", ""]
+        rows = [[_sweep_label(p), fmt_float(p["recall"]), fmt_qps(p["qps"])] for p in points]
+        parts += [_md_table(["setting", "recall@10", "QPS"], rows), ""]
+    return parts
+
+
 def _fmt_value(v: Any) -> str:
-    if _is_number(v) and not isinstance(v, (int, np.integer)):
+    if is_number(v) and not isinstance(v, (int, np.integer)):
         return fmt_float(v)
     return "-" if v is None else str(v)
 

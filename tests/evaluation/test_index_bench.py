@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from pipelines.evaluation import index_bench as ib
+from pipelines.cli import main as cli_main
 from pipelines.evaluation import index_eval as ie
 from pipelines.evaluation import index_scale as isc
 from pipelines.evaluation.report import (
@@ -170,11 +170,11 @@ def test_cli_parses_flags_and_rejects_unknown(tmp_path) -> None:
     out = tmp_path / "s.json"
     argv = ["--sizes", "1500", "--dim", "16", "--queries", "20", "--single", "2", "--sigma", "0"]
     argv += ["--nprobe", "2,8", "--ef", "16", "--repeats", "1", "--out", str(out)]
-    res = ib.main(argv)
+    res = cli_main(["index-bench", *argv])
     assert [c["norm_sigma"] for c in res["results"]] == [0.0]
     assert json.loads(out.read_text())["args"]["nprobes"] == [2, 8]
     with pytest.raises(SystemExit):
-        ib.main(["--sizes", "1500", "--unknown-flag", "1"])
+        cli_main(["index-bench", "--sizes", "1500", "--unknown-flag", "1"])
     with pytest.raises(ValueError, match="sizes"):
         isc.run_scale(sizes=(10,))
 
