@@ -12,8 +12,10 @@ from pipelines.core.config import to_dict
 from pipelines.data.collab import DEFAULT_MEMORY_GB
 from pipelines.data.splits import ProtocolName
 from pipelines.labels.candidates import CandidateConfig, Strategy
+from pipelines.labels.parts import LLM_PARTS
 
-TeacherName = Literal["embedding", "causal_lm"]
+# the LLM parts of the registry (``pipelines.labels.parts``), in their order
+TeacherName = Literal[LLM_PARTS]  # type: ignore[valid-type]
 TEACHERS: tuple[str, ...] = get_args(TeacherName)
 
 
