@@ -247,8 +247,17 @@ class GenerateLabelsConfig:
                 raise ValueError(
                     f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected a number >= 0"
                 )
-        CandidateConfig(
-            self.n_negatives, self.max_positives, self.strategy, seed=self.candidate_seed
+        self.candidate_config()
+
+    def candidate_config(self, cold: bool = False) -> CandidateConfig:
+        """Each user's candidate list; ``cold``: with ``cold_negatives`` items drawn from
+        those without train interactions (a teacher with a content map)."""
+        return CandidateConfig(
+            self.n_negatives,
+            self.max_positives,
+            self.strategy,
+            seed=self.candidate_seed,
+            n_cold=self.cold_negatives if cold else 0,
         )
 
     def resolved_content_map(self) -> str:

@@ -86,13 +86,7 @@ def run(config: GenerateLabelsConfig) -> dict:
     fitted = fit_teacher(c, data, split, users, rng)
 
     # --- candidates and shards (``ShardSet.todo_subs``) ---------------------------------------
-    cand_config = CandidateConfig(
-        c.n_negatives,
-        c.max_positives,
-        c.strategy,
-        seed=c.candidate_seed,
-        n_cold=c.cold_negatives if fitted.cold is not None else 0,
-    )
+    cand_config = c.candidate_config(cold=fitted.cold is not None)
     plan = candidate_plan(split, cand_config)
     shards = ShardSet.of(users, c.shard_users, job_hash, partial)
     logger.info(
@@ -104,10 +98,18 @@ def run(config: GenerateLabelsConfig) -> dict:
     t_score = time.perf_counter()
     subs = shards.todo_subs(split, cand_config)
     if c.engine == "ray":
-        from pipelines.labels.ray_engine import RayJob, score_shards
+        from pipelines.labels.ray_engine import RayJob, RayPool, score_shards
 
-        subs = dict(subs)  # Ray ships the todo shards to its actors
-        job = RayJob.from_config(c, fitted, data, split, subs, shards.stamps, partial)
+        job = RayJob(
+            pool=RayPool.from_config(c),
+            config=to_dict(c),
+            fitted=fitted,
+            data=data,
+            split=split,
+            subs=dict(subs),  # Ray ships the todo shards to its actors
+            stamps=shards.stamps,
+            partial=partial,
+        )
         n_scored, engine_info = score_shards(job)
     else:
         n_scored = score_local(partial, subs, fitted.parts, fitted.mix, data, shards.stamps)

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from pipelines.core.config import from_dict, to_dict
+from pipelines.core.config import from_dict
 from pipelines.core.io import atomic_write
 from pipelines.data import InteractionData, Split
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
@@ -104,7 +104,8 @@ class RayPool:
 class RayJob:
     """What the Ray engine needs from the driver: the pool, the label job's config as a dict
     (each actor rebuilds the LLM part from it), the fitted teacher, the data and split, the
-    candidate rows of each shard to score (by shard id), their stamps and the shard folder."""
+    candidate rows of each shard to score (by shard id), each shard's stamp (see
+    ``shards.shard_stamp``) and the folder the shards are written to."""
 
     pool: RayPool
     config: dict
@@ -114,11 +115,6 @@ class RayJob:
     subs: dict[int, pd.DataFrame]
     stamps: dict[int, dict]
     partial: Path
-
-    @classmethod
-    def from_config(cls, c: GenerateLabelsConfig, fitted, data, split, subs, stamps, partial):
-        todo = {i: stamps[i] for i in subs}
-        return cls(RayPool.from_config(c), to_dict(c), fitted, data, split, subs, todo, partial)
 
 
 class ShardScorer:
