@@ -23,9 +23,9 @@ import numpy as np
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.core import provenance
-from pipelines.data import ProtocolName, load_dataset, render_item_text, training_split
-from pipelines.labels.config import TeacherName
-from pipelines.labels.teacher import user_text
+from pipelines.data import ProtocolName, load_dataset, training_split
+from pipelines.labels.config import TEACHERS, TeacherName
+from pipelines.labels.parts import PARTS
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,10 @@ class AdaptTeacherConfig:
     )
 
     def __post_init__(self):
-        if self.teacher not in ("embedding", "causal_lm"):
+        if self.teacher not in TEACHERS:
             raise ValueError(
-                f"AdaptTeacherConfig.teacher={self.teacher!r}; expected 'embedding' or 'causal_lm'"
+                f"AdaptTeacherConfig.teacher={self.teacher!r}; expected "
+                + " or ".join(repr(t) for t in TEACHERS)
             )
         for name in ("positives_per_user", "history_items", "r", "epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
@@ -99,7 +100,7 @@ def _examples(c: AdaptTeacherConfig, data, split, rng):
         for t in rng.choice(len(items), min(c.positives_per_user, len(items)), replace=False):
             others = np.r_[items[:t], items[t + 1 :]][: c.history_items]
             out.append((u, items[t], others, 1))
-        if c.teacher == "causal_lm":
+        if PARTS[c.teacher].adapt_no_examples:
             seen = set(blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]])
             negs = [
                 j
@@ -129,56 +130,7 @@ def run(config: AdaptTeacherConfig) -> dict:
     examples = _examples(c, data, split, rng)
     logger.info("%d adaptation examples from the train split", len(examples))
     out = Path(c.out)
-    if c.teacher == "embedding":
-        from llm_teacher.adapt import EmbeddingLoRAConfig, adapt_embedding_model
-        from llm_teacher.embedding import load_sentence_transformer
-
-        st = load_sentence_transformer(c.model or "minilm")
-        st.max_seq_length = c.max_seq_length
-        item_text = [render_item_text(r) for _, r in data.items.iterrows()]
-        pad = np.full(c.history_items, data.n_items)
-        pairs = [
-            (user_text(data, np.r_[h, pad][: c.history_items]), item_text[j])
-            for _, j, h, _ in examples
-        ]
-        cfg = EmbeddingLoRAConfig(
-            r=c.r,
-            lr=c.lr,
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            max_steps=c.max_steps or None,
-            seed=c.seed,
-            full_finetune=c.full_finetune,
-        )
-        metrics = adapt_embedding_model(st, pairs, cfg, out)
-    else:
-        from llm_teacher.adapt import CausalLoRAConfig, adapt_causal_lm
-        from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
-        from llm_teacher.loading import load_causal_lm
-
-        model, tok = load_causal_lm(c.model or "smollm2")
-        scorer = CausalLMScorer(
-            model, tok, CausalLMScorerConfig(max_history_tokens=c.max_history_tokens)
-        )
-        from pipelines.labels.teacher import CausalPart
-
-        part = CausalPart(scorer, data, split, c.history_items)
-        ratings = part.ratings
-        rows = []
-        for u, j, hist, label in examples:
-            history = [part.item_dict(i, ratings.get((u, i))) for i in hist]
-            rows.append(
-                (scorer.render_prefix(history, part.user_features(u)), part.item_dict(j), label)
-            )
-        cfg = CausalLoRAConfig(
-            r=c.r,
-            lr=c.lr,
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            max_steps=c.max_steps or None,
-            seed=c.seed,
-        )
-        metrics = adapt_causal_lm(scorer.model, tok, rows, cfg, out)
+    metrics = PARTS[c.teacher].adapt(c, data, split, examples, out)
     result = {
         "config": to_dict(c),
         **provenance.stamp(data, split),  # generate-labels --adapter checks it

@@ -12,8 +12,10 @@ from common.config import to_dict
 from pipelines.baselines.collab import DEFAULT_MEMORY_GB
 from pipelines.data.splits import ProtocolName
 from pipelines.labels.candidates import CandidateConfig, Strategy
+from pipelines.labels.parts import LLM_PARTS
 
-TeacherName = Literal["embedding", "causal_lm"]
+# the LLM parts of the registry (``pipelines.labels.parts``), in their order
+TeacherName = Literal[LLM_PARTS]  # type: ignore[valid-type]
 TEACHERS: tuple[str, ...] = get_args(TeacherName)
 
 
@@ -245,8 +247,17 @@ class GenerateLabelsConfig:
                 raise ValueError(
                     f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected a number >= 0"
                 )
-        CandidateConfig(
-            self.n_negatives, self.max_positives, self.strategy, seed=self.candidate_seed
+        self.candidate_config()
+
+    def candidate_config(self, cold: bool = False) -> CandidateConfig:
+        """Each user's candidate list; ``cold``: with ``cold_negatives`` items drawn from
+        those without train interactions (a teacher with a content map)."""
+        return CandidateConfig(
+            self.n_negatives,
+            self.max_positives,
+            self.strategy,
+            seed=self.candidate_seed,
+            n_cold=self.cold_negatives if cold else 0,
         )
 
     def resolved_content_map(self) -> str:

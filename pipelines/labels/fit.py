@@ -10,58 +10,16 @@ import numpy as np
 import pandas as pd
 
 from pipelines.labels.config import GenerateLabelsConfig
+from pipelines.labels.parts import PARTS, Part, build_parts
 from pipelines.labels.schema import LabelError
-from pipelines.labels.teacher import (
-    COLLAB_PARTS,
-    CausalPart,
-    CollabPart,
-    EmbeddingPart,
-    Mix,
-    PopularityPart,
-    auc,
-    fit_mix,
-    list_ndcg,
-    quality,
-)
+from pipelines.labels.teacher import Mix, auc, fit_mix, list_ndcg, quality
 
 logger = logging.getLogger(__name__)
 
 
-def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu"):
-    """The LLM part named by the config, loaded on ``device``; returns ``(part, info)``."""
-    if c.teacher == "embedding":
-        from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
-
-        t = EmbeddingTeacher(
-            EmbeddingTeacherConfig(
-                model=c.model or "minilm",
-                batch_size=c.batch_size,
-                temperature=c.temperature,
-                max_seq_length=c.max_seq_length,
-                adapter=c.adapter,
-                device=device,
-                int8=c.embedding_int8,
-            )
-        )
-        limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
-        t.model.max_seq_length = min(c.max_seq_length, int(limit))
-        part = EmbeddingPart(t, data, split, c.history_items, c.user_encoding)
-        return part, {**t.info(), "user_encoding": c.user_encoding}
-    from llm_teacher.causal_lm import CausalLMScorer, CausalLMScorerConfig
-    from llm_teacher.loading import load_causal_lm
-
-    model, tok = load_causal_lm(c.model or "smollm2", adapter=c.adapter)
-    scorer = CausalLMScorer(
-        model,
-        tok,
-        CausalLMScorerConfig(
-            batch_size=c.batch_size,
-            max_history_tokens=c.max_history_tokens,
-            template=c.template,
-            device=device,
-        ),
-    )
-    return CausalPart(scorer, data, split, c.history_items), scorer.info()
+def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu") -> Part:
+    """The LLM part named by ``c.teacher`` (a ``PARTS`` key), loaded on ``device``."""
+    return PARTS[c.teacher].from_config(c, data, split, device)
 
 
 def validation_pairs(
@@ -101,7 +59,7 @@ class FittedTeacher:
 
     ``valid_users`` (``[U_v]``, sorted) are the users whose validation pairs fit the mix; an
     engine that rebuilds the text part elsewhere encodes them first, in one batch, so that its
-    cached user embeddings match this process's bit for bit (see ``warm_text_part``)."""
+    cached user embeddings match this process's bit for bit (see ``Part.warm_users``)."""
 
     parts: list
     text_info: dict
@@ -116,20 +74,16 @@ class FittedTeacher:
 def fit_teacher(
     c: GenerateLabelsConfig, data, split, users: np.ndarray, rng: np.random.Generator
 ) -> FittedTeacher:
-    """Build the parts (LLM, the collaborative model, popularity) and fit their mix on validation pairs of a
-    seeded sample of ``users`` (never on test)."""
-    text, text_info = build_text_part(c, data, split)
-    parts = [text]
-    if c.collab != "none":
-        parts.append(CollabPart(split, c.collab, c.collab_memory_gb, cache=c.collab_cache))
-    if c.popularity:
-        parts.append(PopularityPart(split))
+    """Build the parts (LLM, the collaborative model, popularity) and fit their mix on
+    validation pairs of a seeded sample of ``users`` (never on test)."""
+    parts = build_parts(c, data, split)
+    text_info = parts[0].info()
     eval_users = (
         users
         if len(users) <= c.eval_users
         else np.sort(rng.choice(users, c.eval_users, replace=False))
     )
-    cm, cm_info = attach_content_map(c, data, split, parts)
+    cm, cm_info = attach_content_map(c.resolved_content_map(), data, split, parts)
     warm_pool = None if cm is None else np.flatnonzero(cm.warm)
     vp = validation_pairs(split, eval_users, c.eval_negatives, c.candidate_seed, pool=warm_pool)
     vu, vi, vl = vp.user.to_numpy(), vp.item.to_numpy(), vp.label.to_numpy()
@@ -142,72 +96,69 @@ def fit_teacher(
     logger.info("teacher mix %s; validation %s", mix.weights, teacher_quality["mix"])
     cold = None
     if cm is not None:
-        # cold items get their own mix, fit on cold-validation pairs (cold items only)
-        cu = np.unique(split.cold_valid["user"].to_numpy())
-        cu = cu[np.isin(cu, users)]
-        cp = validation_pairs(
-            split, cu, c.eval_negatives, c.candidate_seed, "cold_valid", split.cold_valid_items
-        )
-        pu, pi, pl = cp.user.to_numpy(), cp.item.to_numpy(), cp.label.to_numpy()
-        c_parts = {p.name: p.score(pu, pi) for p in parts}
-        mix.cold, cold_search = fit_mix(c_parts, pu, pl)
-        mix.cold_mask = ~cm.warm
-        cold_quality = cross_fit_quality(c_parts, pu, pl, seed=c.candidate_seed)
-        logger.info("cold-item mix %s; cold-valid %s", mix.cold.weights, cold_quality["mix"])
+        cold = fit_cold_mix(mix, parts, split, users, c.eval_negatives, c.candidate_seed)
         cold = {
             "content_map": c.resolved_content_map(),
             "lambda": cm.lam,
             "lambda_search": cm_info,
             "cold_items": int(len(cm.cold)),
-            "scored_by": {
-                **{
-                    p.name: f"content map: predicted {COLLAB_TARGET[p.name]}"
-                    for p in parts
-                    if p.name in COLLAB_PARTS
-                },
-                "popularity": "content map: predicted log count",
-                "text": "the LLM part, as for every item",
-            },
-            "mix_search": cold_search,
-            "quality": cold_quality,
-            "validation_pairs": int(len(cp)),
+            "scored_by": cold_notes(parts),
+            **cold,
         }
+        mix.cold_mask = ~cm.warm
     return FittedTeacher(
         parts, text_info, mix, mix_search, teacher_quality, np.unique(vu), len(vp), cold
     )
 
 
-COLLAB_TARGET = {"ease": "EASE^R column", "als": "ALS item factor"}
+def fit_cold_mix(
+    mix: Mix, parts: list[Part], split, users: np.ndarray, n_neg: int, seed: int
+) -> dict:
+    """Fit ``mix.cold``, the mix of the items without train interactions, on cold-validation
+    pairs (cold items only) of ``users``; returns its search and cross-fit quality."""
+    cu = np.unique(split.cold_valid["user"].to_numpy())
+    cu = cu[np.isin(cu, users)]
+    cp = validation_pairs(split, cu, n_neg, seed, "cold_valid", split.cold_valid_items)
+    pu, pi, pl = cp.user.to_numpy(), cp.item.to_numpy(), cp.label.to_numpy()
+    c_parts = {p.name: p.score(pu, pi) for p in parts}
+    mix.cold, cold_search = fit_mix(c_parts, pu, pl)
+    cold_quality = cross_fit_quality(c_parts, pu, pl, seed=seed)
+    logger.info("cold-item mix %s; cold-valid %s", mix.cold.weights, cold_quality["mix"])
+    return {"mix_search": cold_search, "quality": cold_quality, "validation_pairs": int(len(cp))}
 
 
-def attach_content_map(c: GenerateLabelsConfig, data, split, parts):
-    """Fit the content map the config asks for on train (lambda on cold-validation) and let the
-    collaborative (``ease`` or ``als``) and ``popularity`` parts score items without train interactions through it.
-    Returns ``(map, its lambda search)``, or ``(None, None)`` when the config has none."""
-    mode = c.resolved_content_map()
+def cold_notes(parts: list[Part]) -> dict[str, str]:
+    """How each part scores the items without train interactions: the content-map parts
+    first, then those that read the items' text."""
+    ordered = sorted(parts, key=lambda p: p.cold_items != "content_map")
+    return {p.name: p.cold_note for p in ordered}
+
+
+def attach_content_map(mode: str, data, split, parts: list[Part]):
+    """Fit the content map ``mode`` names ('text', 'no_text' or 'off': the config's
+    ``resolved_content_map``) on train (lambda on cold-validation) and hand it to every part:
+    the collaborative and ``popularity`` parts score items without train interactions
+    through it. Returns ``(map, its lambda search)``, or ``(None, None)`` for 'off'."""
     if mode == "off":
         return None, None
     from pipelines.baselines.content_map import content_features, fit_content_map
     from pipelines.data.features import item_features
 
-    text = parts[0]
-    collab = next((p for p in parts if p.name in COLLAB_PARTS), None)
+    collab = next((p for p in parts if p.key == "collab"), None)
     if collab is None:
         raise LabelError(
             f"content_map={mode!r} maps content onto the collaborative model, but the teacher "
             "has none (collab='none'): use collab='auto' or content_map='off'"
         )
-    emb = getattr(text, "item_emb", None) if mode == "text" else None
+    emb = parts[0].item_embeddings() if mode == "text" else None
     if mode == "text" and emb is None:
         raise LabelError(
             "content_map='text' needs the LLM's item embeddings (teacher='embedding'); use "
             "content_map='no_text' with the causal-LM teacher"
         )
     cm, info = fit_content_map(split, collab.model, content_features(item_features(data), emb))
-    collab.content = cm
     for p in parts:
-        if p.name == "popularity":
-            p.use_content(cm)
+        p.use_content(cm)
     logger.info("content map (%s): lambda %g, %d cold items", mode, cm.lam, len(cm.cold))
     return cm, info
 
@@ -238,22 +189,6 @@ def cross_fit_quality(
         "protocol": f"{folds}-fold cross-fit over validation users (weights fit on the other folds)",
     }
     return out
-
-
-def warm_text_part(part, batches: list[np.ndarray]) -> None:
-    """Replay the user encodings of an uninterrupted in-process run on a text part.
-
-    An embedding teacher pads each batch to its longest text, so a user's embedding can differ
-    in the last bits with the batch it was encoded in. The in-process job encodes the
-    validation users in one batch (``fit_teacher``), then each shard's new users; replaying
-    those ``batches`` (``[n_u]`` user indices each, in order) on a text part built elsewhere (a
-    Ray actor) or resumed after a crash makes its scores identical to that run. A user already
-    cached is not encoded again. The causal-LM part scores each user on its own, and a part
-    with ``user_encoding="item_mean"`` has no batches: no-op."""
-    if isinstance(part, EmbeddingPart) and part.user_encoding == "text":
-        for users in batches:
-            if len(users):
-                part.user_emb(np.asarray(users))
 
 
 TOPK = 100

@@ -23,44 +23,35 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from common.config import to_dict
 from common.io import ArtifactError, atomic_dir, claim_output, recover, write_json
+from common.versions import versions
 from pipelines.core import provenance
 from pipelines.data import load_dataset, training_split
 from pipelines.labels.candidates import CandidateConfig, candidate_plan, iter_candidates
-from pipelines.labels.config import (
-    GenerateLabelsConfig,
-)
+from pipelines.labels.config import GenerateLabelsConfig
 from pipelines.labels.fit import (
     TOPK,
     TOPK_COLD,
+    FittedTeacher,
     fit_teacher,
     teacher_topk,
     topk_sample,
-    warm_text_part,
 )
+from pipelines.labels.parts import PARTS
 from pipelines.labels.schema import (
     META_FILE,
     SCHEMA_VERSION,
     LabelError,
     features,
     validate_table,
-    versions,
 )
-from pipelines.labels.shards import (
-    load_shard,
-    score_local,
-    shard_done,
-    shard_stamp,
-)
-from pipelines.labels.teacher import (
-    COLLAB_PARTS,
-    EmbeddingPart,
-)
+from pipelines.labels.shards import load_shard, score_local, shard_done, shard_stamp
 
 logger = logging.getLogger(__name__)
 ADAPTER_META = "adapt_teacher.json"  # written by adapt-teacher beside the adapter
@@ -82,27 +73,133 @@ def run(config: GenerateLabelsConfig) -> dict:
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
-    if c.adapter and Path(c.adapter).is_dir():  # an adapter fit on another split would leak
-        info = Path(c.adapter) / ADAPTER_META
-        recorded = json.loads(info.read_text()) if info.exists() else None
-        provenance.check(c.adapter, recorded, data, split, what="the adapter")
-    if (out / META_FILE).exists():
-        meta = json.loads((out / META_FILE).read_text())
-        if meta.get("job_hash") == job_hash:
-            logger.info("%s already holds these labels (job %s); reusing them", out, job_hash)
-            return {**meta, "reused": True}
-        if not c.overwrite:
-            old_fp = meta.get("dataset", {}).get("fingerprint")
-            raise LabelError(
-                f"{out} holds labels from another teacher or config, or for other data (job "
-                f"{meta.get('job_hash')}, teacher {meta.get('teacher', {}).get('kind')}, dataset "
-                f"fingerprint {old_fp}, now {data.fingerprint()}); choose another --out or pass "
-                "--overwrite"
-            )
-    else:  # a folder that is not labels is never replaced, --overwrite or not
-        claim_output(out, META_FILE, overwrite=c.overwrite, what="a soft-label dataset")
+    check_adapter(c.adapter, data, split)
+    meta = reusable_labels(out, job_hash, data.fingerprint(), c.overwrite)
+    if meta is not None:
+        return {**meta, "reused": True}
     recover(out)  # stale temporaries of a kill during the final save
+    open_partial(partial, job_hash, to_dict(c), data.fingerprint())
 
+    rng = np.random.default_rng(c.candidate_seed)
+    users = label_users(split, data.n_users, c.max_users, rng)
+    # --- the teacher and its mix, fit on validation pairs (never on test) -------------------
+    fitted = fit_teacher(c, data, split, users, rng)
+
+    # --- candidates and shards (``ShardSet.todo_subs``) ---------------------------------------
+    cand_config = c.candidate_config(cold=fitted.cold is not None)
+    plan = candidate_plan(split, cand_config)
+    shards = ShardSet.of(users, c.shard_users, job_hash, partial)
+    logger.info(
+        "%d shards (%d done before); candidates %s",
+        len(shards.users),
+        len(shards.users) - len(shards.todo),
+        plan,
+    )
+    t_score = time.perf_counter()
+    subs = shards.todo_subs(split, cand_config)
+    if c.engine == "ray":
+        from pipelines.labels.ray_engine import RayJob, RayPool, score_shards
+
+        job = RayJob(
+            pool=RayPool.from_config(c),
+            config=to_dict(c),
+            fitted=fitted,
+            data=data,
+            split=split,
+            subs=dict(subs),  # Ray ships the todo shards to its actors
+            stamps=shards.stamps,
+            partial=partial,
+        )
+        n_scored, engine_info = score_shards(job)
+    else:
+        n_scored = score_local(partial, subs, fitted.parts, fitted.mix, data, shards.stamps)
+        engine_info = {"name": "local"}
+    speed = n_scored / (time.perf_counter() - t_score) if n_scored else None
+
+    # --- assemble ----------------------------------------------------------------------------
+    ds = assemble(partial, len(shards.users))
+    validate_table(ds, str(partial), data.n_users, data.n_items)
+    meta = label_metadata(c, job_hash, fitted, plan, data, split)
+    meta |= {"n_pairs": len(ds), "n_users": int(len(users)), "pairs_per_second": speed}
+    meta |= {"engine": engine_info, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with atomic_dir(out) as final:
+        ds.save_to_disk(str(final))
+        rows = [shards.rows[i] for i in range(len(shards.users))]
+        meta |= save_teacher_files(
+            final, fitted, split, users, rows, c.topk_users, c.candidate_seed
+        )
+        meta["seconds"] = time.perf_counter() - t0
+        write_json(final / META_FILE, meta)
+    shutil.rmtree(partial, ignore_errors=True)
+    logger.info(
+        "wrote %d pairs for %d users to %s in %.1fs", len(ds), len(users), out, meta["seconds"]
+    )
+    return meta
+
+
+@dataclass
+class ShardSet:
+    """The job's shards: ``users`` (consecutive slices of the sorted users), each shard's
+    ``stamps`` (what it is scored from: one scored from other inputs is rescored), the
+    ``todo`` ones (not done in ``partial``) and, as they are drawn, each shard's candidate
+    users row by row (``rows``)."""
+
+    users: list[np.ndarray]
+    stamps: dict[int, dict]
+    todo: set[int]
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, users: np.ndarray, shard_users: int, job_hash: str, partial: Path) -> ShardSet:
+        shards = [users[i : i + shard_users] for i in range(0, len(users), shard_users)]
+        stamps = {i: shard_stamp(job_hash, s) for i, s in enumerate(shards)}
+        todo = {i for i in range(len(shards)) if not shard_done(partial, i, stamps[i])}
+        return cls(shards, stamps, todo)
+
+    def todo_subs(self, split, cand_config: CandidateConfig):
+        """Yield ``(i, candidate rows)`` of the todo shards. All shards' lists are drawn, on
+        one RNG stream over the sorted users (``iter_candidates``): the same lists as all at
+        once, one shard's rows in memory; a done shard's lists are drawn too (cheap next to
+        scoring) so that the stream reaches the next shard as before."""
+        for i, sub in enumerate(iter_candidates(split, cand_config, self.users)):
+            self.rows[i] = sub.user.to_numpy()
+            if i in self.todo:
+                yield i, sub
+
+
+def check_adapter(adapter: str | None, data, split) -> None:
+    """Refuse an adapter fit on another dataset or split (it would leak their test part)."""
+    if adapter and Path(adapter).is_dir():
+        info = Path(adapter) / ADAPTER_META
+        recorded = json.loads(info.read_text()) if info.exists() else None
+        provenance.check(adapter, recorded, data, split, what="the adapter")
+
+
+def reusable_labels(out: Path, job_hash: str, fingerprint: str, overwrite: bool) -> dict | None:
+    """The metadata of labels in ``out`` made by this job (reuse them), else ``None`` once
+    ``out`` may be written: labels of another job only with ``overwrite``, a folder that is
+    not labels never."""
+    if not (out / META_FILE).exists():  # a folder that is not labels is never replaced
+        claim_output(out, META_FILE, overwrite=overwrite, what="a soft-label dataset")
+        return None
+    meta = json.loads((out / META_FILE).read_text())
+    if meta.get("job_hash") == job_hash:
+        logger.info("%s already holds these labels (job %s); reusing them", out, job_hash)
+        return meta
+    if not overwrite:
+        old_fp = meta.get("dataset", {}).get("fingerprint")
+        raise LabelError(
+            f"{out} holds labels from another teacher or config, or for other data (job "
+            f"{meta.get('job_hash')}, teacher {meta.get('teacher', {}).get('kind')}, dataset "
+            f"fingerprint {old_fp}, now {fingerprint}); choose another --out or pass "
+            "--overwrite"
+        )
+    return None
+
+
+def open_partial(partial: Path, job_hash: str, config: dict, fingerprint: str) -> None:
+    """Make ``partial`` the shard folder of job ``job_hash``: shards of another job are
+    discarded, a folder that holds no label shards is refused."""
     job_file = partial / "job.json"
     if partial.exists() and any(partial.iterdir()) and not job_file.exists():
         raise ArtifactError(
@@ -119,80 +216,39 @@ def run(config: GenerateLabelsConfig) -> dict:
             shutil.rmtree(partial)
             partial.mkdir(parents=True)
     write_json(
-        job_file,
-        {"job_hash": job_hash, "config": to_dict(c), "dataset_fingerprint": data.fingerprint()},
+        job_file, {"job_hash": job_hash, "config": config, "dataset_fingerprint": fingerprint}
     )
 
-    rng = np.random.default_rng(c.candidate_seed)
-    # users with a train interaction: a new user (cold_items protocol) has nothing to label
-    users = np.flatnonzero(np.bincount(split.train["user"].to_numpy(), minlength=data.n_users))
-    if c.max_users and c.max_users < len(users):
-        users = np.sort(rng.choice(users, c.max_users, replace=False))
 
-    # --- the teacher and its mix, fit on validation pairs (never on test) -------------------
-    fitted = fit_teacher(c, data, split, users, rng)
-    parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
+def label_users(split, n_users: int, max_users: int, rng: np.random.Generator) -> np.ndarray:
+    """[U] sorted users with a train interaction (a new user of the cold_items protocol has
+    nothing to label), or a seeded sample of ``max_users`` of them (0 = all)."""
+    users = np.flatnonzero(np.bincount(split.train["user"].to_numpy(), minlength=n_users))
+    if max_users and max_users < len(users):
+        users = np.sort(rng.choice(users, max_users, replace=False))
+    return users
 
-    # --- candidates and shards ---------------------------------------------------------------
-    # made shard by shard on one RNG stream over the sorted users (``iter_candidates``): the
-    # same lists as all at once, one shard's rows in memory; a done shard's lists are still
-    # drawn (cheap next to scoring) so that the stream reaches the next shard as before
-    cand_config = CandidateConfig(
-        c.n_negatives,
-        c.max_positives,
-        c.strategy,
-        seed=c.candidate_seed,
-        n_cold=c.cold_negatives if fitted.cold is not None else 0,
-    )
-    plan = candidate_plan(split, cand_config)
-    shards = [users[i : i + c.shard_users] for i in range(0, len(users), c.shard_users)]
-    # each shard records what it was scored from; one from other inputs is rescored
-    stamps = {i: shard_stamp(job_hash, s) for i, s in enumerate(shards)}
-    todo = [i for i in range(len(shards)) if not shard_done(partial, i, stamps[i])]
-    logger.info(
-        "%d shards (%d done before); candidates %s", len(shards), len(shards) - len(todo), plan
-    )
-    shard_rows: dict[int, np.ndarray] = {}  # each shard's candidate users, row by row
-    todo_set = set(todo)
 
-    def todo_subs():
-        for i, sub in enumerate(iter_candidates(split, cand_config, shards)):
-            shard_rows[i] = sub.user.to_numpy()
-            if i in todo_set:
-                yield i, sub
-
-    t_score = time.perf_counter()
-    if c.engine == "ray":
-        import pandas as pd
-
-        from pipelines.labels.ray_engine import score_shards
-
-        subs = [sub for _, sub in todo_subs()]  # Ray ships the todo shards to its actors
-        cand = pd.concat(subs, ignore_index=True) if subs else None  # None: nothing to do
-        n_scored, engine_info = score_shards(c, fitted, data, split, cand, shards, todo, partial)
-    else:
-        n_scored = score_local(partial, todo_subs(), parts, mix, data, stamps)
-        engine_info = {"name": "local"}
-    score_seconds = time.perf_counter() - t_score
-
-    # --- assemble ----------------------------------------------------------------------------
-    ds = assemble(partial, len(shards))
-    validate_table(ds, str(partial), data.n_users, data.n_items)
-    text_info = fitted.text_info
-    meta = {
+def label_metadata(
+    c: GenerateLabelsConfig, job_hash: str, fitted: FittedTeacher, plan: dict, data, split
+) -> dict:
+    """What the labels were made from and how good the teacher is on validation."""
+    parts, text_info = fitted.parts, fitted.text_info
+    collab = next((p.info() for p in parts if p.key == "collab"), None)
+    return {
         "schema_version": SCHEMA_VERSION,
         "job_hash": job_hash,
         "teacher": {
             "kind": c.teacher,
-            "model": c.model or ("minilm" if c.teacher == "embedding" else "smollm2"),
+            "model": c.model or PARTS[c.teacher].default_model,
             "adapter": c.adapter,
             "template": text_info.get("template"),
             "template_hash": text_info.get("template_hash"),
             "info": text_info,
             "parts": [p.name for p in parts],
-            "mix": mix.to_dict(),
-            "ease_lambda": next((p.info["lambda"] for p in parts if p.name == "ease"), None),
-            "collab": next((p.info for p in parts if p.name in COLLAB_PARTS), None),
+            "mix": fitted.mix.to_dict(),
+            "ease_lambda": collab["lambda"] if collab and collab["kind"] == "ease" else None,
+            "collab": collab,
         },
         "teacher_quality": {
             "validation_pairs": fitted.n_valid_pairs,
@@ -206,59 +262,59 @@ def run(config: GenerateLabelsConfig) -> dict:
             for k in ("n_negatives", "max_positives", "strategy", "candidate_seed", "max_users")
         }
         | {"plan": plan},
-        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
-        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
+        **provenance.stamp(data, split),
         "seed": c.candidate_seed,
         "versions": versions(),
         "config": to_dict(c),
-        "n_pairs": len(ds),
-        "n_users": int(len(users)),
-        "pairs_per_second": n_scored / score_seconds if n_scored else None,
-        "engine": engine_info,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    with atomic_dir(out) as final:
-        ds.save_to_disk(str(final))
-        if isinstance(text, EmbeddingPart):
-            np.save(final / "item_embeddings.npy", text.item_emb.astype(np.float32))
-            meta["item_embeddings"] = "item_embeddings.npy"
-        if all(hasattr(p, "score_matrix") for p in parts):
-            # users of shards scored elsewhere (Ray, or before a crash) are encoded here
-            # shard by shard, as an uninterrupted in-process run did, so the top-k is the same
-            warm_text_part(text, [shard_rows[i] for i in range(len(shards))])
-            # all users, or a seeded sample of the labelled users (--topk-users)
-            topk_users = topk_sample(users, c.topk_users, c.candidate_seed)
-            np.save(
-                final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=topk_users)
-            )
-            meta["teacher_topk"] = "teacher_topk.npy"
-            if topk_users is not None:
-                np.save(final / "teacher_topk_users.npy", topk_users.astype(np.int64))
-                meta["teacher_topk_users"] = "teacher_topk_users.npy"
-                meta["teacher_topk_sample"] = {
-                    "users": int(len(topk_users)),
-                    "of": int(len(users)),
-                    "seed": c.candidate_seed,
-                }
-            if fitted.cold is not None:
-                # the teacher's ranking of the items without train interactions (cold report),
-                # for the same users as teacher_topk
-                cold = np.flatnonzero(mix.cold_mask)
-                np.save(final / "cold_items.npy", cold.astype(np.int32))
-                np.save(
-                    final / "teacher_topk_cold.npy",
-                    teacher_topk(
-                        parts, mix, split, min(TOPK_COLD, len(cold)), items=cold, users=topk_users
-                    ),
-                )
-                meta["cold"]["items_file"] = "cold_items.npy"
-                meta["teacher_topk_cold"] = "teacher_topk_cold.npy"
-        meta["seconds"] = time.perf_counter() - t0
-        write_json(final / META_FILE, meta)
-    shutil.rmtree(partial, ignore_errors=True)
-    logger.info(
-        "wrote %d pairs for %d users to %s in %.1fs", len(ds), len(users), out, meta["seconds"]
-    )
+
+
+def save_teacher_files(
+    final: Path,
+    fitted: FittedTeacher,
+    split,
+    users: np.ndarray,
+    shard_rows: list[np.ndarray],
+    topk_users: int,
+    seed: int,
+) -> dict:
+    """Write the LLM part's item embeddings and, when every part scores the full catalogue,
+    the teacher's top-k (of warm items, and of the cold ones under a cold-item mix) into
+    ``final``; returns the metadata entries naming them."""
+    parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
+    meta: dict = {}
+    emb = text.item_embeddings()
+    if emb is not None:
+        np.save(final / "item_embeddings.npy", emb.astype(np.float32))
+        meta["item_embeddings"] = "item_embeddings.npy"
+    if not all(p.full_catalogue for p in parts):
+        return meta
+    # users of shards scored elsewhere (Ray, or before a crash) are encoded here shard by
+    # shard, as an uninterrupted in-process run did, so the top-k is the same
+    text.warm_users(shard_rows)
+    sample = topk_sample(users, topk_users, seed)  # all users, or a seeded sample (--topk-users)
+    np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=sample))
+    meta["teacher_topk"] = "teacher_topk.npy"
+    if sample is not None:
+        np.save(final / "teacher_topk_users.npy", sample.astype(np.int64))
+        meta["teacher_topk_users"] = "teacher_topk_users.npy"
+        meta["teacher_topk_sample"] = {
+            "users": int(len(sample)),
+            "of": int(len(users)),
+            "seed": seed,
+        }
+    if fitted.cold is not None:
+        # the teacher's ranking of the items without train interactions (cold report), for
+        # the same users as teacher_topk
+        cold = np.flatnonzero(mix.cold_mask)
+        np.save(final / "cold_items.npy", cold.astype(np.int32))
+        k = min(TOPK_COLD, len(cold))
+        np.save(
+            final / "teacher_topk_cold.npy",
+            teacher_topk(parts, mix, split, k, items=cold, users=sample),
+        )
+        fitted.cold["items_file"] = "cold_items.npy"
+        meta["teacher_topk_cold"] = "teacher_topk_cold.npy"
     return meta
 
 

@@ -8,7 +8,7 @@ shards that are not done yet:
   still shares each user's prompt prefix over that user's candidates);
 - ``map_batches`` with ``ShardScorer``, a callable class run by a fixed pool of
   ``ray_concurrency`` actors (``ray_num_cpus`` / ``ray_num_gpus`` each). Each actor loads the
-  teacher once, replays the driver's validation encoding (``warm_text_part``) and scores one
+  teacher once, replays the driver's validation encoding (``Part.warm_users``) and scores one
   shard per call with ``generate_labels.score_shard``, the function the local engine uses;
 - the driver streams the scored rows back (Ray Data does not keep order: every row carries its
   shard id) and writes each finished shard to ``<out>.partial/shard-NNNNN.parquet`` through a
@@ -30,18 +30,20 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from common.config import from_dict, to_dict
+from common.config import from_dict
 from common.io import atomic_write
+from pipelines.data import InteractionData, Split
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
-from pipelines.labels.fit import FittedTeacher, build_text_part, warm_text_part
+from pipelines.labels.fit import FittedTeacher, build_text_part
 from pipelines.labels.schema import features
-from pipelines.labels.shards import STAMP_KEY, score_shard, shard_name, shard_stamp
+from pipelines.labels.shards import STAMP_KEY, score_shard, shard_name
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +75,52 @@ def import_ray():
     return ray
 
 
-def actor_threads(c: GenerateLabelsConfig) -> int:
-    """torch threads in each actor: the CPUs it was given (at least one)."""
-    return max(1, int(c.ray_num_cpus))
+@dataclass(frozen=True)
+class RayPool:
+    """The actor pool: ``concurrency`` actors of ``num_cpus`` CPUs (also their torch threads)
+    and ``num_gpus`` GPUs each (> 0: the teacher runs on CUDA), on the cluster at ``address``
+    (default ``$RAY_ADDRESS``, else a local Ray)."""
+
+    concurrency: int
+    num_cpus: float
+    num_gpus: float
+    address: str | None = None
+
+    @classmethod
+    def from_config(cls, c: GenerateLabelsConfig) -> RayPool:
+        return cls(c.ray_concurrency, c.ray_num_cpus, c.ray_num_gpus, c.ray_address)
+
+    @property
+    def threads(self) -> int:
+        """torch threads in each actor: the CPUs it was given (at least one)."""
+        return max(1, int(self.num_cpus))
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.num_gpus > 0 else "cpu"
+
+
+@dataclass
+class RayJob:
+    """What the Ray engine needs from the driver: the pool, the label job's config as a dict
+    (each actor rebuilds the LLM part from it), the fitted teacher, the data and split, the
+    candidate rows of each shard to score (by shard id), each shard's stamp (see
+    ``shards.shard_stamp``) and the folder the shards are written to."""
+
+    pool: RayPool
+    config: dict
+    fitted: FittedTeacher
+    data: InteractionData
+    split: Split
+    subs: dict[int, pd.DataFrame]
+    stamps: dict[int, dict]
+    partial: Path
 
 
 class ShardScorer:
     """Ray Data actor: loads the teacher once, then scores one shard per call.
 
-    ``shared`` is ``[ObjectRef]`` of the dict built by ``score_shards`` (config, data, split,
+    ``shared`` is ``[ObjectRef]`` of the dict built by ``_scored_shards`` (config, data, split,
     the fitted non-text parts, the mix, the validation users and each shard's candidates)."""
 
     def __init__(self, shared: list, sleep: float = 0.0):
@@ -90,10 +129,10 @@ class ShardScorer:
 
         s = ray.get(shared[0])
         c = from_dict(GenerateLabelsConfig, s["config"])
-        torch.set_num_threads(actor_threads(c))
-        device = "cuda" if c.ray_num_gpus > 0 else "cpu"
-        text, _ = build_text_part(c, s["data"], s["split"], device=device)
-        warm_text_part(text, [s["valid_users"]])
+        pool = RayPool.from_config(c)
+        torch.set_num_threads(pool.threads)
+        text = build_text_part(c, s["data"], s["split"], device=pool.device)
+        text.warm_users([s["valid_users"]])
         self.parts = [text, *s["parts"]]
         self.mix = s["mix"]
         self.data = s["data"]
@@ -120,26 +159,26 @@ class ShardScorer:
         return pa.concat_tables(tables)
 
 
-def connect(c: GenerateLabelsConfig) -> bool:
+def connect(pool: RayPool) -> bool:
     """Make sure Ray is initialised; returns True when this call started it (then the caller
-    shuts it down). Joins ``c.ray_address`` or ``$RAY_ADDRESS`` when set, else starts a local
+    shuts it down). Joins ``pool.address`` or ``$RAY_ADDRESS`` when set, else starts a local
     Ray with at least the CPUs the actor pool asks for."""
     ray = import_ray()
     if ray.is_initialized():
         return False
-    address = c.ray_address or os.environ.get("RAY_ADDRESS")
+    address = pool.address or os.environ.get("RAY_ADDRESS")
     if address:
         env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
         logger.info("joining the Ray cluster at %s", address)
         ray.init(address=address, runtime_env={"env_vars": env} if env else None)
     else:
-        need, have = math.ceil(c.ray_concurrency * c.ray_num_cpus), os.cpu_count() or 1
+        need, have = math.ceil(pool.concurrency * pool.num_cpus), os.cpu_count() or 1
         if need > have:
             logger.warning(
                 "ray_concurrency=%d x ray_num_cpus=%g asks for %d CPUs; this machine has %d: "
                 "the actors will share them",
-                c.ray_concurrency,
-                c.ray_num_cpus,
+                pool.concurrency,
+                pool.num_cpus,
                 need,
                 have,
             )
@@ -147,15 +186,15 @@ def connect(c: GenerateLabelsConfig) -> bool:
     return True
 
 
-def _check_resources(ray, c: GenerateLabelsConfig, n_actors: int, started: bool) -> None:
+def _check_resources(ray, pool: RayPool, n_actors: int, started: bool) -> None:
     have = ray.cluster_resources()
-    need = {"CPU": n_actors * c.ray_num_cpus, "GPU": n_actors * c.ray_num_gpus}
+    need = {"CPU": n_actors * pool.num_cpus, "GPU": n_actors * pool.num_gpus}
     short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
     if not short:
         return
     msg = (
-        f"ray engine: {n_actors} actors x (ray_num_cpus={c.ray_num_cpus}, "
-        f"ray_num_gpus={c.ray_num_gpus}) need {need['CPU']:g} CPUs and {need['GPU']:g} GPUs, "
+        f"ray engine: {n_actors} actors x (ray_num_cpus={pool.num_cpus}, "
+        f"ray_num_gpus={pool.num_gpus}) need {need['CPU']:g} CPUs and {need['GPU']:g} GPUs, "
         f"but the Ray cluster has {have.get('CPU', 0.0):g} CPUs and {have.get('GPU', 0.0):g} "
         "GPUs; lower --ray-concurrency, --ray-num-cpus or --ray-num-gpus"
     )
@@ -176,79 +215,37 @@ def write_parquet(path: Path, table, stamp: dict | None = None) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def score_shards(
-    c: GenerateLabelsConfig,
-    fitted: FittedTeacher,
-    data,
-    split,
-    cand: pd.DataFrame,
-    shards: list[np.ndarray],
-    todo: list[int],
-    partial: Path,
-) -> tuple[int, dict]:
-    """Score shards ``todo`` on a Ray Data actor pool and write each to
-    ``partial/shard-NNNNN.parquet``. Returns ``(pairs scored, engine info for the metadata)``."""
+def score_shards(job: RayJob) -> tuple[int, dict]:
+    """Score the shards ``job.subs`` on a Ray Data actor pool and write each to
+    ``job.partial/shard-NNNNN.parquet``. Returns ``(pairs scored, engine info for the
+    metadata)``."""
     ray = import_ray()
+    pool = job.pool
     info: dict = {
         "name": "ray",
         "ray_version": ray.__version__,
-        "concurrency": c.ray_concurrency,
-        "num_cpus": c.ray_num_cpus,
-        "num_gpus": c.ray_num_gpus,
-        "actor_threads": actor_threads(c),
-        "device": "cuda" if c.ray_num_gpus > 0 else "cpu",
-        "shards_scored": len(todo),
+        "concurrency": pool.concurrency,
+        "num_cpus": pool.num_cpus,
+        "num_gpus": pool.num_gpus,
+        "actor_threads": pool.threads,
+        "device": pool.device,
+        "shards_scored": len(job.subs),
     }
-    if not todo:
+    if not job.subs:
         return 0, info
-    subs = {i: cand[cand.user.isin(shards[i])] for i in todo}
-    expected = {i: len(sub) for i, sub in subs.items()}
+    expected = {i: len(sub) for i, sub in job.subs.items()}
     t0 = time.time()
-    started = connect(c)
+    started = connect(pool)
     ctx = ray.data.DataContext.get_current()
     bars = ctx.enable_progress_bars
     try:
         info["address"] = ray.get_runtime_context().gcs_address
-        info["started_local_ray"] = started and not (c.ray_address or os.environ.get("RAY_ADDRESS"))
-        n_actors = info["actors"] = min(c.ray_concurrency, len(todo))
-        _check_resources(ray, c, n_actors, started)
+        info["started_local_ray"] = started and not (pool.address or os.environ.get("RAY_ADDRESS"))
+        n_actors = info["actors"] = min(pool.concurrency, len(job.subs))
+        _check_resources(ray, pool, n_actors, started)
         ctx.enable_progress_bars = False  # tqdm below counts pairs instead
-        shared = {
-            "config": to_dict(c),
-            "data": data,
-            "split": split,
-            "parts": fitted.parts[1:],
-            "mix": fitted.mix,
-            "valid_users": fitted.valid_users,
-            "subs": subs,
-        }
-        sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
-        remote = {"num_cpus": c.ray_num_cpus}
-        if c.ray_num_gpus > 0:
-            remote["num_gpus"] = c.ray_num_gpus
-        # a fixed pool; one shard in flight per actor, so that an actor that starts first does
-        # not queue shards that a slower-starting one could take
-        pool = ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1)
-        scored = ray.data.from_items(
-            [{"shard": i} for i in todo], override_num_blocks=len(todo)
-        ).map_batches(
-            ShardScorer,
-            fn_constructor_kwargs={"shared": [ray.put(shared)], "sleep": sleep},
-            batch_size=1,
-            batch_format="numpy",
-            compute=pool,
-            **remote,
-        )
-        logger.info(
-            "ray engine: %d shards on %d actors (num_cpus=%g, num_gpus=%g each)",
-            len(todo),
-            n_actors,
-            c.ray_num_cpus,
-            c.ray_num_gpus,
-        )
-        job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
-        stamps = {i: shard_stamp(job_hash, shards[i]) for i in todo}
-        n_scored, starts, ends, by_actor = _collect(scored, expected, partial, stamps)
+        scored = _scored_shards(ray, job, n_actors)
+        n_scored, starts, ends, by_actor = _collect(scored, expected, job.partial, job.stamps)
     finally:
         ctx.enable_progress_bars = bars
         if started:
@@ -258,6 +255,47 @@ def score_shards(
     info["scoring_pairs_per_second"] = n_scored / max(1e-9, info["scoring_seconds"])
     info["shards_per_actor"] = sorted(by_actor.values(), reverse=True)
     return n_scored, info
+
+
+def _scored_shards(ray, job: RayJob, n_actors: int):
+    """The lazy Ray dataset of scored rows: one input row per shard, mapped by
+    ``ShardScorer`` on a fixed pool of ``n_actors``."""
+    pool, fitted = job.pool, job.fitted
+    shared = {
+        "config": job.config,
+        "data": job.data,
+        "split": job.split,
+        "parts": fitted.parts[1:],
+        "mix": fitted.mix,
+        "valid_users": fitted.valid_users,
+        "subs": job.subs,
+    }
+    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
+    remote = {"num_cpus": pool.num_cpus}
+    if pool.num_gpus > 0:
+        remote["num_gpus"] = pool.num_gpus
+    todo = sorted(job.subs)
+    # a fixed pool; one shard in flight per actor, so that an actor that starts first does
+    # not queue shards that a slower-starting one could take
+    strategy = ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=1)
+    scored = ray.data.from_items(
+        [{"shard": i} for i in todo], override_num_blocks=len(todo)
+    ).map_batches(
+        ShardScorer,
+        fn_constructor_kwargs={"shared": [ray.put(shared)], "sleep": sleep},
+        batch_size=1,
+        batch_format="numpy",
+        compute=strategy,
+        **remote,
+    )
+    logger.info(
+        "ray engine: %d shards on %d actors (num_cpus=%g, num_gpus=%g each)",
+        len(todo),
+        n_actors,
+        pool.num_cpus,
+        pool.num_gpus,
+    )
+    return scored
 
 
 def _collect(

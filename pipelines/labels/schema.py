@@ -65,26 +65,6 @@ def features():
     return Features({name: Value(dtype) for name, dtype in COLUMNS.items()})
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in (
-        "recdistill",
-        "torch",
-        "transformers",
-        "datasets",
-        "peft",
-        "sentence-transformers",
-        "numpy",
-    ):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
 def validate_table(ds, where: str, n_users: int | None = None, n_items: int | None = None) -> None:
     """Check columns, dtypes and values of a labels dataset (or shard)."""
     have = {name: str(f.dtype) for name, f in ds.features.items()}

@@ -275,7 +275,7 @@ def test_item_mean_users_need_no_pass_per_user(tmp_path, tiny_st_dir, labels):
     embeddings (no user text is encoded), and the labels record it."""
     from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
     from pipelines.data import histories
-    from pipelines.labels.teacher import EmbeddingPart, history_mean
+    from pipelines.labels.parts.embedding import EmbeddingPart, history_mean
 
     emb = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     m = history_mean(emb, np.array([[0, 1, 3], [3, 3, 3], [2, 3, 3]]))  # 3 = padding

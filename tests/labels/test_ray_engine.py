@@ -309,7 +309,7 @@ def test_out_of_order_and_split_batches_are_reassembled_by_shard(tmp_path):
 @pytest.mark.slow
 def test_ray_engine_matches_local_with_minilm(local_ray, tmp_path):
     """The packaged MiniLM: unlike the tiny model, its embeddings change in the last bits with
-    the batch a text is encoded in, which ``warm_text_part`` has to replay on every actor."""
+    the batch a text is encoded in, which ``Part.warm_users`` has to replay on every actor."""
     kw = dict(
         dataset="ml-100k",
         max_users=30,

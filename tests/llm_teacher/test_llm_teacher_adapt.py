@@ -203,7 +203,7 @@ def test_non_finite_loss_stops_training_with_advice():
     import pytest
     import torch
 
-    from llm_teacher.adapt import _step
+    from llm_teacher.adapt.loop import _step
 
     w = torch.nn.Parameter(torch.ones(2))
     opt = torch.optim.SGD([w], lr=0.1)
