@@ -88,8 +88,9 @@ def _hints(cls) -> dict:
 def _sample(cls) -> dict:
     """A value of the right type for every field (not the default where that is safe)."""
     out = {}
+    defaults = cls()  # a shared group's field takes the job's default
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = getattr(defaults, f.name)
         optional, hint = _split_optional(_hints(cls)[f.name])
         origin = typing.get_origin(hint)
         special = {**SPECIAL, **SPECIAL_OF.get(cls.__name__, {})}

@@ -12,11 +12,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.baselines.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
 from pipelines.baselines.popularity import Popularity
+from pipelines.core.args import OutputArgs
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import PROTOCOLS, ProtocolName, load_dataset, make_split
 
@@ -24,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PrepareConfig:
+class PrepareConfig(OutputArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/prepare"}
+
     dataset: str = field(
         default="ml-100k",
         metadata={"help": "dataset spec (ml-100k, grouplens:/path, synthetic:..., file.csv)"},
@@ -56,23 +60,13 @@ class PrepareConfig:
             "help": "test users (seeded sample) the baselines rank the full catalogue for; 0 = all"
         },
     )
-    out: str = field(default="runs/prepare", metadata={"help": "output folder (stats.json)"})
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "replace --out if it holds statistics from an earlier run (else refused)"
-        },
-    )
 
     def __post_init__(self):
+        super().__post_init__()
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad or not self.protocols:
             raise ValueError(
                 f"PrepareConfig.protocols={self.protocols!r}; expected a non-empty subset of {PROTOCOLS}"
-            )
-        if self.collab not in COLLAB_KINDS:
-            raise ValueError(
-                f"PrepareConfig.collab={self.collab!r}; expected one of {COLLAB_KINDS}"
             )
         if self.eval_users < 0:
             raise ValueError(f"PrepareConfig.eval_users={self.eval_users}; expected >= 0 (0 = all)")

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -30,9 +30,11 @@ import torch
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.core import provenance
+from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import evaluate, sample_users
 from pipelines.core.progress import Progress
-from pipelines.data import ProtocolName, histories, load_dataset, training_split
+from pipelines.data import histories, load_dataset, training_split
+from pipelines.data.args import DataArgs
 from student.compress import (
     choose_int8_parts,
     magnitude_prune,
@@ -52,21 +54,11 @@ INT8_MODES: tuple[str, ...] = get_args(Int8Mode)
 
 
 @dataclass
-class CompressConfig:
+class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/compressed"}
+
     model: str = field(
         default="runs/student/model", metadata={"help": "trained student folder (save_pretrained)"}
-    )
-    dataset: str = field(
-        default="ml-100k", metadata={"help": "dataset spec the student was trained on"}
-    )
-    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
-    split_seed: int = field(default=0, metadata={"help": "split seed"})
-    out: str = field(default="runs/compressed", metadata={"help": "output folder"})
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "replace --out if it holds compressed students from an earlier run (else refused)"
-        },
     )
     keep_ratio: float = field(
         default=0.5,
@@ -98,15 +90,13 @@ class CompressConfig:
         },
     )
     seed: int = field(default=0, metadata={"help": "seed"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads (latency checks use 1)"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.keep_ratio <= 1:
             raise ValueError(
                 f"CompressConfig.keep_ratio={self.keep_ratio}; expected a value in (0, 1]"
             )
-        if self.int8 not in INT8_MODES:
-            raise ValueError(f"CompressConfig.int8={self.int8!r}; expected one of {INT8_MODES}")
         if not 0 <= self.magnitude_sparsity < 1:
             raise ValueError(
                 f"CompressConfig.magnitude_sparsity={self.magnitude_sparsity}; expected [0, 1)"

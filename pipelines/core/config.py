@@ -150,27 +150,20 @@ class ConfigParser(HfArgumentParser):
 
     def _add_nested(self, field: dataclasses.Field) -> None:
         """The fields of a nested config (``TrainStudentConfig.model``: a ``TwoTowerConfig``)
-        as flags in a group of their own; fields without a default, or with
-        ``metadata={"cli": False}`` (set from the data by the job), are not flags."""
-        cls, base = field.type, field_default(field)
+        as flags in a group of their own (see :func:`nested_flags`)."""
         group = self._group(field.name, str(field.metadata.get("help", "")) or None)
-        hints = typing.get_type_hints(cls)
-        names = []
-        for f in dataclasses.fields(cls):
-            if (
-                not f.init
-                or f.metadata.get("cli") is False
-                or field_default(f) is None
-                and (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-            ):
+        base, names = field_default(field), []
+        hints = typing.get_type_hints(field.type)
+        for flag, (outer, inner) in nested_flags(self.config_class).items():
+            if outer != field.name:
                 continue
-            flag = copy.copy(f)
-            flag.type = hints[f.name]
-            flag.default, flag.default_factory = getattr(base, f.name), dataclasses.MISSING
-            self._hints[f.name] = flag.type
-            self._add_field(group, flag)
-            names.append(f.name)
-        self.nested[field.name] = (cls, tuple(names))
+            f = copy.copy(next(x for x in dataclasses.fields(field.type) if x.name == inner))
+            f.name, f.type = flag, hints[inner]
+            f.default, f.default_factory = getattr(base, inner), dataclasses.MISSING
+            self._hints[flag] = f.type
+            self._add_field(group, f)
+            names.append(flag)
+        self.nested[field.name] = (field.type, tuple(names))
 
     def _add_field(self, parser, field: dataclasses.Field):
         flags = [f"--{field.name}"]
@@ -238,26 +231,12 @@ class ConfigParser(HfArgumentParser):
         )
 
     def field_names(self) -> list[str]:
-        """The names the flags and a ``--config`` file set (a nested config's fields by their
-        own names)."""
-        names = []
-        for f in dataclasses.fields(self.config_class):
-            if f.init:
-                names += list(self.nested[f.name][1]) if f.name in self.nested else [f.name]
-        return names
+        """The names the flags and a ``--config`` file set (:func:`config_fields`)."""
+        return config_fields(self.config_class)
 
     def build(self, values: dict[str, Any]) -> Any:
         """The config from flag values (nested configs rebuilt from their fields)."""
-        kwargs = {}
-        for f in dataclasses.fields(self.config_class):
-            if not f.init:
-                continue
-            if f.name in self.nested:
-                sub = {n: values[n] for n in self.nested[f.name][1]}
-                kwargs[f.name] = dataclasses.replace(field_default(f), **sub)
-            else:
-                kwargs[f.name] = values[f.name]
-        return self.config_class(**kwargs)
+        return make_config(self.config_class, **values)
 
     def error(self, message: str):
         super().error(f"{self._context}: {message}" if self._context else message)
@@ -277,7 +256,8 @@ class ConfigParser(HfArgumentParser):
         flat: dict[str, Any] = {}
         for key, value in data.items():  # a nested config may also be given as a mapping
             if key in self.nested and isinstance(value, dict):
-                flat.update(value)
+                prefix = _prefix(self.config_class, key)
+                flat.update({prefix(k): v for k, v in value.items()})
             else:
                 flat[key] = value
         unknown = sorted(set(flat) - set(names))
@@ -320,6 +300,65 @@ class ConfigParser(HfArgumentParser):
             return self.build(values)
         except ValueError as e:
             self.error(str(e))
+
+
+def _prefix(cls: type, outer: str) -> Callable[[str], str]:
+    """The flag name of a field of nested config ``cls.outer``: ``metadata={"prefix": "w_"}``
+    on the outer field prefixes every inner name except those in ``metadata["bare"]``."""
+    meta = next(f for f in dataclasses.fields(cls) if f.name == outer).metadata
+    prefix, bare = meta.get("prefix", ""), tuple(meta.get("bare", ()))
+    return lambda name: name if name in bare else prefix + name
+
+
+def nested_flags(cls: type) -> dict[str, tuple[str, str]]:
+    """``{flag name: (outer field, inner field)}`` of every nested config of ``cls``.
+
+    A field of ``cls`` whose type is a dataclass is a nested config; its fields become flags
+    under their own names (or prefixed, see :func:`_prefix`), except fields without a default
+    and fields with ``metadata={"cli": False}`` (sizes the job sets from the data)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, tuple[str, str]] = {}
+    for f in dataclasses.fields(cls):
+        if not (f.init and dataclasses.is_dataclass(hints[f.name])):
+            continue
+        prefix = _prefix(cls, f.name)
+        for inner in dataclasses.fields(hints[f.name]):
+            has_default = not (
+                inner.default is dataclasses.MISSING
+                and inner.default_factory is dataclasses.MISSING
+            )
+            if inner.init and has_default and inner.metadata.get("cli") is not False:
+                out[prefix(inner.name)] = (f.name, inner.name)
+    return out
+
+
+def config_fields(cls: type) -> list[str]:
+    """The names a job's flags, ``--config`` file and :func:`make_config` take: its own fields
+    and, for a nested config, that config's flag names (not the nested field itself)."""
+    nested = nested_flags(cls)
+    outers = {outer for outer, _ in nested.values()}
+    own = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in outers]
+    return [*own, *nested]
+
+
+def make_config(cls: type[T], **values: Any) -> T:
+    """``cls`` from flat names (:func:`config_fields`): a nested config's fields start from
+    the outer field's default and take the values given; other names go to ``cls`` as they
+    are (so unknown names are ``cls``'s own ``TypeError``)."""
+    nested = nested_flags(cls)
+    subs: dict[str, dict[str, Any]] = {}
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in nested:
+            outer, inner = nested[name]
+            subs.setdefault(outer, {})[inner] = value
+        else:
+            kwargs[name] = value
+    for f in dataclasses.fields(cls):
+        if f.name in subs:
+            base = kwargs.pop(f.name, None) or field_default(f)
+            kwargs[f.name] = dataclasses.replace(base, **subs[f.name])
+    return cls(**kwargs)
 
 
 def _declaring_class(cls: type, name: str) -> type | None:

@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,8 +24,10 @@ from common.io import artifact_path, claim_output, load_npy
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
+from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import paired_bootstrap, per_user_metrics, topk_overlap
-from pipelines.data import PROTOCOLS, ProtocolName, histories, load_dataset, make_split
+from pipelines.data import histories, load_dataset, make_split
+from pipelines.data.args import DataArgs
 from pipelines.evaluation.report import (
     cold_comparisons,
     cold_table,
@@ -53,10 +56,9 @@ STUDENTS = ("student_hard", "student_distilled", "student_pruned", "student_int8
 
 
 @dataclass
-class BenchmarkConfig:
-    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
-    split_seed: int = field(default=0, metadata={"help": "split seed"})
+class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"threads": 1, "out": "runs/benchmark"}
+
     labels: str | None = field(
         default=None, metadata={"help": "soft-label folder (teacher metrics)"}
     )
@@ -78,7 +80,6 @@ class BenchmarkConfig:
     bootstrap: int = field(
         default=1000, metadata={"help": "bootstrap resamples for the NDCG@10 interval"}
     )
-    threads: int = field(default=1, metadata={"help": "threads for timing (torch and faiss)"})
     eval_users: int = field(
         default=0,
         metadata={
@@ -103,25 +104,12 @@ class BenchmarkConfig:
     scale_sizes: tuple[int, ...] = field(
         default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
     )
-    out: str = field(default="runs/benchmark", metadata={"help": "output folder"})
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "replace --out if it holds a benchmark report from an earlier run (else refused)"
-        },
-    )
 
     def __post_init__(self):
-        bad = [k for k in self.indexes if k not in INDEX_KINDS]
-        if bad:
-            raise ValueError(f"BenchmarkConfig.indexes has {bad}; allowed: {INDEX_KINDS}")
+        super().__post_init__()
         if self.eval_users < 0:
             raise ValueError(
                 f"BenchmarkConfig.eval_users={self.eval_users}; expected >= 0 (0 = all test users)"
-            )
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(
-                f"BenchmarkConfig.protocol={self.protocol!r}; expected one of {PROTOCOLS}"
             )
 
 

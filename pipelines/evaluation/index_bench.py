@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pipelines.core.args import ThreadArgs
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class IndexBenchConfig:
+class IndexBenchConfig(ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"threads": 1}
+
     sizes: tuple[int, ...] = field(
         default=(100_000, 1_000_000), metadata={"help": "catalogue sizes (100000 1000000)"}
     )
@@ -24,7 +28,6 @@ class IndexBenchConfig:
     queries: int = field(default=1000, metadata={"help": "queries for recall / batch QPS"})
     single: int = field(default=200, metadata={"help": "queries timed one at a time"})
     k: int = field(default=10, metadata={"help": "recall@k"})
-    threads: int = field(default=1, metadata={"help": "faiss search threads"})
     build_threads: int = field(default=2, metadata={"help": "faiss build threads"})
     sigma: float = field(
         default=0.5,

@@ -24,6 +24,7 @@ from common.config import to_dict
 from common.io import artifact_path, load_npy, write_json, write_text
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
+from pipelines.core.args import ThreadArgs
 from pipelines.core.layout import RunLayout
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
@@ -41,7 +42,7 @@ METRICS = ("ndcg@10", "recall@10", "mrr@10")
 
 
 @dataclass
-class AblationConfig:
+class AblationConfig(ThreadArgs):
     dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
     protocols: tuple[Literal["random", "temporal"], ...] = field(
         default=("random", "temporal"), metadata={"help": "split protocols"}
@@ -58,10 +59,10 @@ class AblationConfig:
         default=200, metadata={"help": "sampled negatives per user in the teacher's lists"}
     )
     bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads per job"})
     out: str = field(default="runs/ablation", metadata={"help": "output folder"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.seeds:
             raise ValueError("AblationConfig.seeds is empty; give at least one seed")
         bad = [p for p in self.protocols if p not in ("random", "temporal")]

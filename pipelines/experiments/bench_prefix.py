@@ -21,6 +21,7 @@ import numpy as np
 
 from common.io import write_json
 from common.versions import versions
+from pipelines.core.args import ThreadArgs
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def run_bench(
 
 
 @dataclass
-class BenchPrefixConfig:
+class BenchPrefixConfig(ThreadArgs):
     source: str = field(
         default="smollm2", metadata={"help": "teacher: 'smollm2', .gguf, folder or hub id"}
     )
@@ -171,13 +172,13 @@ class BenchPrefixConfig:
     candidates: int = field(default=50, metadata={"help": "candidates per user"})
     history: int = field(default=20, metadata={"help": "history items per user"})
     batch_size: int = field(default=16, metadata={"help": "scoring batch size"})
-    threads: int = field(default=2, metadata={"help": "torch threads"})
     max_history_tokens: int = field(default=512, metadata={"help": "history token budget"})
     template: str = field(default="yes_no_v1", metadata={"help": "prompt template"})
     seed: int = field(default=0, metadata={"help": "seed"})
     out: str = field(default="runs/bench/prefix.json", metadata={"help": "JSON file to write"})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("users", "candidates", "history", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchPrefixConfig.{name}={getattr(self, name)}; expected >= 1")

@@ -46,9 +46,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from common.io import claim_output, write_json, write_text
+from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
 from pipelines.experiments.scale_report import SIZE_SETTINGS, STAGES, Stage, format_report, growth
@@ -73,7 +74,9 @@ def stage_output_dirs(stage: str, r: RunLayout) -> tuple[Path, ...]:
 
 
 @dataclass
-class BenchScaleConfig:
+class BenchScaleConfig(OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/bench-scale"}
+
     sizes: tuple[str, ...] = field(
         default=("10000x10000x20", "30000x30000x30", "100000x100000x50"),
         metadata={"help": "sizes USERSxITEMSxPER_USER, smallest first"},
@@ -100,26 +103,18 @@ class BenchScaleConfig:
     finetune_epochs: int = field(
         default=2, metadata={"help": "compress: distillation fine-tune epochs after pruning"}
     )
-    threads: int = field(default=2, metadata={"help": "torch threads of every stage"})
     stage_timeout_s: int = field(
         default=3600, metadata={"help": "a stage running longer is stopped and recorded"}
     )
-    out: str = field(default="runs/bench-scale", metadata={"help": "output folder"})
-    overwrite: bool = field(
-        default=False, metadata={"help": "replace --out if it holds an earlier bench-scale run"}
-    )
 
     def __post_init__(self):
+        super().__post_init__()
         for s in self.sizes:
             parse_size(s)
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
-            )
-        if self.user_encoding not in ("item_mean", "text"):
-            raise ValueError(
-                f"BenchScaleConfig.user_encoding={self.user_encoding!r}; expected item_mean or text"
             )
         for name in ("epochs", "eval_users", "topk_users", "threads", "stage_timeout_s"):
             if getattr(self, name) < 1:

@@ -17,24 +17,26 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.core import provenance
-from pipelines.data import ProtocolName, load_dataset, training_split
-from pipelines.labels.config import TEACHERS, TeacherName
+from pipelines.core.args import OutputArgs, ThreadArgs
+from pipelines.data import load_dataset, training_split
+from pipelines.data.args import DataArgs
+from pipelines.labels.config import TeacherName
 from pipelines.labels.parts import PARTS
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class AdaptTeacherConfig:
-    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
-    split_seed: int = field(default=0, metadata={"help": "split seed"})
+class AdaptTeacherConfig(DataArgs, OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/adapter"}
+
     teacher: TeacherName = field(default="embedding", metadata={"help": "embedding or causal_lm"})
     model: str | None = field(
         default=None, metadata={"help": "base model (default: packaged MiniLM / SmolLM2)"}
@@ -62,21 +64,9 @@ class AdaptTeacherConfig:
         default=False, metadata={"help": "embedding: train all weights, not LoRA"}
     )
     seed: int = field(default=0, metadata={"help": "seed"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    out: str = field(default="runs/adapter", metadata={"help": "adapter output folder"})
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "replace --out if it holds an adapter from an earlier run (else refused)"
-        },
-    )
 
     def __post_init__(self):
-        if self.teacher not in TEACHERS:
-            raise ValueError(
-                f"AdaptTeacherConfig.teacher={self.teacher!r}; expected "
-                + " or ".join(repr(t) for t in TEACHERS)
-            )
+        super().__post_init__()
         for name in ("positives_per_user", "history_items", "r", "epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from common.config import to_dict
 from pipelines.baselines.collab import DEFAULT_MEMORY_GB
-from pipelines.data.splits import ProtocolName
+from pipelines.core.args import OutputArgs, ThreadArgs
+from pipelines.data.args import DataArgs
 from pipelines.labels.candidates import CandidateConfig, Strategy
 from pipelines.labels.parts import LLM_PARTS
 
@@ -48,10 +49,9 @@ SLEEP_ENV = "RECDISTILL_SHARD_SLEEP"  # test hook: seconds to sleep after each s
 
 
 @dataclass
-class GenerateLabelsConfig:
-    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
-    split_seed: int = field(default=0, metadata={"help": "split seed"})
+class GenerateLabelsConfig(DataArgs, OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/labels"}
+
     teacher: TeacherName = field(default="embedding", metadata={"help": "LLM part"})
     model: str | None = field(
         default=None,
@@ -159,11 +159,6 @@ class GenerateLabelsConfig:
         default=50, metadata={"help": "negatives per validation user in that check"}
     )
     shard_users: int = field(default=100, metadata={"help": "users per shard"})
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    out: str = field(default="runs/labels", metadata={"help": "output dataset folder"})
-    overwrite: bool = field(
-        default=False, metadata={"help": "replace an existing output made with another config"}
-    )
     engine: Engine = field(
         default="local",
         metadata={
@@ -186,14 +181,7 @@ class GenerateLabelsConfig:
     )
 
     def __post_init__(self):
-        if self.teacher not in TEACHERS:
-            raise ValueError(
-                f"GenerateLabelsConfig.teacher={self.teacher!r}; expected one of {TEACHERS}"
-            )
-        if self.content_map not in CONTENT_MAPS:
-            raise ValueError(
-                f"GenerateLabelsConfig.content_map={self.content_map!r}; expected one of {CONTENT_MAPS}"
-            )
+        super().__post_init__()
         if self.cold_negatives < 0:
             raise ValueError(
                 f"GenerateLabelsConfig.cold_negatives={self.cold_negatives}; expected >= 0"
@@ -217,10 +205,6 @@ class GenerateLabelsConfig:
             raise ValueError(
                 f"GenerateLabelsConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
             )
-        if self.collab not in COLLAB:
-            raise ValueError(
-                f"GenerateLabelsConfig.collab={self.collab!r}; expected one of {COLLAB}"
-            )
         for name in ("shard_users", "eval_users", "batch_size", "history_items", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -234,10 +218,6 @@ class GenerateLabelsConfig:
             )
         if self.temperature <= 0:
             raise ValueError(f"GenerateLabelsConfig.temperature={self.temperature}; expected > 0")
-        if self.engine not in ENGINES:
-            raise ValueError(
-                f"GenerateLabelsConfig.engine={self.engine!r}; expected one of {ENGINES}"
-            )
         if self.ray_concurrency < 1:
             raise ValueError(
                 f"GenerateLabelsConfig.ray_concurrency={self.ray_concurrency!r}; expected >= 1"

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -22,16 +22,16 @@ import torch
 from common.config import to_dict
 from common.io import claim_output, write_json
 from pipelines.core import provenance
+from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import sample_users
 from pipelines.data import (
-    PROTOCOLS,
     InteractionData,
-    ProtocolName,
     Split,
     histories,
     load_dataset,
     training_split,
 )
+from pipelines.data.args import DataArgs
 from pipelines.data.features import student_features
 from pipelines.training.batch import ObjectiveInputs
 from pipelines.training.loop import Schedule, cold_valid, train_epochs
@@ -49,22 +49,14 @@ SPARSE_AUTO_ROWS = 100_000  # users + items above which sparse_embeddings="auto"
 
 
 @dataclass
-class TrainStudentConfig:
-    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
-    protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
-    split_seed: int = field(default=0, metadata={"help": "split seed"})
+class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
+    defaults: ClassVar[dict[str, Any]] = {"out": "runs/student"}
+
     labels: str | None = field(
         default=None, metadata={"help": "soft-label dataset folder (from generate-labels)"}
     )
     no_teacher: bool = field(
         default=False, metadata={"help": "hard labels only (the baseline distillation must beat)"}
-    )
-    out: str = field(
-        default="runs/student", metadata={"help": "output folder: model + metrics.json"}
-    )
-    overwrite: bool = field(
-        default=False,
-        metadata={"help": "replace --out if it holds a student from an earlier run (else refused)"},
     )
     seed: int = field(default=0, metadata={"help": "training seed"})
     epochs: int = field(default=40, metadata={"help": "maximum epochs"})
@@ -159,7 +151,6 @@ class TrainStudentConfig:
         default=True,
         metadata={"help": "keep the best validation epoch's weights (False: the last epoch's)"},
     )
-    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     valid_users: int = field(
         default=0,
         metadata={
@@ -170,16 +161,9 @@ class TrainStudentConfig:
     )
 
     def __post_init__(self):
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(
-                f"TrainStudentConfig.protocol={self.protocol!r}; expected one of {PROTOCOLS}"
-            )
+        super().__post_init__()
         if self.use_text and not self.labels:
             raise ValueError("TrainStudentConfig.use_text needs --labels (the item embeddings)")
-        if self.hard_loss not in HARD_LOSSES:
-            raise ValueError(
-                f"TrainStudentConfig.hard_loss={self.hard_loss!r}; expected one of {HARD_LOSSES}"
-            )
         for name in (
             "epochs",
             "batch_size",
@@ -194,11 +178,6 @@ class TrainStudentConfig:
                 raise ValueError(
                     f"TrainStudentConfig.{name}={getattr(self, name)!r}; expected >= 1"
                 )
-        if self.sparse_embeddings not in ("auto", "on", "off"):
-            raise ValueError(
-                f"TrainStudentConfig.sparse_embeddings={self.sparse_embeddings!r}; expected "
-                "'auto', 'on' or 'off'"
-            )
         if self.sparse_embeddings == "on" and self.weight_decay > 0:
             raise ValueError(
                 f"TrainStudentConfig: sparse_embeddings='on' with weight_decay="
@@ -207,10 +186,6 @@ class TrainStudentConfig:
         if self.valid_users < 0:
             raise ValueError(
                 f"TrainStudentConfig.valid_users={self.valid_users}; expected >= 0 (0 = all)"
-            )
-        if self.teacher_norm not in ("none", "list"):
-            raise ValueError(
-                f"TrainStudentConfig.teacher_norm={self.teacher_norm!r}; expected 'none' or 'list'"
             )
         if self.temperature <= 0:
             raise ValueError(f"TrainStudentConfig.temperature={self.temperature}; expected > 0")

@@ -72,3 +72,33 @@ def test_a_group_check_names_the_job(capsys):
 def test_every_literal_field_is_checked_once_by_the_base():
     with pytest.raises(ValueError, match=r"Job\.mode is 'z'; allowed values: \['x', 'y'\]"):
         Job(mode="z")
+
+
+@dataclass
+class Weights:
+    hard: float = 1.0
+    kl: float = 0.0
+    temperature: float = 1.0
+
+
+@dataclass
+class Trainer(OutputArgs):
+    weights: Weights = field(
+        default_factory=lambda: Weights(kl=1.0),
+        metadata={"help": "loss weights", "prefix": "w_", "bare": ("temperature",)},
+    )
+
+
+def test_a_prefixed_nested_config_from_flags_yaml_and_code(tmp_path):
+    from pipelines.core.config import config_fields, make_config
+
+    assert config_fields(Trainer) == ["out", "overwrite", "w_hard", "w_kl", "temperature"]
+    parser = ConfigParser(Trainer)
+    c = parser.parse_config(["--w-kl", "0.5", "--temperature", "2"])
+    assert c.weights == Weights(hard=1.0, kl=0.5, temperature=2.0)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({"weights": {"kl": 0.25}, "w_hard": 0.0}))
+    assert parser.parse_config(["--config", str(path)]).weights == Weights(0.0, 0.25, 1.0)
+    assert make_config(Trainer, w_hard=2.0).weights == Weights(hard=2.0, kl=1.0)
+    with pytest.raises(TypeError):
+        make_config(Trainer, kl=1.0)  # the flat name is w_kl
