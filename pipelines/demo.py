@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +28,7 @@ import yaml
 from common.io import write_json
 from pipelines.baselines import prepare
 from pipelines.compression import compress
+from pipelines.core.config import config_fields, make_config
 from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
 from pipelines.evaluation import benchmark
@@ -79,7 +80,7 @@ class DemoConfig:
         default="",
         metadata={
             "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "
-            "student_hard: {hidden: 64}}' (steps: prepare, labels, student_hard, "
+            "student_hard: {user_hidden: [64]}}' (steps: prepare, labels, student_hard, "
             "student_distilled, compress, benchmark and the cold chain's cold_labels, "
             "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark); a "
             "mapping in --config files"
@@ -110,7 +111,7 @@ class DemoConfig:
             )
         cls, wired = STEPS[name]
         mine = steps.get(name, {})
-        allowed = {f.name for f in fields(cls)} - wired
+        allowed = set(config_fields(cls)) - wired
         bad = sorted(set(mine) - allowed)
         if bad:
             set_here = sorted(set(bad) & wired)
@@ -160,7 +161,8 @@ STEPS |= {
 def _student(c: DemoConfig, run: RunLayout, step: str, protocol: str, extra: dict) -> Step:
     """A train-student step; ``step`` is its name, its folder is the name less ``cold_``."""
     folder = run.student(step.removeprefix("cold_"))
-    cfg = train_student.TrainStudentConfig(
+    cfg = make_config(
+        train_student.TrainStudentConfig,
         dataset=c.dataset,
         protocol=protocol,
         seed=c.seed,

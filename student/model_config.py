@@ -18,14 +18,21 @@ class TwoTowerConfig(ConfigMixin):
         metadata={"help": "Number of items (item ids 0..n_items-1; n_items pads histories)."}
     )
     n_user_features: int = field(
-        default=0, metadata={"help": "Dense float features per user (0 = none)."}
+        default=0, metadata={"cli": False, "help": "Dense float features per user (0 = none)."}
     )
     n_item_features: int = field(
         default=0,
-        metadata={"help": "Dense float features per item, e.g. genre multi-hot + year (0 = none)."},
+        metadata={
+            "cli": False,
+            "help": "Dense float features per item, e.g. genre multi-hot + year (0 = none).",
+        },
     )
     text_dim: int = field(
-        default=0, metadata={"help": "Dim of the frozen teacher item-text embedding (0 = none)."}
+        default=0,
+        metadata={
+            "cli": False,
+            "help": "Dim of the frozen teacher item-text embedding (0 = none).",
+        },
     )
     id_dim: int = field(
         default=64, metadata={"help": "Dim of the id embeddings and of the text projection."}

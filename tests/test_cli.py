@@ -13,7 +13,13 @@ import pytest
 import yaml
 
 from pipelines.cli import JOBS, job_parser, main
-from pipelines.core.config import _split_optional
+from pipelines.core.config import (
+    ConfigParser,
+    _split_optional,
+    config_fields,
+    make_config,
+    nested_flags,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,16 +92,17 @@ def _hints(cls) -> dict:
 
 
 def _sample(cls) -> dict:
-    """A value of the right type for every field (not the default where that is safe)."""
+    """A value of the right type for every flag name (not the default where that is safe);
+    defaults and types as the job's parser has them (shared groups, nested configs)."""
     out = {}
-    defaults = cls()  # a shared group's field takes the job's default
-    for f in dataclasses.fields(cls):
-        default = getattr(defaults, f.name)
-        optional, hint = _split_optional(_hints(cls)[f.name])
+    parser = ConfigParser(cls)
+    for name in parser.field_names():
+        default = parser.get_default(name)
+        optional, hint = _split_optional(parser._hints[name])
         origin = typing.get_origin(hint)
         special = {**SPECIAL, **SPECIAL_OF.get(cls.__name__, {})}
-        if f.name in special:
-            v = special[f.name]
+        if name in special:
+            v = special[name]
         elif origin is typing.Literal:
             v = default
         elif origin is tuple:
@@ -111,8 +118,19 @@ def _sample(cls) -> dict:
             v = "x"
         else:
             v = f"{default}_x"
-        out[f.name] = v
+        out[name] = v
     return out
+
+
+def _flat(config) -> dict:
+    """``config`` by flag name: a nested config's fields under their flag names."""
+    nested = nested_flags(type(config))
+    return {
+        n: getattr(getattr(config, nested[n][0]), nested[n][1])
+        if n in nested
+        else getattr(config, n)
+        for n in config_fields(type(config))
+    }
 
 
 def _flags(values: dict) -> list[str]:
@@ -172,9 +190,9 @@ def test_yaml_is_typed_exactly_like_flags(job, tmp_path):
     )
     from_flags = _parse(job, _flags(values))
     from_file = _parse(job, ["--config", str(cfg)])
-    assert from_flags == from_file == cls(**values)
-    for f in dataclasses.fields(cls):  # e.g. a float field given 0 is 0.0, lists are tuples
-        assert type(getattr(from_file, f.name)) is type(values[f.name]), f.name
+    assert from_flags == from_file == make_config(cls, **values)
+    for name, value in _flat(from_file).items():  # a float given 0 is 0.0, lists are tuples
+        assert type(value) is type(values[name]), name
     # flags override the file
     name = _field_of(cls, lambda opt, h: h is int and not opt)
     again = _parse(job, ["--config", str(cfg), f"--{name}", "7"])

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 import pipelines.data.splits as splits
+from pipelines.core.config import make_config
 from pipelines.data import LeakError, load_dataset, make_split, training_split
 from pipelines.labels.adapt_teacher import AdaptTeacherConfig
 from pipelines.labels.adapt_teacher import run as adapt
@@ -163,9 +164,18 @@ def test_labels_adapters_and_students_ignore_the_future(future, tmp_path, tiny_s
         ds, meta = load_labels(out / "labels")
         labels.append((columns(ds), meta["teacher_quality"], meta["split"]["fingerprint"]))
         for mode in ("hard", "distilled"):
-            small = dict(epochs=2, batch_size=64, id_dim=8, hidden=16, out_dim=8, history_len=8)
+            small = dict(
+                epochs=2,
+                batch_size=64,
+                id_dim=8,
+                user_hidden=(16,),
+                item_hidden=(16,),
+                out_dim=8,
+                history_len=8,
+            )
             train(
-                TrainStudentConfig(
+                make_config(
+                    TrainStudentConfig,
                     dataset=DATASET,
                     labels=None if mode == "hard" else str(out / "labels"),
                     no_teacher=mode == "hard",

@@ -13,7 +13,7 @@ from pipelines.cli import main
 from pipelines.data import load_dataset, make_synthetic
 from pipelines.data.synthetic import SyntheticConfig
 
-SMALL = ["--epochs", "2", "--hidden", "16", "--id-dim", "8", "--out-dim", "8",
+SMALL = ["--epochs", "2", "--user-hidden", "16", "--item-hidden", "16", "--id-dim", "8", "--out-dim", "8",
          "--history-len", "5", "--n-negatives", "16", "--threads", "1"]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from common.io import artifact_path, load_npy, write_json, write_text
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core.args import ThreadArgs
+from pipelines.core.config import make_config
 from pipelines.core.layout import RunLayout
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
 from pipelines.data import histories, load_dataset, make_split
@@ -104,7 +105,8 @@ def _labels_step(c: AblationConfig, run: RunLayout, protocol: str) -> Step:
 
 def _student_step(c: AblationConfig, run: RunLayout, protocol: str, mode: str, seed: int) -> Step:
     name = f"{mode}_seed{seed}"
-    cfg = TrainStudentConfig(
+    cfg = make_config(
+        TrainStudentConfig,
         dataset=c.dataset,
         protocol=protocol,
         seed=seed,

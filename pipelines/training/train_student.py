@@ -10,6 +10,7 @@ training view of the split (no test part): test quality is the benchmark's job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -74,19 +75,6 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             f"{SPARSE_AUTO_ROWS:,} users + items when weight_decay is 0 (SparseAdam has none)"
         },
     )
-    id_dim: int = field(default=64, metadata={"help": "id embedding size"})
-    hidden: int = field(default=256, metadata={"help": "hidden units of each tower"})
-    out_dim: int = field(default=64, metadata={"help": "embedding size of both towers"})
-    history_len: int = field(
-        default=50, metadata={"help": "history items pooled by the user tower"}
-    )
-    use_user_id: bool = field(
-        default=True,
-        metadata={
-            "help": "user id embedding in the user tower (False: the user is their history and features)"
-        },
-    )
-    dropout: float = field(default=0.1, metadata={"help": "dropout in the towers"})
     use_features: bool = field(
         default=True,
         metadata={
@@ -101,21 +89,6 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             "--labels, which must hold item_embeddings; with --no-teacher only that file is used)"
         },
     )
-    item_id_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "DropoutNet: zero an item's id embedding with this probability in training; "
-            "items without train interactions never use theirs (> 0 for cold start)"
-        },
-    )
-    user_id_dropout: float = field(
-        default=0.0,
-        metadata={
-            "help": "DropoutNet for users: zero a user's id embedding (and features) with this "
-            "probability in training, so the user tower also scores new users from a history "
-            "alone (> 0 for new users; needs use_user_id)"
-        },
-    )
     hard_loss: HardLoss = field(default="softmax", metadata={"help": f"one of {HARD_LOSSES}"})
     n_negatives: int = field(
         default=512, metadata={"help": "shared popularity-sampled negatives per step"}
@@ -126,27 +99,30 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
     soft_observed: bool = field(
         default=True, metadata={"help": "keep observed train positives in the soft lists"}
     )
-    w_hard: float = field(default=1.0, metadata={"help": "weight of the hard-label loss"})
-    w_kl: float = field(default=1.0, metadata={"help": "weight of the listwise KL"})
-    w_cold_kl: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of a listwise KL over each user's cold candidates only (labels made "
-            "with a content map): the cold items' ranking among themselves"
-        },
-    )
-    w_bce: float = field(default=0.0, metadata={"help": "weight of the pointwise soft BCE"})
-    w_margin: float = field(default=0.0, metadata={"help": "weight of margin-MSE"})
-    w_rank: float = field(default=0.0, metadata={"help": "weight of rank distillation (DLLM2Rec)"})
-    w_embed: float = field(default=0.0, metadata={"help": "weight of item embedding distillation"})
     teacher_norm: Literal["none", "list"] = field(
         default="list",
         metadata={
             "help": "none: teacher logits and probs as stored; list: standardise the logits within each user's list before the KL, and centre them there before soft BCE (sigmoid of the centred logit: invariant to the calibration's sampling ratio)"
         },
     )
-    temperature: float = field(default=1.0, metadata={"help": "listwise KL temperature T"})
     rank_k: int = field(default=10, metadata={"help": "teacher top-K used by rank distillation"})
+    model: TwoTowerConfig = field(
+        default_factory=lambda: TwoTowerConfig(n_users=1, n_items=1),
+        metadata={
+            "help": "the student's towers (student.model.TwoTowerConfig); the sizes read from "
+            "the data (users, items, feature and text widths) are set by the job"
+        },
+    )
+    loss: DistillLossWeights = field(
+        default_factory=lambda: DistillLossWeights(listwise_kl=1.0),
+        metadata={
+            "help": "the weight of each loss term, 0 = off (student.losses.DistillLossWeights; "
+            "flag --w-<term>), and the listwise KL temperature; with --no-teacher only "
+            "--w-hard counts",
+            "prefix": "w_",
+            "bare": ("temperature",),
+        },
+    )
     select_best: bool = field(
         default=True,
         metadata={"help": "keep the best validation epoch's weights (False: the last epoch's)"},
@@ -167,9 +143,6 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
         for name in (
             "epochs",
             "batch_size",
-            "id_dim",
-            "hidden",
-            "out_dim",
             "n_negatives",
             "soft_users",
             "threads",
@@ -187,47 +160,27 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             raise ValueError(
                 f"TrainStudentConfig.valid_users={self.valid_users}; expected >= 0 (0 = all)"
             )
-        if self.temperature <= 0:
-            raise ValueError(f"TrainStudentConfig.temperature={self.temperature}; expected > 0")
         if not self.no_teacher and not self.labels:
             raise ValueError(
                 "TrainStudentConfig: give --labels <folder> from generate-labels, or --no-teacher"
             )
 
     def weights(self) -> DistillLossWeights:
-        if self.no_teacher:
-            return DistillLossWeights(hard=self.w_hard)
-        return DistillLossWeights(
-            hard=self.w_hard,
-            listwise_kl=self.w_kl,
-            cold_kl=self.w_cold_kl,
-            soft_bce=self.w_bce,
-            margin_mse=self.w_margin,
-            rank=self.w_rank,
-            embed=self.w_embed,
-            temperature=self.temperature,
-        )
+        """The loss weights in force: with ``no_teacher`` the hard loss alone."""
+        return DistillLossWeights(hard=self.loss.hard) if self.no_teacher else self.loss
 
 
 def build_student(
     config: TrainStudentConfig, data: InteractionData, text: np.ndarray | None
 ) -> TwoTower:
     uf, itf = student_features(data) if config.use_features else (None, None)
-    mc = TwoTowerConfig(
+    mc = dataclasses.replace(
+        config.model,
         n_users=data.n_users,
         n_items=data.n_items,
         n_user_features=0 if uf is None else uf.shape[1],
         n_item_features=0 if itf is None else itf.shape[1],
         text_dim=0 if text is None else text.shape[1],
-        id_dim=config.id_dim,
-        history_len=config.history_len,
-        user_hidden=(config.hidden,),
-        item_hidden=(config.hidden,),
-        out_dim=config.out_dim,
-        use_user_id=config.use_user_id,
-        dropout=config.dropout,
-        item_id_dropout=config.item_id_dropout,
-        user_id_dropout=config.user_id_dropout,
     )
     return TwoTower(mc, user_features=uf, item_features=itf, item_text=text)
 
@@ -322,7 +275,7 @@ def teacher_inputs(c: TrainStudentConfig, data: InteractionData, split: Split) -
                 f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
             )
     cold_lists = None
-    if lists is not None and c.w_cold_kl > 0:
+    if lists is not None and c.loss.cold_kl > 0:
         cold_lists, _ = soft_lists(c.labels, data, split, source="cold")
         if cold_lists.mask.shape[1] == 0:
             raise ValueError(
@@ -336,10 +289,10 @@ def set_id_masks(
     model: TwoTower, c: TrainStudentConfig, data: InteractionData, split: Split
 ) -> None:
     """DropoutNet: items (users) without train interactions never use their id embedding."""
-    if c.item_id_dropout > 0:
+    if c.model.item_id_dropout > 0:
         has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
         model.set_item_id_mask(has_id)
-    if c.user_id_dropout > 0:
+    if c.model.user_id_dropout > 0:
         model.set_user_id_mask(
             np.bincount(split.train["user"].to_numpy(), minlength=data.n_users) > 0
         )
@@ -354,7 +307,7 @@ def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSetting
         teacher_norm=c.teacher_norm,
         rank_k=c.rank_k,
         soft_users=c.soft_users,
-        out_dim=c.out_dim,
+        out_dim=c.model.out_dim,
         teacher_dim=0 if emb is None else emb.shape[1],
     )
 
@@ -368,7 +321,7 @@ def objective_inputs(
     teacher_emb: bool,
 ) -> ObjectiveInputs:
     """Train histories, the popularity of the logQ and of the negatives, and the labels."""
-    hist = torch.as_tensor(histories(split.train, data.n_users, c.history_len, data.n_items))
+    hist = torch.as_tensor(histories(split.train, data.n_users, c.model.history_len, data.n_items))
     pop = np.bincount(split.train["item"].to_numpy().astype(np.int64), minlength=data.n_items)
     pop = pop.astype(np.float64)
     p_neg = (pop + 1) ** 0.5

@@ -10,7 +10,7 @@ from common.io import ArtifactError, claim_output
 from pipelines.cli import main
 
 SYNTH = "synthetic:users=30,items=40,per_user=8"
-SMALL = ["--epochs", "1", "--hidden", "8", "--id-dim", "4", "--out-dim", "4",
+SMALL = ["--epochs", "1", "--user-hidden", "8", "--item-hidden", "8", "--id-dim", "4", "--out-dim", "4",
          "--history-len", "3", "--n-negatives", "8", "--threads", "1"]  # fmt: skip
 
 

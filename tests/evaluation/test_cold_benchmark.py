@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import pipelines.data.splits as splits
+from pipelines.core.config import make_config
 from pipelines.evaluation.benchmark import BenchmarkConfig
 from pipelines.evaluation.benchmark import run as bench
 from pipelines.labels.generate_labels import GenerateLabelsConfig
@@ -22,7 +23,7 @@ from pipelines.training.train_student import TrainStudentConfig
 from pipelines.training.train_student import run as train
 
 DATASET = "synthetic:users=60,items=90,per_user=14,seed=8"
-SMALL = dict(epochs=2, batch_size=64, id_dim=8, hidden=16, out_dim=8, history_len=8,
+SMALL = dict(epochs=2, batch_size=64, id_dim=8, user_hidden=(16,), item_hidden=(16,), out_dim=8, history_len=8,
              n_negatives=16, soft_users=16, threads=1)  # fmt: skip
 
 
@@ -46,7 +47,8 @@ def _labels(out: Path, model: Path) -> dict:
 
 def _student(out: Path, labels: Path, hard: bool) -> None:
     train(
-        TrainStudentConfig(
+        make_config(
+            TrainStudentConfig,
             dataset=DATASET,
             protocol="cold_items",
             labels=str(labels),

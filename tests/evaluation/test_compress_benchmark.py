@@ -6,6 +6,7 @@ import pytest
 
 from pipelines.compression.compress import CompressConfig
 from pipelines.compression.compress import run as compress
+from pipelines.core.config import make_config
 from pipelines.demo import STEP_FILE, DemoConfig
 from pipelines.demo import run as demo
 from pipelines.evaluation.benchmark import BenchmarkConfig
@@ -23,11 +24,13 @@ DATASET = "synthetic:users=60,items=90,per_user=12,seed=5"
 def student_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("st")
     train(
-        TrainStudentConfig(
+        make_config(
+            TrainStudentConfig,
             dataset=DATASET,
             no_teacher=True,
             epochs=2,
-            hidden=32,
+            user_hidden=(32,),
+            item_hidden=(32,),
             id_dim=16,
             out_dim=16,
             history_len=10,
@@ -138,9 +141,9 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
         epochs=1,
         overrides={
             "labels": SMALL_LABELS,
-            "student_hard": {"hidden": 32},
+            "student_hard": {"user_hidden": [32], "item_hidden": [32]},
             "cold_labels": {**SMALL_LABELS, "cold_negatives": 5},
-            "cold_student_distilled": {"hidden": 32},
+            "cold_student_distilled": {"user_hidden": [32], "item_hidden": [32]},
         },
         out=str(tmp_path / "demo"),
     )
@@ -153,11 +156,11 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
     assert {"teacher", "student_hard", "student_distilled", "student_int8"} <= set(cold["models"])
     assert cold["models"]["student_int8"]["segments"]["cold"]["ndcg@20"] >= 0
     cold_dist = tmp_path / "demo" / "cold" / "student_distilled" / "metrics.json"
-    assert json.loads(cold_dist.read_text())["config"]["hidden"] == 32
+    assert json.loads(cold_dist.read_text())["config"]["model"]["user_hidden"] == [32]
     labels = json.loads((tmp_path / "demo" / "labels" / "recdistill_labels.json").read_text())
     assert {k: labels["config"][k] for k in SMALL_LABELS} == SMALL_LABELS  # reached the step
     hard = json.loads((tmp_path / "demo" / "student_hard" / "metrics.json").read_text())
-    assert hard["config"]["hidden"] == 32
+    assert hard["config"]["model"]["user_hidden"] == [32]
     marker = tmp_path / "demo" / "student_hard" / STEP_FILE
     before = marker.stat().st_mtime_ns
     demo(cfg)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from pipelines.core.config import make_config
 from pipelines.data import load_dataset, make_split
 from pipelines.evaluation.benchmark import BenchmarkConfig
 from pipelines.evaluation.benchmark import run as benchmark
@@ -38,11 +39,13 @@ def chain(tmp_path_factory, tiny_st_dir):
         GenerateLabelsConfig(model=str(tiny_st_dir), out=str(tmp / "part"), topk_users=15, **LABELS)
     )
     train(
-        TrainStudentConfig(
+        make_config(
+            TrainStudentConfig,
             dataset=DATASET,
             no_teacher=True,
             epochs=1,
-            hidden=16,
+            user_hidden=(16,),
+            item_hidden=(16,),
             id_dim=8,
             out_dim=8,
             history_len=5,

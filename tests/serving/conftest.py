@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.core.config import make_config
+
 DATASET = "synthetic:users=60,items=90,per_user=12,seed=5"
 OTHER_DATASET = "synthetic:users=50,items=90,per_user=10,seed=6"
 
@@ -18,11 +20,13 @@ def make_run(out: Path, dataset: str = DATASET, seed: int = 0, out_dim: int = 16
     from pipelines.training.train_student import run as train
 
     train(
-        TrainStudentConfig(
+        make_config(
+            TrainStudentConfig,
             dataset=dataset,
             no_teacher=True,
             epochs=2,
-            hidden=32,
+            user_hidden=(32,),
+            item_hidden=(32,),
             id_dim=16,
             out_dim=out_dim,
             history_len=10,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.core.config import make_config
 from pipelines.training.batch import ObjectiveInputs, Step
 from pipelines.training.optim import make_optimizer
 from pipelines.training.terms import HardTerm, TermSettings
@@ -83,14 +84,20 @@ def test_same_gradients_so_the_dense_layers_step_alike():
 
 
 def test_auto_turns_on_for_large_tables_without_weight_decay():
-    c = TrainStudentConfig(no_teacher=True)
+    c = make_config(TrainStudentConfig, no_teacher=True)
     assert not use_sparse(c, 943, 1682)
     assert use_sparse(c, SPARSE_AUTO_ROWS, 1)
-    assert not use_sparse(TrainStudentConfig(no_teacher=True, weight_decay=0.01), 10**6, 10**6)
-    assert use_sparse(TrainStudentConfig(no_teacher=True, sparse_embeddings="on"), 5, 5)
-    assert not use_sparse(TrainStudentConfig(no_teacher=True, sparse_embeddings="off"), 10**6, 1)
+    assert not use_sparse(
+        make_config(TrainStudentConfig, no_teacher=True, weight_decay=0.01), 10**6, 10**6
+    )
+    assert use_sparse(
+        make_config(TrainStudentConfig, no_teacher=True, sparse_embeddings="on"), 5, 5
+    )
+    assert not use_sparse(
+        make_config(TrainStudentConfig, no_teacher=True, sparse_embeddings="off"), 10**6, 1
+    )
 
 
 def test_sparse_on_with_weight_decay_is_refused():
     with pytest.raises(ValueError, match="SparseAdam has no weight decay"):
-        TrainStudentConfig(no_teacher=True, sparse_embeddings="on", weight_decay=0.1)
+        make_config(TrainStudentConfig, no_teacher=True, sparse_embeddings="on", weight_decay=0.1)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pipelines.cli import main
+from pipelines.core.config import make_config
 from pipelines.labels.generate_labels import GenerateLabelsConfig
 from pipelines.labels.generate_labels import run as generate
 from pipelines.labels.schema import LabelError
@@ -21,7 +22,8 @@ SMALL = dict(
     patience=2,
     batch_size=64,
     id_dim=8,
-    hidden=16,
+    user_hidden=(16,),
+    item_hidden=(16,),
     out_dim=8,
     history_len=10,
     n_negatives=16,
@@ -50,8 +52,8 @@ def label_dir(tmp_path_factory, tiny_st_dir):
 
 
 def test_hard_only_is_deterministic_and_saves(tmp_path):
-    a = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "a")))
-    b = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "b")))
+    a = run(make_config(TrainStudentConfig, **SMALL, no_teacher=True, out=str(tmp_path / "a")))
+    b = run(make_config(TrainStudentConfig, **SMALL, no_teacher=True, out=str(tmp_path / "b")))
     assert a["valid"] == b["valid"] and a["mode"] == "hard"
     ma = TwoTower.from_pretrained(tmp_path / "a" / "model")
     mb = TwoTower.from_pretrained(tmp_path / "b" / "model")
@@ -70,7 +72,8 @@ def test_reported_validation_is_the_saved_models(tmp_path, select_best):
     from pipelines.data import histories, load_dataset, training_split
     from student.scoring import score_fn
 
-    cfg = TrainStudentConfig(
+    cfg = make_config(
+        TrainStudentConfig,
         **{**SMALL, "epochs": 4, "patience": 4},
         no_teacher=True,
         select_best=select_best,
@@ -80,7 +83,7 @@ def test_reported_validation_is_the_saved_models(tmp_path, select_best):
     data = load_dataset(DATASET)
     split = training_split(data, "random", 0)
     model = TwoTower.from_pretrained(tmp_path / "s" / "model")
-    hist = torch.as_tensor(histories(split.train, data.n_users, cfg.history_len, data.n_items))
+    hist = torch.as_tensor(histories(split.train, data.n_users, cfg.model.history_len, data.n_items))
     again = evaluate(score_fn(model, hist), split.matrix("valid"), split.seen_for("valid"))
     for k, v in res["valid"].items():
         assert again[k] == v, k
@@ -93,47 +96,54 @@ def test_reported_validation_is_the_saved_models(tmp_path, select_best):
 @pytest.mark.parametrize(
     "weights",
     [
-        dict(w_kl=1.0, temperature=2.0),
-        dict(w_kl=0.0, w_bce=1.0, w_margin=0.5, w_rank=0.5, w_embed=0.1),
-        dict(w_kl=1.0, use_text=True, soft_observed=False),
-        dict(w_kl=1.0, teacher_norm="list", use_user_id=False),
+        dict(w_listwise_kl=1.0, temperature=2.0),
+        dict(w_listwise_kl=0.0, w_soft_bce=1.0, w_margin_mse=0.5, w_rank=0.5, w_embed=0.1),
+        dict(w_listwise_kl=1.0, use_text=True, soft_observed=False),
+        dict(w_listwise_kl=1.0, teacher_norm="list", use_user_id=False),
     ],
 )
 def test_distilled_losses_train(tmp_path, label_dir, weights):
     res = run(
-        TrainStudentConfig(**SMALL, labels=str(label_dir), out=str(tmp_path / "d"), **weights)
+        make_config(
+            TrainStudentConfig, **SMALL, labels=str(label_dir), out=str(tmp_path / "d"), **weights
+        )
     )
     assert res["mode"] == "distilled" and res["teacher"]["parts"] == ["text", "ease", "popularity"]
     assert all(v == v for v in res["valid"].values())  # no NaN
     hist = res["history"][0]
     for term, w in (
-        ("listwise_kl", "w_kl"),
-        ("soft_bce", "w_bce"),
+        ("listwise_kl", "w_listwise_kl"),
+        ("soft_bce", "w_soft_bce"),
         ("rank", "w_rank"),
         ("embed", "w_embed"),
     ):
-        if weights.get(w, 1.0 if w == "w_kl" else 0.0) > 0:
+        if weights.get(w, 1.0 if w == "w_listwise_kl" else 0.0) > 0:
             assert f"loss_{term}" in hist, term
 
 
 def test_labels_for_another_split_are_refused(tmp_path, label_dir):
     with pytest.raises(LabelError, match="split fingerprint"):
         run(
-            TrainStudentConfig(
-                **{**SMALL, "protocol": "temporal"}, labels=str(label_dir), out=str(tmp_path / "x")
+            make_config(
+                TrainStudentConfig,
+                **{**SMALL, "protocol": "temporal"},
+                labels=str(label_dir),
+                out=str(tmp_path / "x"),
             )
         )
 
 
 def test_config_errors():
     with pytest.raises(ValueError, match="--labels"):
-        TrainStudentConfig()
+        make_config(
+            TrainStudentConfig,
+        )
     with pytest.raises(ValueError, match="temperature"):
-        TrainStudentConfig(no_teacher=True, temperature=0)
+        make_config(TrainStudentConfig, no_teacher=True, temperature=0)
     with pytest.raises(ValueError, match="teacher_norm"):
-        TrainStudentConfig(no_teacher=True, teacher_norm="zscore")
+        make_config(TrainStudentConfig, no_teacher=True, teacher_norm="zscore")
     with pytest.raises(ValueError, match="hard_loss"):
-        TrainStudentConfig(no_teacher=True, hard_loss="hinge")
+        make_config(TrainStudentConfig, no_teacher=True, hard_loss="hinge")
 
 
 def test_cli_in_process(tmp_path, capsys):
@@ -147,7 +157,9 @@ def test_cli_in_process(tmp_path, capsys):
         DATASET,
         "--epochs",
         "1",
-        "--hidden",
+        "--user-hidden",
+        "16",
+        "--item-hidden",
         "16",
         "--id-dim",
         "8",
@@ -216,12 +228,13 @@ def test_soft_labels_move_the_ranking_toward_the_teacher(tmp_path, text_label_di
     # the last epoch of each, not the best validation epoch: a random text teacher's order
     # costs validation NDCG, so selection would keep the distilled student's first epoch
     small = {**SMALL, "epochs": 8, "patience": 8, "soft_users": 50, "select_best": False}
-    run(TrainStudentConfig(**small, no_teacher=True, out=str(tmp_path / "hard")))
+    run(make_config(TrainStudentConfig, **small, no_teacher=True, out=str(tmp_path / "hard")))
     run(
-        TrainStudentConfig(
+        make_config(
+            TrainStudentConfig,
             **small,
             labels=str(text_label_dir),
-            w_kl=5.0,
+            w_listwise_kl=5.0,
             soft_observed=False,
             out=str(tmp_path / "dist"),
         )
@@ -234,14 +247,24 @@ def test_soft_labels_move_the_ranking_toward_the_teacher(tmp_path, text_label_di
 
 def test_validation_on_a_user_sample(tmp_path):
     """--valid-users: all users (N >= users) is the full run; N < users checks that many."""
-    full = run(TrainStudentConfig(**SMALL, no_teacher=True, out=str(tmp_path / "a")))
+    full = run(make_config(TrainStudentConfig, **SMALL, no_teacher=True, out=str(tmp_path / "a")))
     n = full["valid_users"]["of"]
     assert full["valid_users"]["users"] == n
     same = run(
-        TrainStudentConfig(**SMALL, no_teacher=True, valid_users=n + 10, out=str(tmp_path / "b"))
+        make_config(
+            TrainStudentConfig,
+            **SMALL,
+            no_teacher=True,
+            valid_users=n + 10,
+            out=str(tmp_path / "b"),
+        )
     )
     assert same["valid"] == full["valid"] and same["history"] == full["history"]
-    few = run(TrainStudentConfig(**SMALL, no_teacher=True, valid_users=7, out=str(tmp_path / "c")))
+    few = run(
+        make_config(
+            TrainStudentConfig, **SMALL, no_teacher=True, valid_users=7, out=str(tmp_path / "c")
+        )
+    )
     assert few["valid_users"] == {"users": 7, "of": n, "seed": 0} and few["valid"]["users"] == 7
     with pytest.raises(ValueError, match="valid_users=-1"):
-        TrainStudentConfig(**SMALL, no_teacher=True, valid_users=-1)
+        make_config(TrainStudentConfig, **SMALL, no_teacher=True, valid_users=-1)
