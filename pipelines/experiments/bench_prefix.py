@@ -179,7 +179,7 @@ class BenchPrefixConfig(ThreadArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("users", "candidates", "history", "batch_size", "threads"):
+        for name in ("users", "candidates", "history", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchPrefixConfig.{name}={getattr(self, name)}; expected >= 1")
         if self.max_history_tokens < 1:

@@ -116,7 +116,7 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
             )
-        for name in ("epochs", "eval_users", "topk_users", "threads", "stage_timeout_s"):
+        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchScaleConfig.{name}={getattr(self, name)}; expected >= 1")
 

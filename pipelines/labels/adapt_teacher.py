@@ -67,11 +67,23 @@ class AdaptTeacherConfig(DataArgs, OutputArgs, ThreadArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("positives_per_user", "history_items", "r", "epochs", "batch_size", "threads"):
+        for name in ("positives_per_user", "history_items", "r", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"AdaptTeacherConfig.{name}={getattr(self, name)!r}; expected >= 1"
                 )
+
+    def lora(self) -> dict:
+        """The LoRA settings every teacher kind takes (``CausalLoRAConfig``,
+        ``EmbeddingLoRAConfig``)."""
+        return dict(
+            r=self.r,
+            lr=self.lr,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            max_steps=self.max_steps or None,
+            seed=self.seed,
+        )
 
 
 def _examples(c: AdaptTeacherConfig, data, split, rng):

@@ -205,7 +205,7 @@ class GenerateLabelsConfig(DataArgs, OutputArgs, ThreadArgs):
             raise ValueError(
                 f"GenerateLabelsConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
             )
-        for name in ("shard_users", "eval_users", "batch_size", "history_items", "threads"):
+        for name in ("shard_users", "eval_users", "batch_size", "history_items"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"GenerateLabelsConfig.{name}={getattr(self, name)!r}; expected >= 1"

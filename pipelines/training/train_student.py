@@ -145,7 +145,6 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             "batch_size",
             "n_negatives",
             "soft_users",
-            "threads",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(
@@ -237,8 +236,7 @@ def run(config: TrainStudentConfig) -> dict:
     result = {
         "config": to_dict(c),
         "mode": "hard" if c.no_teacher else "distilled",
-        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
-        "split": {"protocol": c.protocol, "seed": c.split_seed, "fingerprint": split.fingerprint()},
+        **model.provenance,
         "teacher": None if meta is None else meta.get("teacher"),
         "best_epoch": fit.best_epoch,
         "epochs_run": len(fit.history),

@@ -105,12 +105,5 @@ class CausalPart(Part):
             rows.append(
                 (scorer.render_prefix(history, part.user_features(u)), part.item_dict(j), label)
             )
-        cfg = CausalLoRAConfig(
-            r=c.r,
-            lr=c.lr,
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            max_steps=c.max_steps or None,
-            seed=c.seed,
-        )
+        cfg = CausalLoRAConfig(**c.lora())
         return adapt_causal_lm(scorer.model, tok, rows, cfg, out)

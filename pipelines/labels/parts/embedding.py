@@ -108,15 +108,7 @@ class EmbeddingPart(Part):
             (user_text(data, np.r_[h, pad][: c.history_items]), item_text[j])
             for _, j, h, _ in examples
         ]
-        cfg = EmbeddingLoRAConfig(
-            r=c.r,
-            lr=c.lr,
-            epochs=c.epochs,
-            batch_size=c.batch_size,
-            max_steps=c.max_steps or None,
-            seed=c.seed,
-            full_finetune=c.full_finetune,
-        )
+        cfg = EmbeddingLoRAConfig(**c.lora(), full_finetune=c.full_finetune)
         return adapt_embedding_model(st, pairs, cfg, out)
 
 
