@@ -1,3 +1,4 @@
-"""Stage 6, evaluation: the benchmark job and its report, index evaluation (exact search as the
-oracle) and scale runs, the distillation ablation, and the speed benchmarks of the label
-engines; reads every artifact and writes JSON, Markdown and plots."""
+"""Stage evaluation: the benchmark job over each protocol's segments and its report, and index
+evaluation (exact search as the oracle) at catalogue scale; reads every artifact and writes
+JSON, Markdown and plots. The ablation and the speed and scale runs are in
+``pipelines.experiments``."""

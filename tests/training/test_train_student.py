@@ -83,7 +83,9 @@ def test_reported_validation_is_the_saved_models(tmp_path, select_best):
     data = load_dataset(DATASET)
     split = training_split(data, "random", 0)
     model = TwoTower.from_pretrained(tmp_path / "s" / "model")
-    hist = torch.as_tensor(histories(split.train, data.n_users, cfg.model.history_len, data.n_items))
+    hist = torch.as_tensor(
+        histories(split.train, data.n_users, cfg.model.history_len, data.n_items)
+    )
     again = evaluate(score_fn(model, hist), split.matrix("valid"), split.seen_for("valid"))
     for k, v in res["valid"].items():
         assert again[k] == v, k
