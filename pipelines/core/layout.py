@@ -69,6 +69,18 @@ class RunLayout:
     def benchmark(self) -> Path:
         return self.root / "benchmark"
 
+    def servable(self) -> tuple[Path, ...]:
+        """Where a run keeps a servable model, preferred first (int8_fast: int8 only where it
+        is faster; a train-student output alone has ``model/``)."""
+        return (
+            self.int8_fast,
+            self.int8,
+            self.pruned,
+            self.model("student_distilled"),
+            self.model("student_hard"),
+            self.root / MODEL,
+        )
+
     @property
     def cold(self) -> RunLayout:
         """The demo's cold-start chain: the same layout under ``cold/``."""

@@ -2,7 +2,7 @@
 
 A run folder is what ``recdistill demo`` writes (``compressed/``, ``student_distilled/``, ...)
 or a single ``train-student`` / ``compress`` output. The model is the first of
-:data:`RUN_MODELS` that exists (``--model`` overrides). The dataset spec comes from the JSON the
+``RunLayout.servable()`` that exists (``--model`` overrides). The dataset spec comes from the JSON the
 job that made the model wrote beside it (``compression.json`` or ``metrics.json``); the
 protocol, split seed and the dataset and split fingerprints from the model folder's own
 provenance (``config.json``). A model saved without provenance falls back to the training
@@ -24,17 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from pipelines.core.layout import RunLayout
+
 logger = logging.getLogger(__name__)
 
-# where a run keeps its servable model, preferred first (int8_fast: int8 only where it is faster)
-RUN_MODELS = (
-    "compressed/int8_fast",
-    "compressed/int8",
-    "compressed/pruned",
-    "student_distilled/model",
-    "student_hard/model",
-    "model",
-)
 RUN_INDEX = "index"
 
 
@@ -137,9 +130,9 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
     comp = _read(record)
     source = Path(comp.get("config", {}).get("model", ""))
     # the run's own student first (a copied or moved run still records the old path)
-    candidates = [model_dir.parent.parent / "student_distilled" / "metrics.json"]
+    candidates = [RunLayout(model_dir.parent.parent).student_distilled / "metrics.json"]
     if run is not None:
-        candidates.append(run / "student_distilled" / "metrics.json")
+        candidates.append(RunLayout(run).student_distilled / "metrics.json")
     candidates.append(source.parent / "metrics.json")
     for m in candidates:
         if m.is_file():
@@ -159,14 +152,16 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
 
 
 def _find_model(run_dir: Path | None, model: str | Path | None) -> Path:
-    """``--model``, else the first of :data:`RUN_MODELS` in ``run_dir``."""
+    """``--model``, else the first of ``RunLayout(run_dir).servable()`` that exists."""
     if model:
         model_dir = Path(model)
     elif run_dir is not None:
-        found = [run_dir / m for m in RUN_MODELS if (run_dir / m / "config.json").is_file()]
+        places = RunLayout(run_dir).servable()
+        found = [m for m in places if (m / "config.json").is_file()]
         if not found:
+            looked = [str(m.relative_to(run_dir)) for m in places]
             raise ServeError(
-                f"--run {run_dir}: holds no model; looked for {list(RUN_MODELS)} (each a folder "
+                f"--run {run_dir}: holds no model; looked for {looked} (each a folder "
                 "with config.json); pass --model"
             )
         model_dir = found[0]
