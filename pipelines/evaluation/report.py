@@ -9,7 +9,7 @@ The report dict (``pipelines.evaluation.report_schema.validate_report`` checks i
                         "bytes", "sweep"?: [{"param", "value"?, "recall", "qps"}]}}}
 
 Required keys must be present; their value may be None (shown as "-"), e.g. a teacher overlap
-for a model that has no teacher. Plots use matplotlib's Agg canvas (no pyplot state).
+for a model that has no teacher. The plots are drawn by ``pipelines.evaluation.plots``.
 """
 
 from __future__ import annotations
@@ -18,15 +18,18 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from common.io import atomic_write, write_text
+from pipelines.evaluation.plots import is_missing as _missing
+from pipelines.evaluation.plots import plot_cold_ndcg as plot_cold_ndcg
+from pipelines.evaluation.plots import plot_quality_vs_bytes as plot_quality_vs_bytes
+from pipelines.evaluation.plots import plot_quality_vs_latency as plot_quality_vs_latency
+from pipelines.evaluation.plots import plot_recall_vs_qps as plot_recall_vs_qps
+from pipelines.evaluation.plots import plots_for
 from pipelines.evaluation.report_schema import ReportSchemaError as ReportSchemaError
 from pipelines.evaluation.report_schema import is_number, validate_report
 
@@ -34,10 +37,6 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------- formatting
-def _missing(v: Any) -> bool:
-    return v is None or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
-
-
 def fmt_float(v: Any, digits: int = 4) -> str:
     return "-" if _missing(v) else f"{float(v):.{digits}f}"
 
@@ -296,89 +295,6 @@ def _sweep_label(p: dict[str, Any]) -> str:
     return f"{p['param']}={p['value']}" if "value" in p else str(p["param"])
 
 
-# ------------------------------------------------------------------------ plots
-def _new_axes(title: str, xlabel: str, ylabel: str) -> tuple[Figure, Any]:
-    fig = Figure(figsize=(6.4, 4.4), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    return fig, ax
-
-
-def _scatter_models(ax: Any, report: dict[str, Any], xkey: str) -> int:
-    n = 0
-    for name, m in report["models"].items():
-        x, y = m.get(xkey), m["ndcg@10"]
-        if _missing(x) or _missing(y) or (xkey == "bytes" and x <= 0):
-            continue
-        ax.scatter([x], [y], s=30)
-        ax.annotate(str(name), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-        ci = m.get("ndcg@10_ci")
-        if ci is not None:
-            ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="none", alpha=0.5)
-        n += 1
-    return n
-
-
-def plot_quality_vs_latency(report: dict[str, Any]) -> Figure | None:
-    """NDCG@10 against batch-1 latency per model; None when no model has a latency."""
-    fig, ax = _new_axes("Quality vs latency", "latency per query, batch 1 (ms)", "NDCG@10")
-    return fig if _scatter_models(ax, report, "latency_ms_batch1") else None
-
-
-def plot_quality_vs_bytes(report: dict[str, Any]) -> Figure | None:
-    """NDCG@10 against model size (log x); None when no model has both."""
-    fig, ax = _new_axes("Quality vs size", "model size (bytes, log scale)", "NDCG@10")
-    if not _scatter_models(ax, report, "bytes"):
-        return None
-    ax.set_xscale("log")
-    return fig
-
-
-def plot_recall_vs_qps(report: dict[str, Any]) -> Figure | None:
-    """Recall@10 vs QPS (log y): one curve per index sweep, one point per plain index."""
-    fig, ax = _new_axes("Index recall vs throughput", "recall@10 vs exact", "QPS (log scale)")
-    n = 0
-    for name, m in report["indexes"].items():
-        pts = [p for p in m.get("sweep") or [] if not _missing(p["recall"]) and _pos(p["qps"])]
-        if pts:
-            xs = [p["recall"] for p in pts]
-            ys = [p["qps"] for p in pts]
-            (line,) = ax.plot(xs, ys, marker="o", label=str(name))
-            for p in pts:
-                ax.annotate(
-                    str(p.get("value", p["param"])),
-                    (p["recall"], p["qps"]),
-                    textcoords="offset points",
-                    xytext=(3, 3),
-                    fontsize=7,
-                    color=line.get_color(),
-                )
-            n += 1
-        elif not _missing(m["recall@10_vs_exact"]) and _pos(m["qps_batch1"]):
-            ax.scatter([m["recall@10_vs_exact"]], [m["qps_batch1"]], marker="s", label=str(name))
-            n += 1
-    if not n:
-        return None
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _pos(v: Any) -> bool:
-    return not _missing(v) and float(v) > 0
-
-
-PLOTS: dict[str, Callable[[dict[str, Any]], Figure | None]] = {
-    "quality_vs_latency.png": plot_quality_vs_latency,
-    "quality_vs_bytes.png": plot_quality_vs_bytes,
-    "recall_vs_qps.png": plot_recall_vs_qps,
-}
-
-
 # ------------------------------------------------------------------------ write
 def _jsonable(o: Any) -> Any:
     """numpy scalars/arrays -> Python; non-finite floats -> None (strict JSON)."""
@@ -406,12 +322,11 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Pat
     text = json.dumps(_jsonable(report), indent=2, allow_nan=False)
     written = [write_text(out / "report.json", text)]
     plots = []
-    for fname, make in PLOTS.items():
-        fig = make(report)
+    for fname, make in plots_for(report).items():
+        fig = make(report)  # laid out already (its labels are placed on that layout)
         if fig is None:
             logger.info("skipping %s: no data to plot", fname)
             continue
-        fig.tight_layout()
         written.append(atomic_write(out / fname, lambda p, f=fig: f.savefig(p, format="png")))
         plots.append(fname)
     md = render_markdown(report, plots)
