@@ -129,9 +129,13 @@ def load_labels(
         )
     got = meta.get("dataset", {}).get("fingerprint")
     if dataset_fingerprint is not None and got != dataset_fingerprint:
+        made_for = (meta.get("config") or {}).get("dataset") or meta.get("dataset", {}).get("name")
         raise LabelError(
-            f"{path}: labels were made for dataset fingerprint {got!r}, but the data here has "
-            f"{dataset_fingerprint!r}; regenerate the labels for this dataset"
+            f"{path}: labels were made for --dataset {made_for!r} (fingerprint {got!r}), but "
+            f"the data here has fingerprint {dataset_fingerprint!r}; pass the same data flags "
+            "as generate-labels had (--dataset with --items/--users/--columns/--item-columns/"
+            "--user-columns/--genre-sep, or that string as --dataset), or regenerate the labels "
+            "for this dataset"
         )
     got = meta.get("split", {}).get("fingerprint")
     if split_fingerprint is not None and got != split_fingerprint:
