@@ -55,8 +55,8 @@ def test_items_id_column_defaults_to_the_interactions_mapping(tmp_path):
 
 def test_year_from_the_title_and_no_genres_listed(tmp_path):
     r, m = write(tmp_path / "ratings.csv", RATINGS), write(tmp_path / "movies.csv", MOVIES)
-    items = load_dataset(table_spec(str(r), items=str(m), columns=LATEST_COLS)).items
-    items = items.set_index("item_id")
+    spec = table_spec(str(r), items=str(m), columns=LATEST_COLS, item_columns="item_id=movieId")
+    items = load_dataset(spec).items.set_index("item_id")
     assert items.loc["1", "title"] == "Toy Story" and items.loc["1", "year"] == 1995
     assert items.loc["2", "title"] == "American President, The"
     assert np.isnan(items.loc["3", "year"]) and items.loc["3", "title"] == "Untitled Thing"
@@ -66,7 +66,7 @@ def test_year_from_the_title_and_no_genres_listed(tmp_path):
     )
     # a year column, where the table has one, is kept as it is
     write(tmp_path / "y.csv", "movieId,title,year\n1,Heat (1995),1996\n2,B,\n3,C,\n")
-    y = load_dataset(table_spec(str(r), items=str(tmp_path / "y.csv"), columns=LATEST_COLS))
+    y = load_dataset(spec.replace(str(m), str(tmp_path / "y.csv")))
     assert y.items["title"][0] == "Heat (1995)" and y.items["year"][0] == 1996
 
 
