@@ -129,10 +129,13 @@ def load_labels(
         )
     got = meta.get("dataset", {}).get("fingerprint")
     if dataset_fingerprint is not None and got != dataset_fingerprint:
-        made_for = (meta.get("config") or {}).get("dataset") or meta.get("dataset", {}).get("name")
+        config = meta.get("config")
+        made_for = (config.get("dataset") if isinstance(config, dict) else None) or meta.get(
+            "dataset", {}
+        ).get("name")
         raise LabelError(
-            f"{path}: labels were made for --dataset {made_for!r} (fingerprint {got!r}), but "
-            f"the data here has fingerprint {dataset_fingerprint!r}; pass the same data flags "
+            f"{path}: labels were made for --dataset {made_for!r} (dataset fingerprint {got!r}), "
+            f"but the data here has {dataset_fingerprint!r}; pass the same data flags "
             "as generate-labels had (--dataset with --items/--users/--columns/--item-columns/"
             "--user-columns/--genre-sep, or that string as --dataset), or regenerate the labels "
             "for this dataset"
