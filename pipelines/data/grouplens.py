@@ -253,5 +253,6 @@ def tag_text(item_ids: pd.Series, tags: pd.DataFrame, top: int = 20) -> list[str
         tag=("tag", "first"), n=("tag", "size"), first=("order", "min")
     )
     g = g.reset_index().sort_values(["item_id", "n", "first"], ascending=[True, False, True])
-    joined = g.groupby("item_id", sort=False)["tag"].agg(lambda s: ", ".join(s.iloc[:top]))
-    return ["tags: " + joined[i] if i in joined.index else "" for i in item_ids.astype(str)]
+    g = g[g.groupby("item_id", sort=False).cumcount() < top]
+    joined = "tags: " + g.groupby("item_id", sort=False)["tag"].agg(", ".join)
+    return joined.reindex(item_ids.astype(str)).fillna("").tolist()

@@ -66,7 +66,7 @@ def load_dataset(spec: str) -> InteractionData:
             users_path=t.users,
             user_columns=dict(t.user_columns),
             genre_sep=t.genre_sep,
-            name=root.name if root.is_dir() else head.stem,
+            name=root.name if root.is_dir() else Path(head.name.removesuffix(".gz")).stem,
         )
     p = Path(spec)
     if p.is_dir():
