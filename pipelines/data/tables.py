@@ -115,6 +115,8 @@ class TableSpec:
         head = found["interactions"][0]
         if self.items is None and not found["items"]:
             _warn_no_items(head, root, [])
+        elif self.items is None:
+            logger.info("%s: the item table is %s", root, found["items"][0].name)
         return replace(
             self,
             interactions=str(head),
