@@ -43,14 +43,14 @@ def catalogue(tmp_path_factory):
         "--items", str(root / "products.csv"),
         "--users", str(root / "customers.csv"),
         "--columns", "user_id=customer,item_id=product,rating=stars,timestamp=when",
-        "--item-columns", "item_id=product,title=name,genres=categories,text=blurb,year=released",
-        "--user-columns", "user_id=customer,gender=segment",
+        "--item-columns", "title=name,genres=categories,text=blurb,year=released",  # ids: --columns
+        "--user-columns", "gender=segment",
         "--genre-sep", ";",
     ]  # fmt: skip
     return root, flags, syn
 
 
-def test_own_catalogue_through_every_job(tmp_path, catalogue, tiny_st_dir):
+def test_own_catalogue_through_every_job(tmp_path, catalogue, tiny_st_dir, capsys):
     root, flags, syn = catalogue
     prep = main(["prepare", *flags, "--protocols", "random", "--out", str(tmp_path / "prep")])
     assert prep["stats"]["users"] == syn.n_users and prep["stats"]["items"] == syn.n_items
@@ -67,6 +67,14 @@ def test_own_catalogue_through_every_job(tmp_path, catalogue, tiny_st_dir):
     )  # fmt: skip
     assert meta["dataset"]["fingerprint"] == data.fingerprint()
     assert meta["config"]["dataset"] == spec
+
+    # the data flags forgotten (all but --dataset and --columns): the error names the spec
+    with pytest.raises(SystemExit) as exc:
+        main(["train-student", *flags[:2], *flags[6:8], "--labels", str(labels), *SMALL,
+              "--out", str(tmp_path / "forgot")])  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"labels were made for --dataset {spec!r}" in err and "pass the same data flags" in err
 
     student = tmp_path / "student"
     res = main(["train-student", *flags, "--labels", str(labels), *SMALL, "--out", str(student)])
@@ -127,3 +135,27 @@ def test_dataset_folder_with_the_standard_names(tmp_path, catalogue):
         ]
     )
     assert res["stats"]["items"] == syn.n_items and res["stats"]["name"] == "mine"
+
+
+def test_movielens_latest_export_with_the_documented_flags(tmp_path):
+    """data/README.md's flags for a MovieLens "latest" export: the ids of movies.csv come from
+    --columns, years from the titles, "(no genres listed)" is no genre."""
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n"
+        + "".join(f"{u},{m},{1 + (u + m) % 5}.0,{1000 + 10 * u + m}\n"
+                  for u in range(8) for m in range(30) if (u * m) % 3 != 1)
+    )  # fmt: skip
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n0,Toy Story (1995),Animation|Comedy\n1,\"Net, The (1995)\",Action\n"
+        "2,Nameless,(no genres listed)\n"
+        + "".join(f"{m},Movie {m} ({1950 + m}),{'Drama' if m % 2 else 'Comedy'}\n" for m in range(3, 30))
+    )  # fmt: skip
+    res = main(
+        ["prepare", "--dataset", str(tmp_path / "ratings.csv"), "--items", str(tmp_path / "movies.csv"),
+         "--columns", "user_id=userId,item_id=movieId,rating=rating,timestamp=timestamp",
+         "--protocols", "temporal", "--out", str(tmp_path / "p")]
+    )  # fmt: skip
+    data = load_dataset(res["config"]["dataset"])
+    assert res["stats"]["items"] == 30 and data.items["year"].notna().sum() == 29
+    assert data.items["title"].tolist()[:3] == ["Toy Story", "Net, The", "Nameless"]
+    assert data.items["genres"].tolist()[2] == [] and data.items["year"][0] == 1995

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.data.values import NUMBER_OR_DATE, flat_strings, genre_list, is_list, unix_seconds
+
 logger = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp")
@@ -195,14 +197,14 @@ def _checked_ratings(ratings: pd.DataFrame, src: str) -> pd.DataFrame:
     r = ratings[["user_id", "item_id", "rating", "timestamp"]].copy()
     r["user_id"] = r["user_id"].astype(str)
     r["item_id"] = r["item_id"].astype(str)
-    for col in ("rating", "timestamp"):
-        num = pd.to_numeric(r[col], errors="coerce")
+    for col, expected in (("rating", "a finite number"), ("timestamp", NUMBER_OR_DATE)):
+        num = unix_seconds(r[col]) if col == "timestamp" else pd.to_numeric(r[col], errors="coerce")
         bad = num.isna() | ~np.isfinite(num.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise DataError(
                 f"{src}: {where(r, i)}, column {col!r} {cell(ratings[col].iloc[i])}; "
-                f"expected a finite number ({int(bad.sum())} bad rows in all)"
+                f"expected {expected} ({int(bad.sum())} bad rows in all)"
             )
         r[col] = num
     if (r["timestamp"] < 0).any():
@@ -388,6 +390,10 @@ def _normalise_items(
     if "title" not in items:
         items["title"] = ""
     title = items["title"].fillna("").astype(str).str.strip()
+    if "year" not in items:  # "Toy Story (1995)": title "Toy Story", year 1995
+        parts = title.str.extract(r"^(.*?)\s*\((\d{4})\)$")
+        dated = parts[1].notna()
+        title, items["year"] = title.where(~dated, parts[0]), parts[1]
     untitled = (title == "").to_numpy()
     if 0 < untitled.sum() < len(items):
         logger.info(
@@ -399,19 +405,9 @@ def _normalise_items(
     items["year"] = pd.to_numeric(items["year"], errors="coerce").astype(float)
     if "genres" not in items:
         items["genres"] = [[] for _ in range(len(items))]
-    items["genres"] = [_genres(g, genre_sep) for g in items["genres"]]
+    items["genres"] = [genre_list(g, genre_sep) for g in items["genres"]]
     if "text" not in items:
         items["text"] = ""
+    items["text"] = [" ".join(flat_strings(x)) if is_list(x) else x for x in items["text"]]
     items["text"] = items["text"].fillna("").astype(str)
     return items[list(ITEM_COLUMNS)]
-
-
-def _genres(g, sep: str | None = None) -> list[str]:
-    if isinstance(g, (list, tuple, np.ndarray)):
-        return [str(x) for x in g if str(x)]
-    if g is None or (isinstance(g, float) and np.isnan(g)):
-        return []
-    text = str(g)
-    if sep is None:
-        text, sep = text.replace(",", "|"), "|"
-    return [x.strip() for x in text.split(sep) if x.strip()]

@@ -1,5 +1,6 @@
 """MovieLens in GroupLens's own formats: ML-100K from the installed recbole wheel (the
-default dataset), and raw GroupLens folders (ML-100K's ``u.data``, ML-1M's ``ratings.dat``).
+default dataset), and raw GroupLens folders (ML-100K's ``u.data``, ML-1M's and ML-10M's
+``ratings.dat``, the ``ratings.csv`` of ML-20M/25M and ml-latest).
 
 MovieLens data is never committed and never downloaded from a hub: it is read from the
 installed ``recbole`` package (``recbole/dataset_example/ml-100k/``) or from a path you give.
@@ -8,13 +9,13 @@ installed ``recbole`` package (``recbole/dataset_example/ml-100k/``) or from a p
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipelines.data.dataset import LINE, DataError, InteractionData, build_data, cell, where
+from pipelines.data.readers import read_table
 
 ML100K_GENRES = (
     "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy "
@@ -65,23 +66,20 @@ def load_ml100k(path: str | Path | None = None) -> InteractionData:
     )
 
 
-_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
-
-
-def _split_title(title: str) -> tuple[str, float]:
-    m = _YEAR.search(title)
-    return (title[: m.start()], float(m.group(1))) if m else (title, float("nan"))
-
-
 def _read_delimited(
     path: Path, sep: str, names: list[str], *, encoding: str = "utf-8", min_fields: int = 0
 ) -> pd.DataFrame:
     """A headerless GroupLens file: every non-blank line must have ``len(names)`` fields (at
-    least ``min_fields`` when given); the index is the file's 1-based line numbers."""
-    try:
-        lines = path.read_text(encoding=encoding).splitlines()
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not {encoding} text ({e})") from None
+    least ``min_fields`` when given); the index is the file's 1-based line numbers.
+    ``encoding`` may list several, ``"utf-8|latin-1"``: the first that decodes the file."""
+    raw = path.read_bytes()
+    for i, enc in enumerate(encoding.split("|")):  # "utf-8|latin-1": the first that decodes
+        try:
+            lines = raw.decode(enc).splitlines()
+            break
+        except UnicodeDecodeError as e:
+            if i == encoding.count("|"):
+                raise DataError(f"{path}: not {encoding.replace('|', ' or ')} text ({e})") from None
     rows, numbers = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -99,19 +97,34 @@ def _read_delimited(
     return pd.DataFrame(rows, columns=names, index=pd.Index(numbers, name=LINE))
 
 
+def grouplens_layout(root: Path) -> str | None:
+    """Which GroupLens layout folder ``root`` holds: ``"100k"`` (``u.data``), ``"dat"``
+    (ML-1M/ML-10M: ``ratings.dat``), ``"csv"`` (ML-20M/25M/latest: ``ratings.csv``) or None."""
+    for name, layout in (("u.data", "100k"), ("ratings.dat", "dat"), ("ratings.csv", "csv")):
+        if (root / name).is_file():
+            return layout
+    return None
+
+
 def load_grouplens(path: str | Path) -> InteractionData:
-    """GroupLens raw files: ML-100K (``u.data``, ``u.item``, ``u.user``) or ML-1M
-    (``ratings.dat``, ``movies.dat``, ``users.dat``) in folder ``path``."""
+    """GroupLens raw files in folder ``path``: ML-100K (``u.data``, ``u.item``, ``u.user``),
+    ML-1M (``ratings.dat``, ``movies.dat``, ``users.dat``), ML-10M (``ratings.dat``,
+    ``movies.dat``, ``tags.dat``) or the csv layout of ML-20M/25M and ml-latest
+    (``ratings.csv``, ``movies.csv``, ``tags.csv``). Tags join the item's text."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; expected a GroupLens ml-100k or ml-1m folder")
-    if (root / "u.data").exists():
+    layout = grouplens_layout(root)
+    if layout == "100k":
         return _load_grouplens_100k(root)
-    if (root / "ratings.dat").exists():
-        return _load_grouplens_1m(root)
+    if layout == "dat":
+        return _load_grouplens_dat(root)
+    if layout == "csv":
+        return _load_grouplens_csv(root)
     raise DataError(
-        f"{root}: no GroupLens files found; expected u.data (+ u.item, u.user) for ML-100K "
-        "or ratings.dat (+ movies.dat, users.dat) for ML-1M"
+        f"{root}: no GroupLens files found; expected u.data (+ u.item, u.user) for ML-100K, "
+        "ratings.dat (+ movies.dat, users.dat, tags.dat) for ML-1M/10M, or ratings.csv "
+        "(+ movies.csv, tags.csv) for ML-20M/25M/latest"
     )
 
 
@@ -122,7 +135,6 @@ def _load_grouplens_100k(root: Path) -> InteractionData:
     if (root / "u.item").exists():
         cols = ["item_id", "title", "release", "video", "url", *ML100K_GENRES]
         raw = _read_delimited(root / "u.item", "|", cols, encoding="latin-1")
-        titles = [_split_title(t) for t in raw["title"]]
         flags = raw[ML100K_GENRES].to_numpy()
         bad = ~np.isin(flags, ["0", "1"])
         if bad.any():
@@ -134,8 +146,7 @@ def _load_grouplens_100k(root: Path) -> InteractionData:
         items = pd.DataFrame(
             {
                 "item_id": raw["item_id"],
-                "title": [t for t, _ in titles],
-                "year": [y for _, y in titles],
+                "title": raw["title"],  # "Toy Story (1995)": build_data takes the year out
                 "genres": [[g for g, f in zip(ML100K_GENRES, row) if f == "1"] for row in flags],
             },
             index=raw.index,
@@ -157,38 +168,91 @@ def _load_grouplens_100k(root: Path) -> InteractionData:
     )
 
 
-def _load_grouplens_1m(root: Path) -> InteractionData:
-    """ML-1M's ``ratings.dat`` with ``movies.dat`` and ``users.dat`` where present."""
+def _load_grouplens_dat(root: Path) -> InteractionData:
+    """ML-1M's or ML-10M's ``ratings.dat`` with ``movies.dat``, ``users.dat`` (ML-1M) and
+    ``tags.dat`` (ML-10M) where present."""
     ratings = _read_delimited(
         root / "ratings.dat", "::", ["user_id", "item_id", "rating", "timestamp"]
     )
     items = None
     if (root / "movies.dat").exists():
         raw = _read_delimited(
-            root / "movies.dat", "::", ["item_id", "title", "genres"], encoding="latin-1"
+            root / "movies.dat", "::", ["item_id", "title", "genres"], encoding="utf-8|latin-1"
         )
-        titles = [_split_title(t) for t in raw["title"]]
-        items = pd.DataFrame(
-            {
-                "item_id": raw["item_id"],
-                "title": [t for t, _ in titles],
-                "year": [y for _, y in titles],
-                "genres": raw["genres"].str.split("|"),
-            },
-            index=raw.index,
-        )
+        items = raw[["item_id", "title", "genres"]].copy()
+        if (root / "tags.dat").exists():
+            tags = _read_delimited(
+                root / "tags.dat", "::", ["user_id", "item_id", "tag", "timestamp"], min_fields=4
+            )
+            items["text"] = tag_text(items["item_id"], tags)
     users = None
     if (root / "users.dat").exists():
         users = _read_delimited(
             root / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"]
         )
         users["age"] = pd.to_numeric(users["age"], errors="coerce")
+    ten_m = (root / "tags.dat").exists() and users is None
     return build_data(
-        "ml-1m",
+        "ml-10m" if ten_m else "ml-1m",
         ratings,
         items,
         users,
         source=str(root / "ratings.dat"),
         items_source=str(root / "movies.dat"),
         users_source=str(root / "users.dat"),
+        genre_sep="|",
     )
+
+
+CSV_LAYOUT = {"userId": "user_id", "movieId": "item_id"}
+
+
+def _load_grouplens_csv(root: Path) -> InteractionData:
+    """ML-20M/25M/latest: ``ratings.csv`` (userId,movieId,rating,timestamp) with
+    ``movies.csv`` (movieId,title,genres; genres ``|``-separated) and ``tags.csv``
+    (userId,movieId,tag,timestamp) where present."""
+    ratings = _csv_columns(root / "ratings.csv", ("userId", "movieId", "rating", "timestamp"))
+    items = None
+    if (root / "movies.csv").exists():
+        items = _csv_columns(root / "movies.csv", ("movieId", "title", "genres"))
+        if (root / "tags.csv").exists():
+            tags = _csv_columns(root / "tags.csv", ("userId", "movieId", "tag"))
+            items["text"] = tag_text(items["item_id"], tags)
+    return build_data(
+        "movielens",
+        ratings,
+        items,
+        source=str(root / "ratings.csv"),
+        items_source=str(root / "movies.csv"),
+        genre_sep="|",
+    )
+
+
+def _csv_columns(path: Path, names: tuple[str, ...]) -> pd.DataFrame:
+    """The MovieLens csv file ``path``'s columns ``names``, under our names."""
+    df = read_table(path)
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: no column {missing[0]!r} (found {list(df.columns)}); expected the "
+            f"MovieLens csv layout {','.join(names)}"
+        )
+    return df[list(names)].rename(columns=CSV_LAYOUT)
+
+
+def tag_text(item_ids: pd.Series, tags: pd.DataFrame, top: int = 20) -> list[str]:
+    """Each item's tags as text for the teacher, ``"tags: a, b"``: its ``top`` most frequent
+    tags (case-insensitive, ties by first use), "" for an item without tags. ``tags`` has
+    ``item_id`` and ``tag``."""
+    t = pd.DataFrame({"item_id": tags["item_id"].astype(str), "tag": tags["tag"].astype(str)})
+    t["tag"] = t["tag"].str.strip()
+    t = t[t["tag"] != ""].reset_index(drop=True)
+    t["key"] = t["tag"].str.lower()
+    t["order"] = np.arange(len(t))
+    g = t.groupby(["item_id", "key"], sort=False).agg(
+        tag=("tag", "first"), n=("tag", "size"), first=("order", "min")
+    )
+    g = g.reset_index().sort_values(["item_id", "n", "first"], ascending=[True, False, True])
+    g = g[g.groupby("item_id", sort=False).cumcount() < top]
+    joined = "tags: " + g.groupby("item_id", sort=False)["tag"].agg(", ".join)
+    return joined.reindex(item_ids.astype(str)).fillna("").tolist()

@@ -9,15 +9,17 @@ from pathlib import Path
 
 from pipelines.data.dataset import DataError, InteractionData
 from pipelines.data.grouplens import load_grouplens, load_ml100k
-from pipelines.data.tables import TABLE_SUFFIXES, TableSpec, is_table, load_table, table_spec
+from pipelines.data.readers import KINDS, TABLE_SUFFIXES, table_suffix
+from pipelines.data.tables import TableSpec, is_table, load_table, table_spec
 
 __all__ = ["TableSpec", "load_dataset", "load_grouplens", "load_ml100k", "load_table", "table_spec"]
 
 
 def load_dataset(spec: str) -> InteractionData:
-    """``ml-100k`` (packaged) | ``grouplens:/path`` | ``synthetic[:users=..,items=..,seed=..]``
+    """``ml-100k`` (packaged) | ``grouplens:/path`` (or the folder itself: ML-100K, ML-1M,
+    ML-10M, and the csv layout of ML-20M/25M/latest) | ``synthetic[:users=..,items=..,seed=..]``
     (any :class:`SyntheticConfig` field, ``sampler=exact|fast`` included)
-    | your own files: a ``.csv``/``.tsv``/``.parquet`` path or a folder, with options
+    | your own files: a ``.csv``/``.tsv``/``.parquet``/``.jsonl`` path or a folder, with options
     (``TableSpec``: ``file.csv?items=items.csv&columns=user_id=uid``)."""
     from pipelines.data.synthetic import SyntheticConfig, make_synthetic
 
@@ -50,10 +52,10 @@ def load_dataset(spec: str) -> InteractionData:
     if is_table(spec):
         t = TableSpec.parse(spec).resolved()
         head = Path(t.interactions)
-        if head.suffix not in TABLE_SUFFIXES:
+        if table_suffix(head) not in TABLE_SUFFIXES:
             raise DataError(
-                f"dataset spec {spec!r}: {head} is not a .csv/.tsv/.parquet file or a folder "
-                "holding interactions.csv"
+                f"dataset spec {spec!r}: {head} is not a {KINDS} file or a folder holding "
+                "interactions.csv"
             )
         root = Path(TableSpec.parse(spec).interactions)
         return load_table(
@@ -64,13 +66,13 @@ def load_dataset(spec: str) -> InteractionData:
             users_path=t.users,
             user_columns=dict(t.user_columns),
             genre_sep=t.genre_sep,
-            name=root.name if root.is_dir() else head.stem,
+            name=root.name if root.is_dir() else Path(head.name.removesuffix(".gz")).stem,
         )
     p = Path(spec)
     if p.is_dir():
         return load_grouplens(p)
     raise DataError(
         f"unknown dataset {spec!r}; expected 'ml-100k', 'grouplens:/path', "
-        "'synthetic[:users=..,items=..]', a .csv/.tsv/.parquet file or a folder holding "
+        f"'synthetic[:users=..,items=..]', a {KINDS} file or a folder holding "
         "interactions.csv"
     )

@@ -3,6 +3,7 @@ table, each with a column mapping; ``TableSpec`` is the ``--dataset`` string tha
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -10,9 +11,10 @@ from urllib.parse import quote, unquote
 import numpy as np
 import pandas as pd
 
-from pipelines.data.dataset import LINE, DataError, InteractionData, build_data, cell, where
+from pipelines.data.dataset import DataError, InteractionData, build_data, cell, where
+from pipelines.data.grouplens import grouplens_layout
+from pipelines.data.readers import TABLE_SUFFIXES, read_table, table_suffix
 
-TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
 # our column name -> what it means; the flags --columns/--item-columns/--user-columns map
 # these names to a file's own
 COLUMNS = {
@@ -20,10 +22,16 @@ COLUMNS = {
     "item_columns": ("item_id", "title", "year", "genres", "text"),
     "user_columns": ("user_id", "age", "gender", "occupation"),
 }
-FOLDER_FILES = ("interactions", "items", "users")  # file stems looked for in a --dataset folder
+# file stems looked for in a --dataset folder (and beside an interactions file, for the warning)
+FOLDER_FILES = {
+    "interactions": ("interactions", "ratings"),
+    "items": ("items", "movies"),
+    "users": ("users",),
+}
 GENRE_SEP = "|"
 SPEC_KEYS = ("items", "users", *COLUMNS, "genre_sep")
 _SAFE = "/\\:=,|;@+ ~"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,31 +90,69 @@ class TableSpec:
         return cls(interactions=unquote(head), **kwargs)
 
     def resolved(self) -> TableSpec:
-        """A folder's files filled in: ``interactions.*`` and, unless given, ``items.*`` and
-        ``users.*``."""
+        """A folder's files filled in: ``interactions.*`` and, unless given, the item table
+        (``items.*`` or ``movies.*``, when just one is there) and ``users.*``. An interactions
+        table with no item table (none given, none found) is logged as a WARNING naming what
+        was looked for: the catalogue is then only the items seen, with no titles."""
         root = Path(self.interactions)
         if not root.is_dir():
+            if self.items is None:
+                _warn_no_items(root, root.parent, _find(root.parent, "items"))
             return self
-        found = {}
-        for stem in FOLDER_FILES:
-            hits = [
-                root / f"{stem}{suf}" for suf in TABLE_SUFFIXES if (root / f"{stem}{suf}").is_file()
-            ]
-            if len(hits) > 1:
+        found = {kind: _find(root, kind) for kind in FOLDER_FILES}
+        for kind, hits in found.items():
+            if len(hits) > 1 and not (kind == "items" and self.items):
                 raise DataError(
-                    f"{root}: both {hits[0].name} and {hits[1].name}; keep one {stem} file"
+                    f"{root}: both {hits[0].name} and {hits[1].name}; keep one {kind} file"
+                    + (" or name the one to use with --items" if kind == "items" else "")
                 )
-            found[stem] = str(hits[0]) if hits else None
-        if found["interactions"] is None:
+        if not found["interactions"]:
             raise DataError(
-                f"{root}: no interactions file; expected interactions.csv (or .tsv, .parquet) "
-                "and optionally items.csv and users.csv, or GroupLens files (u.data, ratings.dat)"
+                f"{root}: no interactions file; expected interactions.csv (or .tsv, .parquet, "
+                ".jsonl) and optionally items.csv and users.csv, or GroupLens files (u.data, "
+                "ratings.dat, ratings.csv)"
             )
+        head = found["interactions"][0]
+        if self.items is None and not found["items"]:
+            _warn_no_items(head, root, [])
+        elif self.items is None:
+            logger.info("%s: the item table is %s", root, found["items"][0].name)
         return replace(
             self,
-            interactions=found["interactions"],
-            items=self.items or found["items"],
-            users=self.users or found["users"],
+            interactions=str(head),
+            items=self.items or (str(found["items"][0]) if found["items"] else None),
+            users=self.users or (str(found["users"][0]) if found["users"] else None),
+        )
+
+
+def _find(root: Path, kind: str) -> list[Path]:
+    """The files of ``kind`` (a key of ``FOLDER_FILES``) in folder ``root``."""
+    return [
+        root / f"{stem}{suf}"
+        for stem in FOLDER_FILES[kind]
+        for suf in (*TABLE_SUFFIXES, *(s + ".gz" for s in TABLE_SUFFIXES))
+        if (root / f"{stem}{suf}").is_file()
+    ]
+
+
+def _warn_no_items(head: Path, root: Path, beside: list[Path]) -> None:
+    looked = "/".join(FOLDER_FILES["items"])
+    if beside:
+        logger.warning(
+            "%s: no item table given; %s beside it was not read (pass --items %s to use it): "
+            "the catalogue is only the items the interactions name, with no titles, years or "
+            "genres",
+            head,
+            beside[0].name,
+            beside[0],
+        )
+    else:
+        logger.warning(
+            "%s: no item table (--items, or %s.csv/.tsv/.parquet/.jsonl in %s); the catalogue "
+            "is only the items the interactions name, with no titles, years or genres",
+            head,
+            looked,
+            root,
         )
 
 
@@ -175,10 +221,12 @@ def table_spec(
 
 
 def is_table(spec: str) -> bool:
+    """``spec`` names your own files: a table file, a folder that is not a GroupLens one, or
+    anything with ``?options``."""
     head = Path(unquote(spec.partition("?")[0]))
     return (
-        head.suffix in TABLE_SUFFIXES
-        or (head.is_dir() and not any((head / n).exists() for n in ("u.data", "ratings.dat")))
+        table_suffix(head) in TABLE_SUFFIXES
+        or (head.is_dir() and grouplens_layout(head) is None)
         or "?" in spec
     )
 
@@ -200,7 +248,8 @@ def load_table(
     each with its own mapping. A missing rating means 1.0; a missing timestamp means the row
     order. Errors name the file's own line numbers (row numbers for Parquet)."""
     path = Path(path)
-    ratings = _pick(_read_any(path), columns, "columns", path, required=("user_id", "item_id"))
+    columns = dict(columns or {})
+    ratings = _pick(read_table(path), columns, "columns", path, required=("user_id", "item_id"))
     if "rating" not in ratings:
         ratings["rating"] = 1.0
     if "timestamp" not in ratings:
@@ -208,19 +257,21 @@ def load_table(
     items = users = None
     if items_path is not None:
         items = _pick(
-            _read_any(Path(items_path)),
+            read_table(Path(items_path)),
             item_columns,
             "item_columns",
             Path(items_path),
             required=("item_id",),
+            fallback={"item_id": columns.get("item_id")},
         )
     if users_path is not None:
         users = _pick(
-            _read_any(Path(users_path)),
+            read_table(Path(users_path)),
             user_columns,
             "user_columns",
             Path(users_path),
             required=("user_id",),
+            fallback={"user_id": columns.get("user_id")},
         )
         if "age" in users:
             age = pd.to_numeric(users["age"].replace("", np.nan), errors="coerce")
@@ -248,59 +299,30 @@ def load_table(
 
 
 def _pick(
-    df: pd.DataFrame, mapping: dict[str, str] | None, key: str, path: Path, required: tuple
+    df: pd.DataFrame,
+    mapping: dict[str, str] | None,
+    key: str,
+    path: Path,
+    required: tuple,
+    fallback: dict[str, str | None] | None = None,
 ) -> pd.DataFrame:
-    """Our columns of ``df`` (``mapping``: ours -> the file's), under our names."""
+    """Our columns of ``df`` (``mapping``: ours -> the file's), under our names. A column of
+    ours not in ``mapping`` is the file's column of ``fallback`` (the interactions' own name
+    for the id: ``--columns item_id=movieId`` reads an item table's ``movieId``) or else of
+    our name."""
     mapping = dict(mapping or {})
     flag = "--" + key.replace("_", "-")
     out = {}
     for ours in COLUMNS[key]:
-        theirs = mapping.get(ours, ours)
-        if theirs in df.columns:
+        names = [mapping[ours]] if ours in mapping else [(fallback or {}).get(ours), ours]
+        names = list(dict.fromkeys(n for n in names if n))
+        theirs = next((n for n in names if n in df.columns), None)
+        if theirs is not None:
             out[ours] = df[theirs]
         elif ours in required or ours in mapping:
+            shown = " or ".join(repr(n) for n in names)
             raise DataError(
-                f"{path}: no column {theirs!r} for {ours} (found {list(df.columns)}); map it "
+                f"{path}: no column {shown} for {ours} (found {list(df.columns)}); map it "
                 f"with {flag} {ours}=<your column>"
             )
     return pd.DataFrame(out, index=df.index)
-
-
-def _read_any(path: Path) -> pd.DataFrame:
-    """A CSV/TSV (every cell as text, empty cells as "", index = the file's 1-based line
-    numbers; a quoted cell spanning lines shifts the count) or a Parquet file (index = 1-based
-    row numbers). Library errors are raised as :class:`DataError` naming the file."""
-    if not path.exists():
-        raise DataError(f"missing file {path}")
-    if path.is_dir():
-        raise DataError(f"{path}: a folder; expected a .csv, .tsv or .parquet file")
-    if path.suffix in (".parquet", ".pq"):
-        try:
-            df = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises ArrowInvalid / OSError on a truncated file
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-        df.index = pd.RangeIndex(1, len(df) + 1)
-        return df
-    if path.suffix in (".csv", ".tsv", ".txt"):
-        try:
-            df = pd.read_csv(
-                path,
-                sep="\t" if path.suffix == ".tsv" else ",",
-                dtype=str,
-                keep_default_na=False,
-                skip_blank_lines=False,
-                encoding="utf-8",
-            )
-        except pd.errors.EmptyDataError:
-            raise DataError(
-                f"{path}: the file is empty; expected a header line of column names and one row "
-                "per line"
-            ) from None
-        except pd.errors.ParserError as e:
-            raise DataError(f"{path}: not a valid table ({' '.join(str(e).split())})") from None
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not UTF-8 text ({e})") from None
-        df.index = pd.Index(np.arange(2, len(df) + 2), name=LINE)  # line 1 is the header
-        blank = (df.fillna("") == "").all(axis=1)
-        return df[~blank.to_numpy()]
-    raise DataError(f"{path}: unknown file type {path.suffix!r}; expected .csv, .tsv or .parquet")

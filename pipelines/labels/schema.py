@@ -129,9 +129,16 @@ def load_labels(
         )
     got = meta.get("dataset", {}).get("fingerprint")
     if dataset_fingerprint is not None and got != dataset_fingerprint:
+        config = meta.get("config")
+        made_for = (config.get("dataset") if isinstance(config, dict) else None) or meta.get(
+            "dataset", {}
+        ).get("name")
         raise LabelError(
-            f"{path}: labels were made for dataset fingerprint {got!r}, but the data here has "
-            f"{dataset_fingerprint!r}; regenerate the labels for this dataset"
+            f"{path}: labels were made for --dataset {made_for!r} (dataset fingerprint {got!r}), "
+            f"but the data here has {dataset_fingerprint!r}; pass the same data flags "
+            "as generate-labels had (--dataset with --items/--users/--columns/--item-columns/"
+            "--user-columns/--genre-sep, or that string as --dataset), or regenerate the labels "
+            "for this dataset"
         )
     got = meta.get("split", {}).get("fingerprint")
     if split_fingerprint is not None and got != split_fingerprint:
