@@ -74,7 +74,8 @@ JOBS: dict[str, tuple[str, str, str]] = {
     "demo": (
         "pipelines.demo",
         "DemoConfig",
-        "the whole chain on the packaged defaults, reusing finished steps",
+        "the whole chain in one command, on ml-100k or your own data (--items, --columns, ...),"
+        " reusing finished steps",
     ),
     "index-bench": (
         "pipelines.evaluation.index_bench",
