@@ -74,7 +74,8 @@ JOBS: dict[str, tuple[str, str, str]] = {
     "demo": (
         "pipelines.demo",
         "DemoConfig",
-        "the whole chain on the packaged defaults, reusing finished steps",
+        "the whole chain in one command, on ml-100k or your own data (--items, --columns, ...),"
+        " reusing finished steps",
     ),
     "index-bench": (
         "pipelines.evaluation.index_bench",
@@ -119,11 +120,14 @@ DATASET_FLAGS: dict[str, str] = {
 }
 
 
+class _TopParser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and a hint, as the jobs' parsers
+        self.exit(2, f"{self.prog}: error: {message}\nsee {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: ``-v`` and the job names (no job module is imported)."""
-    parser = argparse.ArgumentParser(
-        prog="recdistill", description=__doc__.splitlines()[0], allow_abbrev=False
-    )
+    parser = _TopParser(prog="recdistill", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of an error (see exit codes)"
@@ -145,11 +149,14 @@ def job_parser(name: str):
         "--debug", action="store_true", help="print the traceback of an error (see exit codes)"
     )
     if "dataset" in parser.field_names():
-        _dataset_flags(
-            parser.add_argument_group(
-                "your own data (folded into --dataset; data/README.md walks through it)"
-            )
+        group = parser.data_group()
+        group.description = (
+            "your own data: --items, --users, --columns, ... are folded into --dataset "
+            "(data/README.md walks through it); a --config file takes them all as one "
+            "section, data: {dataset: ratings.csv, items: movies.csv, columns: ...}"
         )
+        _dataset_flags(group)
+        parser.file_keys |= set(DATASET_FLAGS)
     return parser, module
 
 
@@ -160,12 +167,10 @@ def _dataset_flags(group) -> None:
         group.add_argument(*flags, dest=f"dataset_{name}", metavar=metavar, help=help_)
 
 
-def with_dataset_flags(parser, config, argv: list[str]):
-    """``config`` with the own-data flags in ``argv`` folded into ``config.dataset``."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    _dataset_flags(pre)
-    given, _ = pre.parse_known_args(argv)
-    opts = {k: getattr(given, f"dataset_{k}") for k in DATASET_FLAGS}
+def with_dataset_flags(parser, config):
+    """``config`` with the own-data flags (from the command line or the ``--config`` file of
+    ``parser``'s last parse) folded into ``config.dataset``."""
+    opts = {k: getattr(parser.namespace, f"dataset_{k}", None) for k in DATASET_FLAGS}
     if all(v is None for v in opts.values()):
         return config
     import dataclasses
@@ -176,6 +181,37 @@ def with_dataset_flags(parser, config, argv: list[str]):
         return dataclasses.replace(config, dataset=table_spec(config.dataset, **opts))
     except ValueError as e:
         parser.error(str(e))
+
+
+# libraries' INFO lines that say nothing to a user: faiss's loader logs each CPU variant it
+# could not load (``Could not load library with AVX512 support ... ModuleNotFoundError``)
+QUIET_LOGGERS = ("faiss.loader",)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The CLI's logging: INFO (DEBUG with ``-v``) to stderr; library noise at WARNING; the
+    Hugging Face progress bars (hub, datasets, transformers) only on a terminal."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if sys.stderr.isatty():
+        return
+    import os
+
+    # read when the library is first imported (datasets is, later, by the jobs that use it)
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bars()  # already imported (the parser is transformers')
+    hf_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
 
 
 EXIT_BAD_INPUT = 2
@@ -221,12 +257,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser, module = job_parser(top.command)
     config = parser.parse_config(rest)
     if "dataset" in parser.field_names():
-        config = with_dataset_flags(parser, config, rest)
-    logging.basicConfig(
-        level=logging.DEBUG if top.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+        config = with_dataset_flags(parser, config)
+    setup_logging(top.verbose)
     try:
         result = module.run(config)
     except (Exception, KeyboardInterrupt) as exc:

@@ -1,8 +1,14 @@
-"""`recdistill demo` (`make demo`): the whole chain on the packaged defaults.
+"""`recdistill demo` (`make demo`): the whole chain in one command, on MovieLens-100K or
+your own data (``--dataset ratings.csv --items movies.csv --columns ...``: the own-data flags
+of every job, or a ``data:`` section in ``--config``).
 
-MovieLens-100K -> embedding teacher (+ EASE^R) soft labels -> hard-only and distilled
+The dataset -> embedding teacher (+ EASE^R) soft labels -> hard-only and distilled
 students -> pruned and int8 student -> FAISS indexes -> benchmark report, all under ``out``.
-Each step records a key (its config, the keys of the steps it reads and the data's
+``threads`` reaches every step but the benchmark, which times on its own default (1 thread)
+unless ``--overrides '{benchmark: {threads: N}}'`` says otherwise. The collaborative model
+(EASE^R or ALS) is fit once per chain: prepare, labels and benchmark share the chain's
+``RunLayout.collab_cache`` folder. Each step logs one INFO line when it starts and one with
+its seconds when it ends. Each step records a key (its config, the keys of the steps it reads and the data's
 fingerprint: :mod:`pipelines.experiments.steps`); a rerun reuses a step whose key is
 unchanged and redoes it (and what follows) when it changed.
 
@@ -25,6 +31,7 @@ from typing import Literal
 
 import yaml
 
+from common.config import check_int
 from common.io import write_json
 from pipelines.baselines import prepare
 from pipelines.compression import compress
@@ -46,9 +53,24 @@ COLD_KL = 1.0  # the cold chain's distilled student: weight of the KL over cold 
 
 @dataclass
 class DemoConfig:
-    dataset: str = field(default="ml-100k", metadata={"help": "dataset spec"})
+    dataset: str = field(
+        default="ml-100k",
+        metadata={
+            "help": "dataset spec: ml-100k, grouplens:/path, synthetic:..., or your own "
+            "interactions file (with the own-data flags below)",
+            "group": "data",
+        },
+    )
     protocol: Literal["random", "temporal"] = field(
-        default="random", metadata={"help": "split protocol"}
+        default="random", metadata={"help": "split protocol", "group": "data"}
+    )
+    threads: int = field(
+        default=2,
+        metadata={
+            "help": "CPU threads of every step but the benchmark, which times on 1 thread "
+            "(--overrides '{benchmark: {threads: N}}' to change it)",
+            "group": "threads",
+        },
     )
     teacher: TeacherName = field(
         default="embedding", metadata={"help": "LLM part of the teacher: embedding or causal_lm"}
@@ -75,7 +97,10 @@ class DemoConfig:
             "from a history alone"
         },
     )
-    out: str = field(default="runs/demo", metadata={"help": "output folder for every artifact"})
+    out: str = field(
+        default="runs/demo",
+        metadata={"help": "output folder for every artifact", "group": "output"},
+    )
     overrides: str | dict = field(
         default="",
         metadata={
@@ -92,6 +117,7 @@ class DemoConfig:
             raise ValueError(
                 f"DemoConfig.protocol={self.protocol!r}; expected 'random' or 'temporal'"
             )
+        check_int("DemoConfig", "threads", self.threads, 1)
         for name in STEPS:
             self.step_overrides(name)  # validates every step's overrides
 
@@ -168,7 +194,7 @@ def _student(c: DemoConfig, run: RunLayout, step: str, protocol: str, extra: dic
         seed=c.seed,
         epochs=c.epochs,
         out=str(folder),
-        **{**extra, **c.step_overrides(step)},
+        **{"threads": c.threads, **extra, **c.step_overrides(step)},
     )
     if step == "student_hard":
         inputs = ("prepare",)
@@ -202,23 +228,25 @@ def _students(c: DemoConfig, run: RunLayout, cold: bool) -> tuple[Step, Step]:
 
 def chain(c: DemoConfig, run: RunLayout, cold: bool = False) -> list[Step]:
     """The steps of one chain under ``run``: labels, two students, compress, benchmark; the
-    cold chain (``cold``, step names ``cold_*``) runs them on the ``cold_items`` protocol."""
+    cold chain (``cold``, step names ``cold_*``) runs them on the ``cold_items`` protocol.
+    Labels and benchmark read the collaborative fit from ``run.collab_cache``."""
     p = "cold_" if cold else ""
     common = dict(dataset=c.dataset, protocol="cold_items" if cold else c.protocol)
+    cache = str(run.collab_cache)
     labels_cfg = generate_labels.GenerateLabelsConfig(
         **common,
         teacher=c.teacher,
         model=c.teacher_model,
         overwrite=True,
         out=str(run.labels),
-        **c.step_overrides(f"{p}labels"),
+        **{"threads": c.threads, "collab_cache": cache, **c.step_overrides(f"{p}labels")},
     )
     hard, dist = _students(c, run, cold)
     comp_cfg = compress.CompressConfig(
         **common,
         model=str(run.model("student_distilled")),
         out=str(run.compressed),
-        **c.step_overrides(f"{p}compress"),
+        **{"threads": c.threads, **c.step_overrides(f"{p}compress")},
     )
     models = {"student_int8": str(run.int8)}
     if not cold:
@@ -230,7 +258,7 @@ def chain(c: DemoConfig, run: RunLayout, cold: bool = False) -> list[Step]:
         student_distilled=str(run.model("student_distilled")),
         **models,
         out=str(run.benchmark),
-        **c.step_overrides(f"{p}benchmark"),
+        **{"collab_cache": cache, **c.step_overrides(f"{p}benchmark")},
     )
     return [
         Step(f"{p}labels", generate_labels.run, labels_cfg, run.labels, (), META_FILE),
@@ -256,7 +284,9 @@ def run(config: DemoConfig) -> dict:
     t0 = time.perf_counter()
     graph = StepGraph(load_dataset(c.dataset).fingerprint())
     prep_cfg = prepare.PrepareConfig(
-        dataset=c.dataset, out=str(run_dir.prepare), **c.step_overrides("prepare")
+        dataset=c.dataset,
+        out=str(run_dir.prepare),
+        **{"collab_cache": str(run_dir.collab_cache), **c.step_overrides("prepare")},
     )
     prep = graph.run(Step("prepare", prepare.run, prep_cfg, run_dir.prepare, (), "stats.json"))
     for s in chain(c, run_dir):
@@ -283,9 +313,12 @@ def format_summary(report: dict) -> str:
             "cold start (cold_items protocol):\n" + benchmark.format_summary(report["cold"])
         )
     parts.append(f"demo took {report['demo']['seconds']:.0f}s")
-    run_dir = Path(report["demo"].get("out", "runs/demo"))
-    parts.append(
-        f"serve it: recdistill serve --run {run_dir}  (the cold chain's students, which also "
-        f"serve new users from a history: --run {RunLayout(run_dir).cold.root})"
-    )
+    run_dir = RunLayout(Path(report["demo"].get("out", "runs/demo")))
+    hint = f"serve it: recdistill serve --run {run_dir.root}"
+    if run_dir.cold.root.is_dir():  # a hint only for a folder this run holds
+        hint += (
+            "  (the cold chain's students, which also serve new users from a history: "
+            f"--run {run_dir.cold.root})"
+        )
+    parts.append(hint)
     return "\n\n".join(parts)

@@ -154,7 +154,9 @@ def _error(job: str, argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         _parse(job, argv)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[1:] == [f"see recdistill {job} --help"]  # one line and the hint, no usage
+    err = lines[0]
     assert err.startswith(f"recdistill {job}: error: ")
     return err
 

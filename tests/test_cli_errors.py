@@ -19,7 +19,8 @@ SYNTH = "synthetic:users=30,items=40,per_user=8"
 
 def fail(argv, capsys, code=2, usage=False) -> str:
     """Run the CLI, expect exit ``code``; returns the error line (checked: no traceback, and
-    one line, after argparse's usage lines for a flag error)."""
+    one line; a flag error (``usage``) adds one line, the hint ``see recdistill <job> --help``,
+    and no usage)."""
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == code
@@ -27,8 +28,8 @@ def fail(argv, capsys, code=2, usage=False) -> str:
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     if usage:
-        assert lines[0].startswith("usage: ")
-        lines = lines[-1:]
+        assert lines[1:] == [f"see recdistill {argv[0]} --help"], err
+        lines = lines[:1]
     assert len(lines) == 1, err
     assert lines[0].startswith(f"recdistill {argv[0]}: error: ")
     return lines[0]

@@ -29,6 +29,7 @@ import yaml
 from transformers.hf_argparser import HfArgumentParser, string_to_bool
 
 from common.config import field_default
+from pipelines.core.help_format import HelpFormatter
 
 T = TypeVar("T")
 NONE_WORDS = ("none", "null")
@@ -106,13 +107,24 @@ class _TupleAction(argparse.Action):
 
 class ConfigParser(HfArgumentParser):
     """The parser of one job's config dataclass: ``HfArgumentParser`` plus tuples, ``none``
-    for Optional fields, ``--no-x`` for every bool, ``--config`` and strict errors."""
+    for Optional fields, ``--no-x`` for every bool, ``--config`` and strict errors.
+
+    Each flag is listed once, dashed (``--collab-memory-gb``); the underscore spelling is
+    still accepted. An error is one line, ``<prog>: error: ...``, and a hint to ``--help``.
+    A ``--config`` file may hold a group's fields as a section (``data: {dataset: ...}``,
+    see :attr:`sections`); :attr:`file_keys` names flags that are not fields (the CLI's
+    own-data flags) which a file may also set."""
 
     def __init__(self, config_class: type, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("usage", "%(prog)s [--config FILE] [--flag VALUE ...]")
         super().__init__(None, **kwargs)
         self.config_class = config_class
         self._context = ""
+        self.namespace: argparse.Namespace | None = None  # of the last parse_config
+        self.file_keys: set[str] = set()
+        self.group_fields: dict[str, list[str]] = {}  # group title -> its field names
         self.add_argument(
             "--config",
             metavar="FILE",
@@ -124,8 +136,33 @@ class ConfigParser(HfArgumentParser):
         self.nested: dict[str, tuple[type, tuple[str, ...]]] = {}
         self._hints: dict[str, Any] = {}  # flag field name -> its type
         self._add_dataclass_arguments(config_class)
-        for action in self._actions:  # usage and help show the dashed spelling first
-            action.option_strings.sort(key=lambda s: "_" in s)
+
+    @property
+    def sections(self) -> dict[str, list[str]]:
+        """``--config`` sections: a group's title -> the keys it may hold (its fields, and for
+        ``data`` the :attr:`file_keys` too)."""
+        out = {t: list(names) for t, names in self.group_fields.items() if t != "options"}
+        if "data" in out:
+            out["data"] += sorted(self.file_keys)
+        return out
+
+    def data_group(self) -> argparse._ArgumentGroup:
+        return self._group("data")
+
+    def _hide_twins(self) -> None:
+        """Show each flag once, dashed; the underscore spelling stays a valid flag."""
+        for action in self._actions:
+            dashed = [s for s in action.option_strings if "_" not in s]
+            if dashed:
+                action.option_strings = dashed
+
+    def format_help(self) -> str:
+        self._hide_twins()
+        return super().format_help()
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._hide_twins()  # error messages name the dashed flag
+        return super().parse_known_args(args, namespace)
 
     # -- building
     def _group(self, title: str, description: str | None = None):
@@ -141,12 +178,17 @@ class ConfigParser(HfArgumentParser):
             return self._add_nested(field)
         owner = _declaring_class(self.config_class, field.name)
         title = owner.__dict__.get("group_title") if owner is not None else None
+        if field.name == "dataset":  # a job's own dataset field too (prepare's)
+            title = "data"
+        title = field.metadata.get("group", title)  # a job's own field may join a group
         job_defaults = getattr(self.config_class, "job_defaults", None)
         if job_defaults is not None and field.name in job_defaults():
             field = copy.copy(field)
             field.default, field.default_factory = job_defaults()[field.name], dataclasses.MISSING
         self._hints[field.name] = field.type
-        self._add_field(self._group(title) if title and parser is self else parser, field)
+        grouped = bool(title) and parser is self
+        self.group_fields.setdefault(title if grouped else "options", []).append(field.name)
+        self._add_field(self._group(title) if grouped else parser, field)
 
     def _add_nested(self, field: dataclasses.Field) -> None:
         """The fields of a nested config (``TrainStudentConfig.model``: a ``TwoTowerConfig``)
@@ -205,19 +247,22 @@ class ConfigParser(HfArgumentParser):
             plain = copy.copy(field)
             plain.metadata = types.MappingProxyType({"help": help_})
             super()._parse_dataclass_field(parser, plain)
-            if field.type is not bool or field.name.startswith("no_"):
+            if field.type is not bool:
                 return
-            if field.default is True:  # the library added --no_x / --no-x: say what it does
-                complement = parser._actions[-1]
+            if field.name.startswith("no_"):
+                parser._actions[-1].negation = ""
+                return
+            negation = f"--no-{field.name.replace('_', '-')}"
+            if field.default is True:  # the library added --no_x / --no-x
+                main, complement = parser._actions[-2], parser._actions[-1]
             else:
+                main = parser._actions[-1]
                 complement = parser.add_argument(
-                    f"--no_{field.name}",
-                    f"--no-{field.name.replace('_', '-')}",
-                    action="store_false",
-                    dest=field.name,
+                    f"--no_{field.name}", negation, action="store_false", dest=field.name
                 )
             complement.default = argparse.SUPPRESS
-            complement.help = f"set {field.name} to False"
+            complement.help = argparse.SUPPRESS  # shown on the main flag's line
+            main.negation = negation
 
     # -- parsing
     def valid_flags(self) -> list[str]:
@@ -239,7 +284,8 @@ class ConfigParser(HfArgumentParser):
         return make_config(self.config_class, **values)
 
     def error(self, message: str):
-        super().error(f"{self._context}: {message}" if self._context else message)
+        text = " ".join((f"{self._context}: {message}" if self._context else message).split())
+        self.exit(2, f"{self.prog}: error: {text}\nsee {self.prog} --help\n")
 
     def _parse_strict(self, args: Sequence[str]) -> argparse.Namespace:
         ns, extra = self.parse_known_args(list(args))
@@ -252,12 +298,21 @@ class ConfigParser(HfArgumentParser):
 
     def file_tokens(self, data: dict[str, Any]) -> list[str]:
         """A ``--config`` mapping as the equivalent flags (unknown keys refused)."""
-        names = self.field_names()
+        names = [*self.field_names(), *sorted(self.file_keys)]
+        sections = self.sections
         flat: dict[str, Any] = {}
         for key, value in data.items():  # a nested config may also be given as a mapping
             if key in self.nested and isinstance(value, dict):
                 prefix = _prefix(self.config_class, key)
                 flat.update({prefix(k): v for k, v in value.items()})
+            elif key in sections and key not in names and isinstance(value, dict):
+                bad = sorted(set(value) - set(sections[key]))
+                if bad:
+                    self.error(
+                        f"section {key}: unknown field(s) {bad}; valid fields: "
+                        + ", ".join(sections[key])
+                    )
+                flat.update(value)
             else:
                 flat[key] = value
         unknown = sorted(set(flat) - set(names))
@@ -267,11 +322,12 @@ class ConfigParser(HfArgumentParser):
         tokens: list[str] = []
         for key, value in flat.items():
             flag = f"--{key}"
-            if isinstance(value, dict) and _is_mapping_union(hints[key]):
+            hint = hints.get(key, str)  # a file key that is not a field takes one string
+            if isinstance(value, dict) and _is_mapping_union(hint):
                 tokens.append(f"{flag}={json.dumps(value)}")
             elif isinstance(value, list | tuple):
                 tokens += [flag, *map(_text, value)]
-                if typing.get_origin(_split_optional(hints[key])[1]) is not tuple:
+                if typing.get_origin(_split_optional(hint)[1]) is not tuple:
                     self.error(f"{key}={value!r}: a list, but {key} takes one value")
             elif isinstance(value, dict):
                 self.error(f"{key}={value!r}: a mapping, but {key} takes one value")
@@ -295,6 +351,7 @@ class ConfigParser(HfArgumentParser):
             self._parse_strict(file_args)  # errors name the file
             self._context = ""
         ns = self._parse_strict([*file_args, *rest])
+        self.namespace = ns
         values = {k: getattr(ns, k) for k in self.field_names()}
         try:
             return self.build(values)

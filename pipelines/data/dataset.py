@@ -233,7 +233,7 @@ def _repair(r: pd.DataFrame, src: str) -> pd.DataFrame:
     if len(r) < n0:
         logger.warning("%s: dropped %d exact duplicate interaction rows", src, n0 - len(r))
     if not r["timestamp"].is_monotonic_increasing:
-        logger.info("%s: interactions are not in time order; sorting by (user, timestamp)", src)
+        logger.debug("%s: interactions are not in time order; sorting by (user, timestamp)", src)
     r = r.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
     n1 = len(r)
     r = r.drop_duplicates(["user_id", "item_id"], keep="last")

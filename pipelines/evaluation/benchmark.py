@@ -188,7 +188,7 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
     if split.is_cold:
         from pipelines.evaluation.cold import reference_scorers
 
-        return reference_scorers(split, data, text_emb)
+        return reference_scorers(split, data, text_emb, cache=c.collab_cache)
     train = split.matrix("train")
     pop = Scorer("popularity", Popularity(train), params=train.shape[1], timed=True,
                  nbytes=4 * train.shape[1])  # fmt: skip

@@ -49,9 +49,12 @@ def profile_matrix(split) -> sp.csr_matrix:
     )
 
 
-def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -> list[Scorer]:
-    """Random, genre profile, zero-shot text, popularity, the collaborative model and the
-    content maps; popularity and the collaborative model cannot score a cold item."""
+def reference_scorers(
+    split, data, text_emb: np.ndarray | None, seed: int = 0, cache: str | None = None
+) -> list[Scorer]:
+    """Random, genre profile, zero-shot text, popularity, the collaborative model (its fit
+    read from ``cache`` when there) and the content maps; popularity and the collaborative
+    model cannot score a cold item."""
     from pipelines.baselines.collab import fit_collab
     from pipelines.baselines.popularity import Popularity
 
@@ -73,7 +76,7 @@ def reference_scorers(split, data, text_emb: np.ndarray | None, seed: int = 0) -
         up /= np.maximum(np.linalg.norm(up, axis=1, keepdims=True), 1e-9)
         out.append(Scorer("zero_shot_text", lambda u: up[u] @ e.T))
     out.append(Scorer("popularity", Popularity(train), can=warm_only))
-    collab, _ = fit_collab(split)
+    collab, _ = fit_collab(split, cache=cache)
     collab_fn = collab.from_histories(prof)  # each user read from its profile row
     out.append(Scorer(collab.kind, collab_fn, can=warm_only))
     feats = item_features(data)

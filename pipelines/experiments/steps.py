@@ -150,6 +150,7 @@ class StepGraph:
         t0 = time.perf_counter()
         result = step.run(config)
         seconds = time.perf_counter() - t0
+        logger.info("[%s] done in %.1fs", step.name, seconds)
         record: dict[str, Any] = {"key": key, "step": step.name, "seconds": seconds}
         if step.result is None:
             record["result"] = result

@@ -16,7 +16,8 @@ def test_reference_scorers_with_als_score_new_users_by_fold_in(monkeypatch):
     data = make_synthetic(SyntheticConfig(users=500, items=300, per_user=30, seed=3))
     split = make_split(data, "cold_items", 0)
     fit = collab.fit_collab
-    monkeypatch.setattr(collab, "fit_collab", lambda s: fit(s, "als"))  # as past the budget
+    as_past_budget = lambda s, **kw: fit(s, "als", **kw)  # noqa: E731
+    monkeypatch.setattr(collab, "fit_collab", as_past_budget)
     scorers = {s.name: s for s in reference_scorers(split, data, None)}
     assert "als" in scorers and "ease" not in scorers
     als = scorers["als"].fn
