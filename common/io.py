@@ -15,6 +15,7 @@ is the error of a reader that finds an artifact missing, truncated or of another
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -158,7 +159,8 @@ def claim_output(
     holding ``marker`` (this job's metadata file, or one of several) is replaced only with
     ``overwrite``; any
     other folder is refused, ``--overwrite`` or not, and so is one holding names outside
-    ``only`` when given (a model folder holds nothing but model files). Stale temporaries of ``path`` (a kill
+    ``only`` when given (names or ``fnmatch`` patterns: a model folder holds nothing but model
+    files, a label folder nothing but its dataset and teacher files). Stale temporaries of ``path`` (a kill
     during the final save left ``.NAME.*.tmp`` beside it) are removed first."""
     path = Path(path)
     recover(path)
@@ -170,11 +172,15 @@ def claim_output(
         return path
     markers = (marker,) if isinstance(marker, str) else marker
     if any((path / m).exists() for m in markers):
-        extra = sorted(p.name for p in path.iterdir() if only is not None and p.name not in only)
+        extra = sorted(
+            p.name
+            for p in path.iterdir()
+            if only is not None and not any(fnmatch.fnmatchcase(p.name, o) for o in only)
+        )
         if extra:
             raise ArtifactError(
                 f"{path} holds files that are not {what}: {extra[:5]}; recdistill replaces only "
-                "its own artifacts: move them away or choose another --out"
+                "its own artifacts (--overwrite too): move them away or choose another --out"
             )
         if overwrite:
             return path
@@ -187,6 +193,46 @@ def claim_output(
         f"{path} holds files that are not {what} (no {' or '.join(markers)}; found {found}); recdistill "
         "replaces only its own artifacts: choose another --out (--overwrite does not apply)"
     )
+
+
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (an artifact's metadata file): a missing file is a
+    ``FileNotFoundError``, a corrupt one or one holding no object an :class:`ArtifactError`;
+    both name the path (and the line and column of a syntax error) and ``what`` was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected {what}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); expected "
+            f"{what}; re-run the job that wrote it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(
+            f"{path}: holds a JSON {type(data).__name__}, expected an object ({what}); re-run "
+            "the job that wrote it"
+        )
+    return data
+
+
+def refuse_out_inside(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output folder ``out`` that is (or lies inside) one of the
+    job's input folders (``{flag: path}``; ``None`` entries are skipped) or that holds one of
+    them: replacing ``out`` would then delete or change the job's own input."""
+    o = Path(out).resolve()
+    for flag, p in inputs.items():
+        if p is None or str(p) == "":
+            continue
+        i = Path(p).resolve()
+        if o == i or i in o.parents or o in i.parents:
+            raise ArtifactError(
+                f"--out {out} is inside (or holds) the input {flag} {p}; writing it would "
+                f"replace the job's own input: choose an --out outside {p}"
+            )
 
 
 def load_npy(path: str | Path, what: str = "an array written by recdistill"):

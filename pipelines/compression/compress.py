@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import claim_output, write_json
+from common.io import claim_output, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import evaluate, sample_users
@@ -48,6 +48,8 @@ from student.model_io import MODEL_FILES
 from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
+# all a compress folder holds (``--overwrite`` replaces nothing else)
+COMPRESSED_FILES = frozenset({"compression.json", "pruned", "int8", "int8_fast"})
 
 Int8Mode = Literal["both", "all", "auto", "none"]
 INT8_MODES: tuple[str, ...] = get_args(Int8Mode)
@@ -165,11 +167,12 @@ def run(config: CompressConfig) -> dict:
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
     out = Path(c.out)
+    refuse_out_inside(out, {"--model": c.model})
     for name in ("pruned", "int8", "int8_fast"):  # first: their stale temporaries sit in out
         claim_output(out / name, "config.json", overwrite=c.overwrite, what="a student model",
                      only=MODEL_FILES)  # fmt: skip
     claim_output(c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite,
-                 what="compressed students")  # fmt: skip
+                 what="compressed students", only=COMPRESSED_FILES)  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     base = load_base(c, data, split)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import artifact_path, claim_output, load_npy
+from common.io import artifact_path, claim_output, load_npy, refuse_out_inside
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 BENCH_INDEXES: tuple[IndexKind, ...] = ("flat", "sq8", "ivf_sq8", "hnsw_sq8")
 STUDENTS = ("student_hard", "student_distilled", "student_pruned", "student_int8",
             "student_int8_fast")  # fmt: skip
+REPORT_FILES = frozenset(
+    {"report.json", "report.md", "*.png", "scale.json"}
+)  # all a report folder holds
 
 
 @dataclass
@@ -127,7 +130,10 @@ def run(config: BenchmarkConfig) -> dict:
     """Every scorer on each of the protocol's segments, then the indexes; writes the report."""
     c = config
     torch.set_num_threads(c.threads)
-    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report")
+    inputs = {f"--{n.replace('_', '-')}": getattr(c, n) for n in ("labels", *STUDENTS)}
+    refuse_out_inside(c.out, inputs | {"--collab-cache": c.collab_cache})
+    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report",
+                 only=REPORT_FILES)  # fmt: skip
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)
     split = make_split(data, c.protocol, c.split_seed)
