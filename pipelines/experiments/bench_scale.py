@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from common.io import claim_output, write_json, write_text
+from common.io import claim_output, read_json, write_json, write_text
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
@@ -261,7 +261,7 @@ def run_stage(argv: list[str], log: Path, timeout_s: int, threads: int) -> dict[
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "a JSON file written by a recdistill job") if path.exists() else None
 
 
 def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:

@@ -15,7 +15,6 @@ else it is built from the student's item tower over every item, cold ones includ
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from common.io import read_json
 from pipelines.core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,9 @@ class RunSource:
 
 def _read(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ServeError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ServeError(f"{path}: expected a JSON object")
-    return data
+        return read_json(path, "a run's metadata written by a recdistill job")
+    except FileNotFoundError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _job_record(model_dir: Path) -> Path:
