@@ -26,6 +26,9 @@ from typing import Any
 
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
+# the step graph's record of the step that made a folder (``pipelines.experiments.steps``):
+# every job's output folder may hold it beside the job's own files
+STEP_FILE = "recdistill_step.json"
 
 
 class ArtifactError(ValueError):
@@ -175,7 +178,9 @@ def claim_output(
         extra = sorted(
             p.name
             for p in path.iterdir()
-            if only is not None and not any(fnmatch.fnmatchcase(p.name, o) for o in only)
+            if only is not None
+            and p.name != STEP_FILE
+            and not any(fnmatch.fnmatchcase(p.name, o) for o in only)
         )
         if extra:
             raise ArtifactError(

@@ -92,6 +92,13 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
         },
     )
     seed: int = field(default=0, metadata={"help": "seed"})
+    allow_unchecked: bool = field(
+        default=False,
+        metadata={
+            "help": "compress a student that records no dataset or split fingerprint (its "
+            "provenance was removed); refused otherwise: it cannot be checked against --dataset"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -175,8 +182,10 @@ def run(config: CompressConfig) -> dict:
                  what="compressed students", only=COMPRESSED_FILES)  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
-    base = load_base(c, data, split)
-    stamp = provenance.stamp(data, split)
+    base, checked = load_base(c, data, split)
+    # a student taken unchecked (--allow-unchecked) passes on no provenance: its compressed
+    # students are unchecked too (the benchmark refuses or marks them)
+    stamp = provenance.stamp(data, split) if checked else {}
     hist = torch.as_tensor(
         histories(split.train, data.n_users, base.config.history_len, data.n_items)
     )
@@ -196,7 +205,7 @@ def run(config: CompressConfig) -> dict:
     outputs = {"pruned": str(out / "pruned"), **quantize(c, model, stamp, out, quality, steps)}
     result = {
         "config": to_dict(c),
-        **stamp,
+        **(stamp or {"provenance": "unchecked"}),
         "steps": steps,
         "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
         "seconds": time.perf_counter() - t0,
@@ -206,16 +215,18 @@ def run(config: CompressConfig) -> dict:
     return result
 
 
-def load_base(c: CompressConfig, data, split) -> TwoTower:
-    """The trained student (fp32: compressing starts from it), checked against the data."""
+def load_base(c: CompressConfig, data, split) -> tuple[TwoTower, bool]:
+    """The trained student (fp32: compressing starts from it), checked against the data, and
+    whether it could be (``False``: no provenance, taken with ``--allow-unchecked``)."""
     base = TwoTower.from_pretrained(c.model)
     if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
         raise ValueError(
             f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
             f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
         )
-    provenance.check(c.model, base.provenance, data, split, what="the student")
-    return base
+    checked = provenance.check(c.model, base.provenance, data, split, what="the student",
+                               allow_unchecked=c.allow_unchecked)  # fmt: skip
+    return base, checked
 
 
 class Quality:

@@ -185,7 +185,8 @@ def check_adapter(adapter: str | None, data, split) -> None:
     if adapter and Path(adapter).is_dir():
         info = Path(adapter) / ADAPTER_META
         recorded = read_json(info, "adapt-teacher's metadata") if info.exists() else None
-        provenance.check(adapter, recorded, data, split, what="the adapter")
+        # an adapter made outside recdistill (no adapt_teacher.json) is taken, with a warning
+        provenance.check(adapter, recorded, data, split, what="the adapter", allow_unchecked=True)
 
 
 def reusable_labels(out: Path, job_hash: str, fingerprint: str, overwrite: bool) -> dict | None:
