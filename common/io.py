@@ -148,6 +148,34 @@ def artifact_path(folder: str | Path, name: str, field: str = "file") -> Path:
     return Path(folder) / p
 
 
+def portable_path(path: str | Path, folder: str | Path) -> str:
+    """How a metadata file in ``folder`` records ``path``: relative to ``folder`` when it lies
+    inside ``folder``'s parent (the run ``folder`` is a step of: ``../student_distilled/model``
+    from ``compressed/``), else absolute. A run copied or moved whole, or read from another
+    working folder, then still finds its parts (:func:`resolve_recorded`)."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    if p == f or f.parent in p.parents:
+        return Path(os.path.relpath(p, f)).as_posix()
+    return str(p)
+
+
+def portable_paths(record: dict[str, Any], folder: str | Path, keys: tuple[str, ...]) -> dict:
+    """``record`` (a job's config as a dict) with the paths under ``keys`` recorded by
+    :func:`portable_path`; empty values (an input not given) stay as they are."""
+    return {k: portable_path(v, folder) if k in keys and v else v for k, v in record.items()}
+
+
+def resolve_recorded(recorded: str | Path, folder: str | Path) -> Path:
+    """The path a metadata file in ``folder`` recorded (see :func:`portable_path`): a relative
+    one is read against ``folder``; one recorded before paths were portable (relative to the
+    job's working folder) is taken as it was when only that exists."""
+    p = Path(str(recorded))
+    if p.is_absolute():
+        return p
+    mine = Path(os.path.normpath(Path(folder) / p))
+    return p if not mine.exists() and p.exists() else mine
+
+
 def claim_output(
     path: str | Path,
     marker: str | tuple[str, ...],

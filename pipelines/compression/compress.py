@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import claim_output, refuse_out_inside, write_json
+from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import evaluate, sample_users
@@ -202,9 +202,9 @@ def run(config: CompressConfig) -> dict:
             "record": rec,
             "note": "unstructured zeros: same tensor shapes, so the model is neither smaller nor faster",
         }
-    outputs = {"pruned": str(out / "pruned"), **quantize(c, model, stamp, out, quality, steps)}
-    result = {
-        "config": to_dict(c),
+    outputs = {"pruned": "pruned", **quantize(c, model, stamp, out, quality, steps)}
+    result = {  # paths relative to ``out`` where they are inside its run (a run can move)
+        "config": portable_paths(to_dict(c), out, ("model",)),
         **(stamp or {"provenance": "unchecked"}),
         "steps": steps,
         "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
@@ -267,13 +267,13 @@ def quantize(c: CompressConfig, model, stamp: dict, out: Path, quality, steps: d
         q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
-        outputs["int8"] = str(out / "int8")
+        outputs["int8"] = "int8"
     if c.int8 in ("auto", "both"):
         q, rec = choose_int8_parts(model, num_threads=1)
         q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
-        outputs["int8_fast"] = str(out / "int8_fast")
+        outputs["int8_fast"] = "int8_fast"
     return outputs
 
 

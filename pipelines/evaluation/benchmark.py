@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import artifact_path, claim_output, load_npy, refuse_out_inside
+from common.io import (
+    artifact_path,
+    claim_output,
+    load_npy,
+    portable_paths,
+    refuse_out_inside,
+)
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
@@ -173,7 +179,11 @@ def run(config: BenchmarkConfig) -> dict:
         report["teacher_cold"] = None if meta is None else meta.get("cold")
     else:
         report["scale"] = _scale(c)
-    report |= {"config": to_dict(c), "seconds": time.perf_counter() - t0}
+    inputs = ("labels", "collab_cache", *STUDENTS)  # relative to out where inside its run
+    report |= {
+        "config": portable_paths(to_dict(c), c.out, inputs),
+        "seconds": time.perf_counter() - t0,
+    }
     write_report(report, c.out)
     return report
 

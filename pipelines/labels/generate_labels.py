@@ -32,6 +32,8 @@ from common.io import (
     ArtifactError,
     atomic_dir,
     claim_output,
+    portable_path,
+    portable_paths,
     read_json,
     recover,
     refuse_out_inside,
@@ -255,7 +257,7 @@ def label_metadata(
         "teacher": {
             "kind": c.teacher,
             "model": c.model or PARTS[c.teacher].default_model,
-            "adapter": c.adapter,
+            "adapter": c.adapter and portable_path(c.adapter, c.out),
             "template": text_info.get("template"),
             "template_hash": text_info.get("template_hash"),
             "info": text_info,
@@ -279,7 +281,7 @@ def label_metadata(
         **provenance.stamp(data, split),
         "seed": c.candidate_seed,
         "versions": versions(),
-        "config": to_dict(c),
+        "config": portable_paths(to_dict(c), c.out, ("adapter", "collab_cache")),
     }
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import claim_output, refuse_out_inside, write_json
+from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import sample_users
@@ -237,8 +237,8 @@ def run(config: TrainStudentConfig) -> dict:
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")
-    result = {
-        "config": to_dict(c),
+    result = {  # the labels' path relative to ``out`` where it is inside its run
+        "config": portable_paths(to_dict(c), out, ("labels", "collab_cache")),
         "mode": "hard" if c.no_teacher else "distilled",
         **model.provenance,
         "teacher": None if meta is None else meta.get("teacher"),
