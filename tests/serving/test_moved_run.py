@@ -19,7 +19,9 @@ def test_a_copied_run_is_served_and_benchmarked_from_another_folder(tmp_path, mo
     work = tmp_path / "project"
     work.mkdir()
     monkeypatch.chdir(work)  # every path below is relative, as a user types them
-    main(["train-student", "--dataset", SYNTH, "--no-teacher", *SMALL, "--out", "runs/shop/student"])
+    main(
+        ["train-student", "--dataset", SYNTH, "--no-teacher", *SMALL, "--out", "runs/shop/student"]
+    )
     main(["compress", "--dataset", SYNTH, "--model", "runs/shop/student/model", "--finetune-epochs",
           "0", "--magnitude-sparsity", "0", "--int8", "all", "--threads", "1",
           "--out", "runs/shop/compressed"])  # fmt: skip
