@@ -92,3 +92,25 @@ def test_read_json_names_the_path(tmp_path):
         cio.read_json(p, "x")
     p.write_text(json.dumps({"a": 1}))
     assert cio.read_json(p, "x") == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("job", "marker", "extra"),
+    [
+        ("prepare", "stats.json", []),
+        ("adapt-teacher", "adapt_teacher.json", []),
+        ("train-student", "metrics.json", ["--no-teacher"]),
+        ("compress", "compression.json", []),
+        ("benchmark", "report.json", []),
+        ("bench-scale", "bench_scale.json", []),
+    ],
+)
+def test_every_job_overwrites_only_its_own_files(job, marker, extra, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / marker).write_text("{}")  # the job's own artifact: --overwrite would replace it
+    (out / "notes.txt").write_text("mine")  # ... but not a folder that also holds this
+    data = [] if job == "bench-scale" else ["--dataset", SYNTH]
+    err = _fail([job, *data, *extra, "--out", str(out), "--overwrite"], capsys)
+    assert f"{out} holds files that are not" in err and "'notes.txt'" in err
+    assert (out / "notes.txt").read_text() == "mine"
