@@ -152,7 +152,10 @@ def portable_path(path: str | Path, folder: str | Path) -> str:
     """How a metadata file in ``folder`` records ``path``: relative to ``folder`` when it lies
     inside ``folder``'s parent (the run ``folder`` is a step of: ``../student_distilled/model``
     from ``compressed/``), else absolute. A run copied or moved whole, or read from another
-    working folder, then still finds its parts (:func:`resolve_recorded`)."""
+    working folder, then still finds its parts (:func:`resolve_recorded`). A value that names
+    no existing file or folder (a hub id) is kept as given."""
+    if not Path(path).exists():
+        return str(path)
     p, f = Path(path).resolve(), Path(folder).resolve()
     if p == f or f.parent in p.parents:
         return Path(os.path.relpath(p, f)).as_posix()
