@@ -257,12 +257,12 @@ def read_json(path: str | Path, what: str) -> dict[str, Any]:
 
 def refuse_out_inside(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
     """Refuse, before any work, an output folder ``out`` that is (or lies inside) one of the
-    job's input folders (``{flag: path}``; ``None`` entries are skipped) or that holds one of
+    job's input folders (``{flag: path}``; ``None`` and absent ones are skipped) or holds one of
     them: replacing ``out`` would then delete or change the job's own input."""
     o = Path(out).resolve()
     for flag, p in inputs.items():
-        if p is None or str(p) == "":
-            continue
+        if p is None or str(p) == "" or not Path(p).exists():
+            continue  # not given, or not on disk (a hub id; a missing input fails on reading)
         i = Path(p).resolve()
         if o == i or i in o.parents or o in i.parents:
             raise ArtifactError(

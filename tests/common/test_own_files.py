@@ -72,6 +72,7 @@ def test_out_inside_an_input_is_refused_before_any_work(labels, LABELS, tmp_path
         assert not out.exists(), argv[0]
     with pytest.raises(cio.ArtifactError, match="holds"):
         cio.refuse_out_inside(tmp_path, {"--model": model})
+    (tmp_path / "ab").mkdir()  # a sibling whose name starts with out's: not inside it
     cio.refuse_out_inside(tmp_path / "a", {"--model": tmp_path / "ab", "--labels": None})
 
 
