@@ -15,6 +15,7 @@ is the error of a reader that finds an artifact missing, truncated or of another
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import shutil
@@ -25,6 +26,9 @@ from typing import Any
 
 TMP_SUFFIX = ".tmp"
 OLD_SUFFIX = ".old"
+# the step graph's record of the step that made a folder (``pipelines.experiments.steps``):
+# every job's output folder may hold it beside the job's own files
+STEP_FILE = "recdistill_step.json"
 
 
 class ArtifactError(ValueError):
@@ -144,6 +148,37 @@ def artifact_path(folder: str | Path, name: str, field: str = "file") -> Path:
     return Path(folder) / p
 
 
+def portable_path(path: str | Path, folder: str | Path) -> str:
+    """How a metadata file in ``folder`` records ``path``: relative to ``folder`` when it lies
+    inside ``folder``'s parent (the run ``folder`` is a step of: ``../student_distilled/model``
+    from ``compressed/``), else absolute. A run copied or moved whole, or read from another
+    working folder, then still finds its parts (:func:`resolve_recorded`). A value that names
+    no existing file or folder (a hub id) is kept as given."""
+    if not Path(path).exists():
+        return str(path)
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    if p == f or f.parent in p.parents:
+        return Path(os.path.relpath(p, f)).as_posix()
+    return str(p)
+
+
+def portable_paths(record: dict[str, Any], folder: str | Path, keys: tuple[str, ...]) -> dict:
+    """``record`` (a job's config as a dict) with the paths under ``keys`` recorded by
+    :func:`portable_path`; empty values (an input not given) stay as they are."""
+    return {k: portable_path(v, folder) if k in keys and v else v for k, v in record.items()}
+
+
+def resolve_recorded(recorded: str | Path, folder: str | Path) -> Path:
+    """The path a metadata file in ``folder`` recorded (see :func:`portable_path`): a relative
+    one is read against ``folder``; one recorded before paths were portable (relative to the
+    job's working folder) is taken as it was when only that exists."""
+    p = Path(str(recorded))
+    if p.is_absolute():
+        return p
+    mine = Path(os.path.normpath(Path(folder) / p))
+    return p if not mine.exists() and p.exists() else mine
+
+
 def claim_output(
     path: str | Path,
     marker: str | tuple[str, ...],
@@ -158,7 +193,8 @@ def claim_output(
     holding ``marker`` (this job's metadata file, or one of several) is replaced only with
     ``overwrite``; any
     other folder is refused, ``--overwrite`` or not, and so is one holding names outside
-    ``only`` when given (a model folder holds nothing but model files). Stale temporaries of ``path`` (a kill
+    ``only`` when given (names or ``fnmatch`` patterns: a model folder holds nothing but model
+    files, a label folder nothing but its dataset and teacher files). Stale temporaries of ``path`` (a kill
     during the final save left ``.NAME.*.tmp`` beside it) are removed first."""
     path = Path(path)
     recover(path)
@@ -170,11 +206,17 @@ def claim_output(
         return path
     markers = (marker,) if isinstance(marker, str) else marker
     if any((path / m).exists() for m in markers):
-        extra = sorted(p.name for p in path.iterdir() if only is not None and p.name not in only)
+        extra = sorted(
+            p.name
+            for p in path.iterdir()
+            if only is not None
+            and p.name != STEP_FILE
+            and not any(fnmatch.fnmatchcase(p.name, o) for o in only)
+        )
         if extra:
             raise ArtifactError(
                 f"{path} holds files that are not {what}: {extra[:5]}; recdistill replaces only "
-                "its own artifacts: move them away or choose another --out"
+                "its own artifacts (--overwrite too): move them away or choose another --out"
             )
         if overwrite:
             return path
@@ -187,6 +229,46 @@ def claim_output(
         f"{path} holds files that are not {what} (no {' or '.join(markers)}; found {found}); recdistill "
         "replaces only its own artifacts: choose another --out (--overwrite does not apply)"
     )
+
+
+def read_json(path: str | Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path`` (an artifact's metadata file): a missing file is a
+    ``FileNotFoundError``, a corrupt one or one holding no object an :class:`ArtifactError`;
+    both name the path (and the line and column of a syntax error) and ``what`` was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected {what}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(
+            f"{path}: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); expected "
+            f"{what}; re-run the job that wrote it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable ({exc}); expected {what}") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(
+            f"{path}: holds a JSON {type(data).__name__}, expected an object ({what}); re-run "
+            "the job that wrote it"
+        )
+    return data
+
+
+def refuse_out_inside(out: str | Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output folder ``out`` that is (or lies inside) one of the
+    job's input folders (``{flag: path}``; ``None`` and absent ones are skipped) or holds one of
+    them: replacing ``out`` would then delete or change the job's own input."""
+    o = Path(out).resolve()
+    for flag, p in inputs.items():
+        if p is None or str(p) == "" or not Path(p).exists():
+            continue  # not given, or not on disk (a hub id; a missing input fails on reading)
+        i = Path(p).resolve()
+        if o == i or i in o.parents or o in i.parents:
+            raise ArtifactError(
+                f"--out {out} is inside (or holds) the input {flag} {p}; writing it would "
+                f"replace the job's own input: choose an --out outside {p}"
+            )
 
 
 def load_npy(path: str | Path, what: str = "an array written by recdistill"):

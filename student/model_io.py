@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from common.io import atomic_dir
+from common.io import atomic_dir, read_json
 from common.versions import versions
 from student.model_config import TwoTowerConfig
 
@@ -67,19 +67,6 @@ def write_model_dir(
             (tmp / name).write_text(json.dumps(payload, indent=2) + "\n")
     logger.info("saved model to %s", directory)
     return directory
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    """Read a JSON object, with errors that name the file and what was expected."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; expected {what}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); expected {what}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object ({what})")
-    return data
 
 
 def load_config(directory: str | os.PathLike) -> TwoTowerConfig:

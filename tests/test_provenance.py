@@ -74,13 +74,31 @@ def test_compress_refuses_other_data_and_records_provenance(student, tmp_path, c
     assert "the student_int8 model was made for the random split with seed 1" in err
 
 
-def test_a_student_without_provenance_is_logged_not_refused(tmp_path, caplog):
+def test_a_student_without_provenance_is_refused_unless_allowed(tmp_path, caplog, capsys):
     from student.model import TwoTower, TwoTowerConfig
 
     model = TwoTower(TwoTowerConfig(n_users=30, n_items=40, id_dim=4, history_len=2,
                                     user_hidden=(8,), item_hidden=(8,), out_dim=4))  # fmt: skip
-    model.save_pretrained(tmp_path / "old")
-    rep = main(["benchmark", "--dataset", SYNTH, "--student-hard", str(tmp_path / "old"),
-                "--indexes", "--n-single", "3", "--bootstrap", "10", "--out", str(tmp_path / "b")])  # fmt: skip
-    assert "student_hard" in rep["models"]
+    old = tmp_path / "old"
+    model.save_pretrained(old)
+    meta = json.loads((old / "config.json").read_text())
+    assert not meta["provenance"]  # saved outside a job: nothing recorded
+    bench = ["benchmark", "--dataset", SYNTH, "--student-hard", str(old), "--indexes",
+             "--n-single", "3", "--bootstrap", "10"]  # fmt: skip
+    err = _fail([*bench, "--out", str(tmp_path / "b0")], capsys)
+    assert f"{old}: the student_hard model records no dataset or split fingerprint" in err
+    assert "retrain it" in err and "--allow-unchecked" in err
+    assert not (tmp_path / "b0").exists()
+    comp = ["compress", "--dataset", SYNTH, "--model", str(old), "--finetune-epochs", "0",
+            "--magnitude-sparsity", "0", "--threads", "1"]  # fmt: skip
+    err = _fail([*comp, "--out", str(tmp_path / "c0")], capsys)
+    assert f"{old}: the student records no dataset or split fingerprint" in err
+    main([*comp, "--allow-unchecked", "--out", str(tmp_path / "c")])
+    rep = main([*bench, "--allow-unchecked", "--out", str(tmp_path / "b")])
+    assert rep["models"]["student_hard"]["provenance"] == "unchecked"
+    assert "provenance" not in rep["models"]["popularity"]
+    saved = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert saved["models"]["student_hard"]["provenance"] == "unchecked"
+    md = (tmp_path / "b" / "report.md").read_text()
+    assert "Note: student_hard recorded no dataset or split fingerprint" in md
     assert "records no dataset or split fingerprint" in caplog.text

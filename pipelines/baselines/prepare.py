@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from common.config import to_dict
-from common.io import claim_output, write_json
+from common.io import claim_output, refuse_out_inside, write_json
 from pipelines.baselines.collab import COLLAB_KINDS, DEFAULT_MEMORY_GB, CollabKind, fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core.args import OutputArgs
@@ -78,7 +78,9 @@ class PrepareConfig(OutputArgs):
 
 def run(config: PrepareConfig) -> dict:
     t0 = time.perf_counter()
-    claim_output(config.out, "stats.json", overwrite=config.overwrite, what="statistics")
+    refuse_out_inside(config.out, {"--collab-cache": config.collab_cache})
+    claim_output(config.out, "stats.json", overwrite=config.overwrite, what="statistics",
+                 only=frozenset({"stats.json"}))  # fmt: skip
     data = load_dataset(config.dataset)
     result = {"config": to_dict(config), "stats": data.stats(), "protocols": {}}
     for protocol in config.protocols:

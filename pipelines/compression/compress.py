@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import claim_output, write_json
+from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import evaluate, sample_users
@@ -48,6 +48,8 @@ from student.model_io import MODEL_FILES
 from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
+# all a compress folder holds (``--overwrite`` replaces nothing else)
+COMPRESSED_FILES = frozenset({"compression.json", "pruned", "int8", "int8_fast"})
 
 Int8Mode = Literal["both", "all", "auto", "none"]
 INT8_MODES: tuple[str, ...] = get_args(Int8Mode)
@@ -90,6 +92,13 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
         },
     )
     seed: int = field(default=0, metadata={"help": "seed"})
+    allow_unchecked: bool = field(
+        default=False,
+        metadata={
+            "help": "compress a student that records no dataset or split fingerprint (its "
+            "provenance was removed); refused otherwise: it cannot be checked against --dataset"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -165,15 +174,18 @@ def run(config: CompressConfig) -> dict:
     torch.manual_seed(c.seed)
     t0 = time.perf_counter()
     out = Path(c.out)
+    refuse_out_inside(out, {"--model": c.model})
     for name in ("pruned", "int8", "int8_fast"):  # first: their stale temporaries sit in out
         claim_output(out / name, "config.json", overwrite=c.overwrite, what="a student model",
                      only=MODEL_FILES)  # fmt: skip
     claim_output(c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite,
-                 what="compressed students")  # fmt: skip
+                 what="compressed students", only=COMPRESSED_FILES)  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
-    base = load_base(c, data, split)
-    stamp = provenance.stamp(data, split)
+    base, checked = load_base(c, data, split)
+    # a student taken unchecked (--allow-unchecked) passes on no provenance: its compressed
+    # students are unchecked too (the benchmark refuses or marks them)
+    stamp = provenance.stamp(data, split) if checked else {}
     hist = torch.as_tensor(
         histories(split.train, data.n_users, base.config.history_len, data.n_items)
     )
@@ -190,10 +202,10 @@ def run(config: CompressConfig) -> dict:
             "record": rec,
             "note": "unstructured zeros: same tensor shapes, so the model is neither smaller nor faster",
         }
-    outputs = {"pruned": str(out / "pruned"), **quantize(c, model, stamp, out, quality, steps)}
-    result = {
-        "config": to_dict(c),
-        **stamp,
+    outputs = {"pruned": "pruned", **quantize(c, model, stamp, out, quality, steps)}
+    result = {  # paths relative to ``out`` where they are inside its run (a run can move)
+        "config": portable_paths(to_dict(c), out, ("model",)),
+        **(stamp or {"provenance": "unchecked"}),
         "steps": steps,
         "valid_users": {"users": int(len(v_users)), "requested": c.valid_users, "seed": c.seed},
         "seconds": time.perf_counter() - t0,
@@ -203,16 +215,18 @@ def run(config: CompressConfig) -> dict:
     return result
 
 
-def load_base(c: CompressConfig, data, split) -> TwoTower:
-    """The trained student (fp32: compressing starts from it), checked against the data."""
+def load_base(c: CompressConfig, data, split) -> tuple[TwoTower, bool]:
+    """The trained student (fp32: compressing starts from it), checked against the data, and
+    whether it could be (``False``: no provenance, taken with ``--allow-unchecked``)."""
     base = TwoTower.from_pretrained(c.model)
     if base.config.n_users != data.n_users or base.config.n_items != data.n_items:
         raise ValueError(
             f"{c.model}: model has {base.config.n_users} users / {base.config.n_items} items but "
             f"{c.dataset} has {data.n_users} / {data.n_items}; compress with the dataset it was trained on"
         )
-    provenance.check(c.model, base.provenance, data, split, what="the student")
-    return base
+    checked = provenance.check(c.model, base.provenance, data, split, what="the student",
+                               allow_unchecked=c.allow_unchecked)  # fmt: skip
+    return base, checked
 
 
 class Quality:
@@ -253,13 +267,13 @@ def quantize(c: CompressConfig, model, stamp: dict, out: Path, quality, steps: d
         q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
-        outputs["int8"] = str(out / "int8")
+        outputs["int8"] = "int8"
     if c.int8 in ("auto", "both"):
         q, rec = choose_int8_parts(model, num_threads=1)
         q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
-        outputs["int8_fast"] = str(out / "int8_fast")
+        outputs["int8_fast"] = "int8_fast"
     return outputs
 
 

@@ -1,6 +1,8 @@
 """Provenance: the dataset and split an artifact was made from, recorded in its metadata and
 checked by every consumer (labels, students, compressed students; a mismatch is refused with
-both fingerprints named)."""
+both fingerprints named). An artifact that records none (stripped, or made before recdistill
+recorded it) cannot be checked: it is refused unless the job is told to take it unchecked
+(``--allow-unchecked`` of compress and benchmark; the benchmark report marks it)."""
 
 from __future__ import annotations
 
@@ -25,14 +27,29 @@ def stamp(data, split) -> dict[str, Any]:
     }
 
 
-def check(where: str, recorded: dict[str, Any] | None, data, split, *, what: str) -> None:
+def check(
+    where: str,
+    recorded: dict[str, Any] | None,
+    data,
+    split,
+    *,
+    what: str,
+    allow_unchecked: bool = False,
+) -> bool:
     """Refuse ``recorded`` provenance (``stamp`` of the artifact's inputs) that differs from
-    this run's ``data`` and ``split``; an artifact without one (made before recdistill
-    recorded it) is logged and let through."""
+    this run's ``data`` and ``split``. An artifact without one is refused, or with
+    ``allow_unchecked`` logged and let through. Returns whether it was checked."""
     now = stamp(data, split)
     if not recorded or "dataset" not in recorded:
+        if not allow_unchecked:
+            raise ArtifactError(
+                f"{where}: {what} records no dataset or split fingerprint (its provenance was "
+                "removed, or an older recdistill made it), so it cannot be checked against this "
+                "data; retrain it with this recdistill, or pass --allow-unchecked to use it "
+                "unchecked"
+            )
         logger.warning("%s: %s records no dataset or split fingerprint; not checked", where, what)
-        return
+        return False
     d, s = recorded.get("dataset", {}), recorded.get("split", {})
     if d.get("fingerprint") != now["dataset"]["fingerprint"]:
         raise ArtifactError(
@@ -47,3 +64,4 @@ def check(where: str, recorded: dict[str, Any] | None, data, split, *, what: str
             f"{now['split']['protocol']} split with seed {now['split']['seed']} (fingerprint "
             f"{now['split']['fingerprint']}); pass the same --protocol and --split-seed, or remake it"
         )
+    return True

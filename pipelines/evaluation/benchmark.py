@@ -20,7 +20,13 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import artifact_path, claim_output, load_npy
+from common.io import (
+    artifact_path,
+    claim_output,
+    load_npy,
+    portable_paths,
+    refuse_out_inside,
+)
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.core import provenance
@@ -53,6 +59,9 @@ logger = logging.getLogger(__name__)
 BENCH_INDEXES: tuple[IndexKind, ...] = ("flat", "sq8", "ivf_sq8", "hnsw_sq8")
 STUDENTS = ("student_hard", "student_distilled", "student_pruned", "student_int8",
             "student_int8_fast")  # fmt: skip
+REPORT_FILES = frozenset(
+    {"report.json", "report.md", "*.png", "scale.json"}
+)  # all a report folder holds
 
 
 @dataclass
@@ -104,6 +113,13 @@ class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
     scale_sizes: tuple[int, ...] = field(
         default=(100_000, 1_000_000), metadata={"help": "catalogue sizes of --scale"}
     )
+    allow_unchecked: bool = field(
+        default=False,
+        metadata={
+            "help": "benchmark students that record no dataset or split fingerprint (refused "
+            'otherwise); the report marks them "provenance": "unchecked"'
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -127,7 +143,10 @@ def run(config: BenchmarkConfig) -> dict:
     """Every scorer on each of the protocol's segments, then the indexes; writes the report."""
     c = config
     torch.set_num_threads(c.threads)
-    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report")
+    inputs = {f"--{n.replace('_', '-')}": getattr(c, n) for n in ("labels", *STUDENTS)}
+    refuse_out_inside(c.out, inputs | {"--collab-cache": c.collab_cache})
+    claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report",
+                 only=REPORT_FILES)  # fmt: skip
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)
     split = make_split(data, c.protocol, c.split_seed)
@@ -135,8 +154,8 @@ def run(config: BenchmarkConfig) -> dict:
     meta, text_emb = _load_labels(c, data, split)
     scorers = _references(c, split, data, text_emb)
     scorers += teacher_scorers(c.labels, meta, data, split)
-    students = _load_students(c, data, split)
-    scorers += _student_scorers(students, data, split, segments)
+    students, unchecked = _load_students(c, data, split)
+    scorers += _student_scorers(students, unchecked, data, split, segments)
     results = {s.name: _score(s, segments, c) for s in scorers}
     head = next(seg for seg in segments if seg.headline)
     models = {
@@ -160,7 +179,11 @@ def run(config: BenchmarkConfig) -> dict:
         report["teacher_cold"] = None if meta is None else meta.get("cold")
     else:
         report["scale"] = _scale(c)
-    report |= {"config": to_dict(c), "seconds": time.perf_counter() - t0}
+    inputs = ("labels", "collab_cache", *STUDENTS)  # relative to out where inside its run
+    report |= {
+        "config": portable_paths(to_dict(c), c.out, inputs),
+        "seconds": time.perf_counter() - t0,
+    }
     write_report(report, c.out)
     return report
 
@@ -201,21 +224,33 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
     ]  # fmt: skip
 
 
-def _load_students(c: BenchmarkConfig, data, split) -> dict:
-    """name -> the student model of each given folder, checked against the data and split."""
+def _load_students(c: BenchmarkConfig, data, split) -> tuple[dict, set[str]]:
+    """name -> the student model of each given folder, checked against the data and split,
+    and the names of those taken unchecked (no provenance, ``--allow-unchecked``)."""
     from student.loading import load_student
 
-    out = {}
+    out, unchecked = {}, set()
     for name in STUDENTS:
         path = getattr(c, name)
         if path:
             out[name] = load_student(path)
-            provenance.check(path, out[name].provenance, data, split, what=f"the {name} model")
-    return out
+            if not provenance.check(
+                path,
+                out[name].provenance,
+                data,
+                split,
+                what=f"the {name} model",
+                allow_unchecked=c.allow_unchecked,
+            ):
+                unchecked.add(name)  # fmt: skip
+    return out, unchecked
 
 
-def _student_scorers(students: dict, data, split, segments: list[Segment]) -> list[Scorer]:
-    """Each student over its train histories; new users from their query-time histories."""
+def _student_scorers(
+    students: dict, unchecked: set[str], data, split, segments: list[Segment]
+) -> list[Scorer]:
+    """Each student over its train histories; new users from their query-time histories;
+    ``unchecked`` ones are marked ``"provenance": "unchecked"`` in the report."""
     from student.model import count_parameters, model_bytes
     from student.scoring import score_fn
 
@@ -228,9 +263,10 @@ def _student_scorers(students: dict, data, split, segments: list[Segment]) -> li
         if need_new:
             new_hist = histories(split.new_history, data.n_users, length, data.n_items)
             new_fn = score_fn(model, torch.as_tensor(new_hist), new_users=True)
+        info = {"provenance": "unchecked"} if name in unchecked else {}
         out.append(
             Scorer(name, score_fn(model, hist), new_fn=new_fn, params=count_parameters(model),
-                   nbytes=model_bytes(model), timed=True)
+                   nbytes=model_bytes(model), timed=True, info=info)
         )  # fmt: skip
     return out
 

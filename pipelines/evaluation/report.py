@@ -211,6 +211,13 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         parts += _cold_sections(report)
     parts += ["## Models", ""]
     parts += [headline_table(report) if report["models"] else "(no models)", ""]
+    unchecked = [n for n, m in report["models"].items() if m.get("provenance") == "unchecked"]
+    if unchecked:
+        parts += [
+            f"Note: {', '.join(unchecked)} recorded no dataset or split fingerprint and were not "
+            "checked against this data (--allow-unchecked).",
+            "",
+        ]
     comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
     if comp:
         parts += [

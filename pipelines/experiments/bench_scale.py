@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from common.io import claim_output, write_json, write_text
+from common.io import claim_output, read_json, write_json, write_text
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
@@ -58,6 +58,8 @@ from pipelines.experiments.steps import Step, StepGraph
 logger = logging.getLogger(__name__)
 
 RESULT = "bench_scale.json"
+# all a bench-scale folder holds: its result, report and one folder per size
+BENCH_SCALE_FILES = frozenset({RESULT, "report.md", "*x*x*"})
 
 
 # what a stage writes inside the size's folder; removed before the stage runs, so a job (e.g.
@@ -259,7 +261,7 @@ def run_stage(argv: list[str], log: Path, timeout_s: int, threads: int) -> dict[
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path, "a JSON file written by a recdistill job") if path.exists() else None
 
 
 def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
@@ -388,8 +390,9 @@ def run(config: BenchScaleConfig) -> dict:
     c = config
     out = Path(c.out)
     existing = _read(out / RESULT)
-    if existing is None:
-        claim_output(out, RESULT, overwrite=c.overwrite, what="a bench-scale run")
+    # a resumed run (its RESULT there) only checks that the folder holds nothing else
+    claim_output(out, RESULT, overwrite=c.overwrite or existing is not None,
+                 what="a bench-scale run", only=BENCH_SCALE_FILES)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
         "config": {k: getattr(c, k) for k in c.__dataclass_fields__},

@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from common.config import to_dict
-from common.io import write_json
+from common.io import STEP_FILE, write_json
 
 logger = logging.getLogger(__name__)
-
-STEP_FILE = "recdistill_step.json"
 
 
 def _finished(result: dict) -> bool:

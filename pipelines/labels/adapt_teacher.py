@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from common.config import to_dict
-from common.io import claim_output, write_json
+from common.io import claim_output, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.data import load_dataset, training_split
@@ -31,6 +31,12 @@ from pipelines.labels.config import TeacherName
 from pipelines.labels.parts import PARTS
 
 logger = logging.getLogger(__name__)
+# all an adapter folder holds (a LoRA adapter, or a fully tuned sentence-transformers model)
+ADAPTER_FILES = frozenset(
+    {"adapt_teacher.json", "training_meta.json", "adapter_*", "README.md", "*.safetensors",
+     "config*.json", "tokenizer*", "special_tokens_map.json", "vocab.txt", "merges.txt",
+     "modules.json", "sentence_bert_config.json", "[0-9]_*"}
+)  # fmt: skip
 
 
 @dataclass
@@ -120,11 +126,14 @@ def run(config: AdaptTeacherConfig) -> dict:
     c = config
     torch.set_num_threads(c.threads)
     t0 = time.perf_counter()
+    local_model = c.model if c.model and Path(c.model).is_dir() else None  # not a hub id
+    refuse_out_inside(c.out, {"--model": local_model})
     claim_output(
         c.out,
         ("adapt_teacher.json", "training_meta.json"),
         overwrite=c.overwrite,
         what="an adapter",
+        only=ADAPTER_FILES,
     )
     rng = np.random.default_rng(c.seed)
     data = load_dataset(c.dataset)

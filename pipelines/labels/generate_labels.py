@@ -19,7 +19,6 @@ part of ``job_hash`` and either engine resumes shards the other left.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -29,7 +28,17 @@ from pathlib import Path
 import numpy as np
 
 from common.config import to_dict
-from common.io import ArtifactError, atomic_dir, claim_output, recover, write_json
+from common.io import (
+    ArtifactError,
+    atomic_dir,
+    claim_output,
+    portable_path,
+    portable_paths,
+    read_json,
+    recover,
+    refuse_out_inside,
+    write_json,
+)
 from common.versions import versions
 from pipelines.core import provenance
 from pipelines.data import load_dataset, training_split
@@ -55,6 +64,11 @@ from pipelines.labels.shards import load_shard, score_local, shard_done, shard_s
 
 logger = logging.getLogger(__name__)
 ADAPTER_META = "adapt_teacher.json"  # written by adapt-teacher beside the adapter
+# all a label folder holds (names or patterns): ``--overwrite`` replaces nothing else
+LABEL_FILES = frozenset(
+    {META_FILE, "data-*.arrow", "dataset_info.json", "state.json", "item_embeddings.npy",
+     "teacher_topk*.npy", "cold_items.npy"}
+)  # fmt: skip
 
 
 def run(config: GenerateLabelsConfig) -> dict:
@@ -69,6 +83,7 @@ def run(config: GenerateLabelsConfig) -> dict:
     t0 = time.perf_counter()
     out = Path(c.out)
     partial = out.with_name(out.name + ".partial")
+    refuse_out_inside(out, {"--adapter": c.adapter, "--collab-cache": c.collab_cache})
     # the data first (cheap): the job hash covers its fingerprints, so edited data is redone
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
@@ -171,29 +186,30 @@ def check_adapter(adapter: str | None, data, split) -> None:
     """Refuse an adapter fit on another dataset or split (it would leak their test part)."""
     if adapter and Path(adapter).is_dir():
         info = Path(adapter) / ADAPTER_META
-        recorded = json.loads(info.read_text()) if info.exists() else None
-        provenance.check(adapter, recorded, data, split, what="the adapter")
+        recorded = read_json(info, "adapt-teacher's metadata") if info.exists() else None
+        # an adapter made outside recdistill (no adapt_teacher.json) is taken, with a warning
+        provenance.check(adapter, recorded, data, split, what="the adapter", allow_unchecked=True)
 
 
 def reusable_labels(out: Path, job_hash: str, fingerprint: str, overwrite: bool) -> dict | None:
     """The metadata of labels in ``out`` made by this job (reuse them), else ``None`` once
-    ``out`` may be written: labels of another job only with ``overwrite``, a folder that is
-    not labels never."""
-    if not (out / META_FILE).exists():  # a folder that is not labels is never replaced
-        claim_output(out, META_FILE, overwrite=overwrite, what="a soft-label dataset")
-        return None
-    meta = json.loads((out / META_FILE).read_text())
-    if meta.get("job_hash") == job_hash:
+    ``out`` may be written: labels of another job only with ``overwrite``, and only if the
+    folder holds nothing but label files (``LABEL_FILES``); a folder that is not labels never."""
+    meta = None
+    if (out / META_FILE).exists():
+        meta = read_json(out / META_FILE, "the metadata written by generate-labels")
+    if meta is not None and meta.get("job_hash") == job_hash:
         logger.info("%s already holds these labels (job %s); reusing them", out, job_hash)
         return meta
-    if not overwrite:
-        old_fp = meta.get("dataset", {}).get("fingerprint")
+    if meta is not None and not overwrite:
+        old_fp = (meta.get("dataset") or {}).get("fingerprint")
         raise LabelError(
             f"{out} holds labels from another teacher or config, or for other data (job "
-            f"{meta.get('job_hash')}, teacher {meta.get('teacher', {}).get('kind')}, dataset "
+            f"{meta.get('job_hash')}, teacher {(meta.get('teacher') or {}).get('kind')}, dataset "
             f"fingerprint {old_fp}, now {fingerprint}); choose another --out or pass "
             "--overwrite"
         )
+    claim_output(out, META_FILE, overwrite=overwrite, what="a soft-label dataset", only=LABEL_FILES)
     return None
 
 
@@ -208,7 +224,7 @@ def open_partial(partial: Path, job_hash: str, config: dict, fingerprint: str) -
         )
     partial.mkdir(parents=True, exist_ok=True)
     if job_file.exists():
-        prev = json.loads(job_file.read_text()).get("job_hash")
+        prev = read_json(job_file, "the label job's shard record").get("job_hash")
         if prev != job_hash:
             logger.warning(
                 "%s holds shards of another config (job %s); discarding them", partial, prev
@@ -241,7 +257,7 @@ def label_metadata(
         "teacher": {
             "kind": c.teacher,
             "model": c.model or PARTS[c.teacher].default_model,
-            "adapter": c.adapter,
+            "adapter": c.adapter and portable_path(c.adapter, c.out),
             "template": text_info.get("template"),
             "template_hash": text_info.get("template_hash"),
             "info": text_info,
@@ -265,7 +281,7 @@ def label_metadata(
         **provenance.stamp(data, split),
         "seed": c.candidate_seed,
         "versions": versions(),
-        "config": to_dict(c),
+        "config": portable_paths(to_dict(c), c.out, ("adapter", "collab_cache")),
     }
 
 

@@ -34,10 +34,11 @@ optional ``item_embeddings`` (file name of a ``[n_items, D]`` float32 ``.npy`` b
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+
+from common.io import read_json
 
 SCHEMA_VERSION = 1
 META_FILE = "recdistill_labels.json"
@@ -119,10 +120,7 @@ def load_labels(
             f"{path}: not a soft-label dataset ({META_FILE} missing); create one with "
             "`recdistill generate-labels`"
         )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise LabelError(f"{meta_path}: not valid JSON ({exc}); regenerate the labels") from None
+    meta = read_json(meta_path, "the metadata written by generate-labels")
     if meta.get("schema_version") != SCHEMA_VERSION:
         raise LabelError(
             f"{meta_path}: schema_version {meta.get('schema_version')!r}; this recdistill reads {SCHEMA_VERSION}"

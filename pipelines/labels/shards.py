@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common.io import atomic_dir
+from common.io import atomic_dir, read_json
 from pipelines.core.progress import Progress
 from pipelines.labels.config import SLEEP_ENV
 from pipelines.labels.schema import (
@@ -47,7 +47,7 @@ def read_stamp(partial: Path, i: int) -> dict | None:
     name = shard_name(i)
     if (partial / name / "dataset_info.json").exists():
         f = partial / name / STAMP_FILE
-        return json.loads(f.read_text()) if f.exists() else None
+        return read_json(f, "a label shard's stamp") if f.exists() else None
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(partial / f"{name}.parquet").metadata or {}

@@ -15,7 +15,6 @@ else it is built from the student's item tower over every item, cold ones includ
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from common.io import read_json, resolve_recorded
 from pipelines.core.layout import RunLayout
 
 logger = logging.getLogger(__name__)
@@ -52,12 +52,9 @@ class RunSource:
 
 def _read(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ServeError(f"{path}: cannot read it as JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ServeError(f"{path}: expected a JSON object")
-    return data
+        return read_json(path, "a run's metadata written by a recdistill job")
+    except FileNotFoundError as exc:
+        raise ServeError(str(exc)) from None
 
 
 def _job_record(model_dir: Path) -> Path:
@@ -126,9 +123,10 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
     record = _job_record(model_dir)
     if record.name == "metrics.json":  # a train-student output: <out>/model + <out>/metrics.json
         return _read(record), [str(record)]
-    # a compress output: its config names the trained student
+    # a compress output: its config names the trained student (relative to the record's
+    # folder when inside its run: a copied or moved run finds it)
     comp = _read(record)
-    source = Path(comp.get("config", {}).get("model", ""))
+    source = resolve_recorded(comp.get("config", {}).get("model", ""), record.parent)
     # the run's own student first (a copied or moved run still records the old path)
     candidates = [RunLayout(model_dir.parent.parent).student_distilled / "metrics.json"]
     if run is not None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.io import claim_output, write_json
+from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import sample_users
@@ -46,6 +46,7 @@ from student.model_io import MODEL_FILES
 
 logger = logging.getLogger(__name__)
 
+STUDENT_FILES = frozenset({"metrics.json", "model"})  # all a train-student folder holds
 SPARSE_AUTO_ROWS = 100_000  # users + items above which sparse_embeddings="auto" turns on
 
 
@@ -200,10 +201,13 @@ def run(config: TrainStudentConfig) -> dict:
     t_start = time.perf_counter()
     out = Path(c.out)
     # before any work: never replace what this job did not make, nor its own without --overwrite
+    refuse_out_inside(
+        out, {"--labels": c.labels, "--collab-cache": getattr(c, "collab_cache", None)}
+    )
     claim_output(out / "model", "config.json", overwrite=c.overwrite, what="a student model",
                  only=MODEL_FILES)  # fmt: skip
     claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite,
-                 what="a trained student")  # fmt: skip
+                 what="a trained student", only=STUDENT_FILES)  # fmt: skip
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     lists, meta, text, cold_lists = teacher_inputs(c, data, split)
@@ -233,8 +237,8 @@ def run(config: TrainStudentConfig) -> dict:
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")
-    result = {
-        "config": to_dict(c),
+    result = {  # the labels' path relative to ``out`` where it is inside its run
+        "config": portable_paths(to_dict(c), out, ("labels", "collab_cache")),
         "mode": "hard" if c.no_teacher else "distilled",
         **model.provenance,
         "teacher": None if meta is None else meta.get("teacher"),

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from common.io import read_json
 from student.compress.int8 import Int8Embedding, Int8Linear, _check_model, _new_model
 from student.model import TwoTower
 from student.model_io import (
@@ -15,7 +16,6 @@ from student.model_io import (
     load_config,
     load_state_strict,
     load_tensors,
-    read_json,
     read_provenance,
     write_model_dir,
 )

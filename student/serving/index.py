@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.config import check_int
-from common.io import atomic_dir
+from common.io import ArtifactError, atomic_dir, read_json
 from student.serving.config import NORM_SPREAD_WARN, IndexConfig, factory_string
 from student.serving.vectors import (
     as_ids,
@@ -247,12 +247,7 @@ class ItemIndex:
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
                 raise FileNotFoundError(f"ItemIndex.load: {src / name} is missing")
-        try:
-            meta = json.loads((src / META_FILE).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{src / META_FILE}: not valid JSON ({exc}); rebuild the index"
-            ) from None
+        meta = _read_meta(src / META_FILE)
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{src / META_FILE}: format={meta.get('format')!r}, expected {FORMAT_NAME!r}"
@@ -301,10 +296,42 @@ class ItemIndex:
                 f"{src / INDEX_FILE}: holds {index.ntotal} vectors of dim {index.d}, meta.json "
                 f"says {len(ids)} of dim {meta['index_dim']}"
             )
-        config = IndexConfig.from_dict(meta["config"])
+        try:
+            config = IndexConfig.from_dict(meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise ArtifactError(
+                f"{src / META_FILE}: field 'config': {exc}; rebuild the index"
+            ) from None
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
         return out
+
+
+# the fields ``load`` reads from meta.json, with the JSON types each may hold
+_META_FIELDS: dict[str, tuple[type, ...]] = {
+    "dim": (int,),
+    "index_dim": (int,),
+    "n": (int,),
+    "fingerprint": (str,),
+    "config": (dict,),
+    "mips_max_norm": (int, float, type(None)),
+}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` of a saved index, each field ``load`` reads present with its JSON type;
+    else an ``ArtifactError`` naming the file and the field."""
+    meta = read_json(path, "the meta.json written by ItemIndex.save")
+    for name, types in _META_FIELDS.items():
+        if name not in meta:
+            raise ArtifactError(f"{path}: no field {name!r}; rebuild the index")
+        value = meta[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ArtifactError(
+                f"{path}: field {name!r} is {value!r}; expected {want}; rebuild the index"
+            )
+    return meta
 
 
 def _sha256(path: Path) -> str:
