@@ -169,16 +169,17 @@ def _dataset_flags(group) -> None:
 
 def with_dataset_flags(parser, config):
     """``config`` with the own-data flags (from the command line or the ``--config`` file of
-    ``parser``'s last parse) folded into ``config.dataset``."""
-    opts = {k: getattr(parser.namespace, f"dataset_{k}", None) for k in DATASET_FLAGS}
-    if all(v is None for v in opts.values()):
-        return config
+    ``parser``'s last parse) folded into ``config.dataset``, its local paths made absolute."""
     import dataclasses
 
     from pipelines.data.loaders import table_spec
+    from pipelines.data.tables import absolute_spec
 
+    opts = {k: getattr(parser.namespace, f"dataset_{k}", None) for k in DATASET_FLAGS}
     try:
-        return dataclasses.replace(config, dataset=table_spec(config.dataset, **opts))
+        spec = table_spec(config.dataset, **opts)
+        # local paths recorded absolute: the run reads its data from any working folder
+        return dataclasses.replace(config, dataset=absolute_spec(spec))
     except ValueError as e:
         parser.error(str(e))
 

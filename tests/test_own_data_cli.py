@@ -159,3 +159,27 @@ def test_movielens_latest_export_with_the_documented_flags(tmp_path):
     assert res["stats"]["items"] == 30 and data.items["year"].notna().sum() == 29
     assert data.items["title"].tolist()[:3] == ["Toy Story", "Net, The", "Nameless"]
     assert data.items["genres"].tolist()[2] == [] and data.items["year"][0] == 1995
+
+
+def test_relative_data_paths_are_recorded_absolute_with_the_same_fingerprint(
+    catalogue, tmp_path, monkeypatch
+):
+    """A run made with relative --dataset/--items paths names its data absolutely, so a copy of
+    the run is served or benchmarked from any working folder; the data's fingerprint is the same
+    either way."""
+    from pipelines.cli import job_parser, with_dataset_flags
+
+    root = catalogue[0]
+    monkeypatch.chdir(root)
+    argv = ["--dataset", "orders.csv", "--items", "products.csv", "--columns",
+            "user_id=customer,item_id=product,rating=stars,timestamp=when", "--no-teacher"]  # fmt: skip
+    parser, _ = job_parser("train-student")
+    config = with_dataset_flags(parser, parser.parse_config(argv))
+    head, _, query = config.dataset.partition("?")
+    assert head == str(root / "orders.csv")
+    assert f"items={root / 'products.csv'}" in query.replace("%2F", "/")
+    here = load_dataset(config.dataset).fingerprint()
+    relative = load_dataset("orders.csv?items=products.csv&columns=user_id=customer,"
+                            "item_id=product,rating=stars,timestamp=when").fingerprint()  # fmt: skip
+    monkeypatch.chdir(tmp_path)  # another working folder reads the same data
+    assert load_dataset(config.dataset).fingerprint() == here == relative

@@ -220,6 +220,26 @@ def table_spec(
     return replace(spec, **changes).to_spec()
 
 
+def absolute_spec(spec: str) -> str:
+    """``spec`` with the local paths it names (the interactions, ``items``, ``users``, a
+    ``grouplens:`` folder) made absolute where they exist, so that the spec an artifact records
+    reads the same data from any working folder (a run copied elsewhere, a server started from
+    another folder). The dataset's name, and so its fingerprint, does not change."""
+    if spec.startswith("grouplens:"):
+        path = Path(spec.removeprefix("grouplens:"))
+        return f"grouplens:{path.resolve()}" if path.exists() else spec
+    if not is_table(spec):
+        return spec
+    t = TableSpec.parse(spec)
+
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p is not None and Path(p).exists() else p
+
+    return replace(
+        t, interactions=absolute(t.interactions), items=absolute(t.items), users=absolute(t.users)
+    ).to_spec()
+
+
 def is_table(spec: str) -> bool:
     """``spec`` names your own files: a table file, a folder that is not a GroupLens one, or
     anything with ``?options``."""
