@@ -102,3 +102,24 @@ def test_the_walk_sees_a_planted_copy(tmp_path):
     found = _functions(tmp_path)
     assert ("student/x.py", "atomic_dir", True) in found
     assert ("student/x.py", "_versions", False) in found
+
+
+MAX_FUNCTION_LINES, MAX_MODULE_LINES = 80, 450
+
+
+def test_functions_and_modules_stay_small():
+    """One job a module, one step a function: no function over 80 lines (``def`` to its end)
+    and no module over 450 lines in the packages."""
+    big = []
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            rel = str(path.relative_to(ROOT))
+            if text.count("\n") > MAX_MODULE_LINES:
+                big.append(f"{rel}: {text.count(chr(10))} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > MAX_FUNCTION_LINES:
+                        big.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    assert big == [], big

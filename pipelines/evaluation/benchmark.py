@@ -230,19 +230,12 @@ def _load_students(c: BenchmarkConfig, data, split) -> tuple[dict, set[str]]:
     from student.loading import load_student
 
     out, unchecked = {}, set()
-    for name in STUDENTS:
-        path = getattr(c, name)
-        if path:
-            out[name] = load_student(path)
-            if not provenance.check(
-                path,
-                out[name].provenance,
-                data,
-                split,
-                what=f"the {name} model",
-                allow_unchecked=c.allow_unchecked,
-            ):
-                unchecked.add(name)  # fmt: skip
+    for name in (n for n in STUDENTS if getattr(c, n)):
+        out[name] = load_student(getattr(c, name))
+        what, allow = f"the {name} model", c.allow_unchecked
+        if not provenance.check(getattr(c, name), out[name].provenance, data, split, what=what,
+                                allow_unchecked=allow):  # fmt: skip
+            unchecked.add(name)
     return out, unchecked
 
 
