@@ -345,7 +345,7 @@ def load_engine(
         item_pos={m: j for j, m in enumerate(item_ids)},
         cold=counts == 0,
         model_fingerprint=model_fingerprint(source.model),
-        index_fingerprint=index.fingerprint[:16],
+        index_fingerprint=index.sha256[:16],  # of the FAISS file as loaded (computed)
         index_kind=kind,
         int8_linear_switched=switched,
     )
@@ -370,7 +370,14 @@ def _load_data(source: RunSource, cfg):
     try:
         data = load_dataset(source.dataset)
     except (OSError, ValueError) as exc:
-        raise ServeError(f"{source.provenance[-1]}: dataset {source.dataset!r}: {exc}") from None
+        # never the parser's message: it may quote the file's rows (a recorded path can name
+        # any readable file); a missing file is said as such
+        why = "no such file" if isinstance(exc, FileNotFoundError) else type(exc).__name__
+        raise ServeError(
+            f"{source.provenance[-1]}: dataset {source.dataset!r} cannot be read as the data "
+            f"this run was made with (fingerprint {source.dataset_fingerprint}): {why}; serve "
+            "the matching data"
+        ) from None
     if data.fingerprint() != source.dataset_fingerprint:
         raise ServeError(
             f"dataset {source.dataset!r} has fingerprint {data.fingerprint()}, but "
@@ -397,6 +404,7 @@ def _item_index(
     """``source``'s stored index, checked against the model's item embeddings, or one of
     ``index_kind`` built over them; returns (index, its kind)."""
     from student.serving import IndexConfig, ItemIndex, embedding_fingerprint
+    from student.serving.integrity import check_vectors
 
     if source.index is not None:
         try:
@@ -406,6 +414,7 @@ def _item_index(
                 expected_item_ids=item_ids,
                 expected_fingerprint=embedding_fingerprint(item_emb),
             )
+            check_vectors(index, item_emb)
         except (OSError, ValueError) as exc:
             raise ServeError(f"--index {source.index}: {exc}") from None
         kind = index.config.kind

@@ -278,11 +278,17 @@ class ItemIndex:
                 f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
                 f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
             )
-        want = meta.get("index_sha256")
-        if want is not None and _sha256(src / INDEX_FILE) != want:
+        want, got = meta.get("index_sha256"), _sha256(src / INDEX_FILE)
+        if not isinstance(want, str):
+            raise ValueError(
+                f"{src / INDEX_FILE}: {src / META_FILE} records no index_sha256 (computed "
+                f"{got}); an index without its checksum is refused; rebuild the index"
+            )
+        if got != want:
             raise ValueError(
                 f"{src / INDEX_FILE}: sha256 differs from the one meta.json recorded at save time "
-                "(a truncated, edited or swapped file); rebuild the index"
+                f"(recorded {want}, computed {got}: a truncated, edited or swapped file); "
+                "rebuild the index"
             )
         try:
             index = faiss.read_index(str(src / INDEX_FILE))
@@ -304,7 +310,15 @@ class ItemIndex:
             ) from None
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
+        out._sha256 = got
         return out
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the FAISS file as loaded (computed on load), else of the index's bytes."""
+        if getattr(self, "_sha256", None) is None:
+            self._sha256 = hashlib.sha256(faiss.serialize_index(self.index).tobytes()).hexdigest()
+        return self._sha256
 
 
 # the fields ``load`` reads from meta.json, with the JSON types each may hold
