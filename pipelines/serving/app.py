@@ -41,7 +41,7 @@ from fastapi import FastAPI
 
 from pipelines.serving.artifacts import Engine
 from pipelines.serving.config import ServeConfig
-from pipelines.serving.errors import EXCEPTION_HANDLERS
+from pipelines.serving.errors import EXCEPTION_HANDLERS, ApiError
 from pipelines.serving.middleware import ServingMiddleware
 from pipelines.serving.routes import ROUTERS
 from pipelines.serving.schemas import ReloadRequest
@@ -50,12 +50,16 @@ from pipelines.serving.state import ServingState, load, set_threads
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
-    """The application for ``config``; loads the run now (``engine`` reuses a loaded one).
+def create_app(
+    config: ServeConfig, engine: Engine | None = None, background: bool = False
+) -> FastAPI:
+    """The application for ``config``; loads the run now (``engine`` reuses a loaded one), or
+    with ``background`` once started, on a thread (``/readyz`` 503 "loading" until then).
 
-    Raises :class:`ServeError` for a run that cannot be served."""
+    Raises :class:`ServeError` for a run that cannot be served (loaded now)."""
     set_threads(config)
-    engine = engine if engine is not None else load(config)
+    if engine is None and not background:
+        engine = load(config)
     state = ServingState(config, engine)
     app = FastAPI(
         title="recdistill",
@@ -78,11 +82,14 @@ async def _lifespan(app: FastAPI):
     if state.batcher is not None:
         state.batcher.start()
     state.started = True
+    loading = None
+    if state.engine is None:
+        loading = asyncio.create_task(state.load_first())  # the port is open meanwhile
     sighup = False
     if state.config.sighup and threading.current_thread() is threading.main_thread():
         try:
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: asyncio.ensure_future(state.reload(ReloadRequest()))
+                signal.SIGHUP, lambda: asyncio.ensure_future(sighup_reload(state))
             )
             sighup = True
         except (NotImplementedError, RuntimeError, ValueError):
@@ -90,8 +97,20 @@ async def _lifespan(app: FastAPI):
     state.write_state()
     yield
     state.started = False
+    if loading is not None and not loading.done():
+        loading.cancel()
     if sighup:
         asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     if state.batcher is not None:
         await state.batcher.stop()
     state.executor.shutdown(wait=True)
+
+
+async def sighup_reload(state: ServingState) -> None:
+    """The SIGHUP reload: a refused one is logged in one line by ``reload`` (no task left
+    holding an exception nobody retrieves)."""
+    try:
+        await state.reload(ReloadRequest())
+    except ApiError as exc:
+        if exc.code != "reload_refused":  # a refused reload was logged by reload
+            logger.warning("SIGHUP reload not done: %s", exc.message)

@@ -62,6 +62,17 @@ class ServeConfig:
     max_body_bytes: int = field(
         default=1 << 20, metadata={"help": "largest request body accepted (413 above)"}
     )
+    max_batch_items: int = field(
+        default=100_000,
+        metadata={"help": "most items in one /recommend/batch answer (sum of k; 413 above)"},
+    )
+    header_timeout_s: float = field(
+        default=10.0,
+        metadata={"help": "close a connection whose request headers are unfinished after this"},
+    )
+    idle_timeout_s: float = field(
+        default=5.0, metadata={"help": "close an idle keep-alive connection after this"}
+    )
     admin_anywhere: bool = field(
         default=False,
         metadata={"help": "accept /admin/reload from any address (default: loopback only)"},
@@ -89,13 +100,19 @@ class ServeConfig:
             ("max_k", 1, MAX_K_LIMIT),
             ("max_batch_queries", 1, 1 << 16),
             ("max_body_bytes", 64, 1 << 30),
+            ("max_batch_items", 1, 1 << 30),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ValueError(
                     f"ServeConfig.{name}={v!r}; expected an integer in [{low}, {high}]"
                 )
-        if not isinstance(self.max_wait_ms, (int, float)) or not 0 <= self.max_wait_ms <= 1000:
-            raise ValueError(
-                f"ServeConfig.max_wait_ms={self.max_wait_ms!r}; expected a number in [0, 1000]"
-            )
+        for name, high in (
+            ("max_wait_ms", 1000),
+            ("header_timeout_s", 3600),
+            ("idle_timeout_s", 3600),
+        ):
+            v = getattr(self, name)
+            low = 0 if name == "max_wait_ms" else 0.01
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+                raise ValueError(f"ServeConfig.{name}={v!r}; expected a number in [{low}, {high}]")

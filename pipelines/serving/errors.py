@@ -24,7 +24,8 @@ ERRORS: dict = {
     for s, d in (
         (400, "malformed JSON"),
         (404, "unknown user or item"),
-        (413, "body too large"),
+        (503, "the run is still loading (or failed to load: /readyz)"),
+        (413, "body, or batch answer (sum of k), too large"),
         (422, "invalid field (named in detail)"),
     )
 }

@@ -8,6 +8,9 @@ import time
 from pipelines.serving.errors import ApiError
 from pipelines.serving.state import ServingState
 
+# answered before the run is loaded (everything else is a 503 "not_ready")
+OPEN_WHILE_LOADING = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"})
+
 
 class ServingMiddleware:
     """Body size limit (413), in-flight counting for the batcher, metrics."""
@@ -19,6 +22,9 @@ class ServingMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         st = self.state
+        if st.engine is None and scope["path"] not in OPEN_WHILE_LOADING:
+            await self._not_loaded().response()(scope, receive, send)
+            return
         t0 = time.perf_counter()
         status = {"code": 500}
 
@@ -46,6 +52,11 @@ class ServingMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             st.metrics.requests.labels(endpoint, str(status["code"])).inc()
             st.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+
+    def _not_loaded(self) -> ApiError:
+        st = self.state
+        why = f"the run failed to load: {st.load_error}" if st.load_error else "loading the run"
+        return ApiError(503, "not_ready", f"not ready ({why}); see /readyz")
 
     def _too_large(self) -> ApiError:
         limit = self.state.config.max_body_bytes

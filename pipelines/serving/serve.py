@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from pipelines.serving.config import ServeConfig
+from pipelines.serving.limits import header_timeout_protocol
 
 __all__ = ["ServeConfig", "run"]
 
@@ -46,18 +47,31 @@ def make_server(app, config: ServeConfig, what: str):
             access_log=config.access_log,
             workers=1,
             timeout_graceful_shutdown=10,
+            timeout_keep_alive=config.idle_timeout_s,
+            http=header_timeout_protocol(config.header_timeout_s),
         )
     )
 
 
 def run(config: ServeConfig) -> dict:
-    """Serve until stopped (SIGINT/SIGTERM); returns what was served."""
-    from pipelines.serving.app import create_app
+    """Serve until stopped (SIGINT/SIGTERM); returns what was served.
 
-    app = create_app(config)  # a bad run raises ServeError: the CLI prints one line, exit 2
+    The port opens first and the run loads on a thread (``/readyz`` 503 "loading"); paths are
+    checked before (a bad one is the CLI's one-line error). If that first load fails the
+    server stops and this raises :class:`ServeError` (the CLI exits 2)."""
+    from pipelines.serving.app import create_app
+    from pipelines.serving.artifacts import ServeError
+    from pipelines.serving.state import resolve_configured
+
+    resolve_configured(config)  # cheap (JSON only): a bad path fails before the port opens
+    app = create_app(config, background=True)
     state = app.state.serving
+    server = make_server(app, config, config.model or config.run or "")
+    state.on_load_failed = lambda: setattr(server, "should_exit", True)
     try:
-        make_server(app, config, state.engine.model_fingerprint).run()
+        server.run()
     except KeyboardInterrupt:  # as uvicorn.run: Ctrl-C is the way to stop it
         pass
+    if state.engine is None:
+        raise ServeError(state.load_error or "stopped before the run was loaded")
     return {"served": state.engine.describe()}

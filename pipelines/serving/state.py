@@ -91,14 +91,22 @@ def load(config: ServeConfig, run=None, model=None, index=None) -> Engine:
     return load_engine(resolve_run(run, model, index), config.index_type, config.batch_independent)
 
 
+def resolve_configured(config: ServeConfig):
+    """The configured run's paths (cheap: JSON only), for a one-line error before the port opens."""
+    return resolve_run(config.run, config.model, config.index)
+
+
 class ServingState:
     """What the routes share; ``engine`` is replaced whole on reload."""
 
-    def __init__(self, config: ServeConfig, engine: Engine) -> None:
+    def __init__(self, config: ServeConfig, engine: Engine | None) -> None:
         self.config = config
-        self.engine = engine
+        self.engine = engine  # None while the first load runs (see load_first)
+        self.load_error: str | None = None  # why the first load failed
+        self.on_load_failed = None  # called (no arguments) when the first load fails
         self.metrics = Metrics()
-        self.metrics.set_model(engine)
+        if engine is not None:
+            self.metrics.set_model(engine)
         self.executor = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="compute",
@@ -122,8 +130,23 @@ class ServingState:
         self.metrics.batch.observe(len(queries))
         return engine.retriever.run(queries)
 
+    async def load_first(self) -> None:
+        """Load the configured run on a thread while the port is already open (``/readyz``
+        answers 503 "loading" meanwhile, "failed" with the reason if it fails)."""
+        try:
+            engine = await asyncio.to_thread(load, self.config)
+        except Exception as exc:  # noqa: BLE001 (any failure is reported on /readyz)
+            self.load_error = str(exc) if isinstance(exc, ServeError) else repr(exc)
+            logger.error("load failed: %s", self.load_error)
+            if self.on_load_failed is not None:
+                self.on_load_failed()
+            return
+        self.engine = engine
+        self.metrics.set_model(engine)
+        self.write_state()
+
     def write_state(self) -> None:
-        if self.config.out:
+        if self.config.out and self.engine is not None:
             write_json(
                 Path(self.config.out) / "serving.json",
                 {
@@ -142,6 +165,8 @@ class ServingState:
 
     async def reload(self, body: ReloadRequest) -> dict:
         """Load a run, check it, swap it in; a bad run is refused (422) and the old serves on."""
+        if self.engine is None:
+            raise ApiError(503, "loading", "the first load has not finished; nothing to replace")
         if self.reload_lock.locked():
             raise ApiError(409, "reload_in_progress", "a reload is already running; try again")
         async with self.reload_lock:

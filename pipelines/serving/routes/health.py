@@ -20,7 +20,11 @@ async def healthz():
 
 @router.get("/readyz")
 async def readyz(state: State):
-    """Readiness: a run is loaded and the batcher runs; what is served."""
+    """Readiness: a run is loaded and the batcher runs; what is served (503 "loading" while
+    the first load runs, "failed" with the reason if it failed)."""
+    if state.engine is None:
+        body = {"status": "failed", "error": state.load_error} if state.load_error else {}
+        return JSONResponse(body or {"status": "loading"}, status_code=503)
     ok = state.started and (state.batcher is None or state.batcher.running)
     body = {"status": "ready" if ok else "starting", "reloading": state.reloading}
     body["queued"] = 0 if state.batcher is None else state.batcher.pending

@@ -7,9 +7,11 @@ import asyncio
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from pipelines.serving.answers import answer, fingerprints, to_query
 from pipelines.serving.errors import ERRORS, ApiError
+from pipelines.serving.limits import check_batch_items
 from pipelines.serving.schemas import BatchRequest, RecommendRequest, RecommendResponse, expected
 from pipelines.serving.state import State
 
@@ -34,7 +36,8 @@ async def recommend(body: RecommendRequest, request: Request, state: State):
 
 @router.post("/recommend/batch", responses=ERRORS)
 async def recommend_batch(body: BatchRequest, state: State):
-    """Many users at once: one user-tower call and one batched search."""
+    """Many users at once: one user-tower call and one batched search (built and encoded on a
+    worker thread: a big batch never holds the event loop)."""
     e, config = state.engine, state.config
     if len(body.queries) > config.max_batch_queries:
         raise ApiError(
@@ -50,9 +53,15 @@ async def recommend_batch(body: BatchRequest, state: State):
                 }
             ],
         )
+    check_batch_items([r.k for r in body.queries], config)
+    return await run_in_threadpool(_batch_answer, state, e, body)
+
+
+def _batch_answer(state, e, body: BatchRequest) -> JSONResponse:
+    """The whole batch answer, off the event loop; the search on the compute thread."""
+    config = state.config
     qs = [to_query(e, r, config, f"queries[{i}].") for i, r in enumerate(body.queries)]
-    loop = asyncio.get_running_loop()
-    results = await loop.run_in_executor(state.executor, state.run_batch, e, qs)
+    results = state.executor.submit(state.run_batch, e, qs).result()
     return JSONResponse(
         {
             "results": [answer(e, r.user_id, res) for r, res in zip(body.queries, results)],
