@@ -14,7 +14,8 @@ Endpoints (JSON; errors are ``{"error": code, "message": ..., "detail": [{"field
   search for all of them.
 - ``GET /items/{item_id}/similar?k=10``: nearest items in the index by the item tower's
   embedding (cold items, with no train interactions, are there through their content).
-- ``GET /healthz`` (the process answers), ``GET /readyz`` (a run is loaded; what it is),
+- ``GET /healthz`` (the process answers), ``GET /readyz`` (a run is loaded; what it is; 503
+  ``loading`` while ``create_app(..., background=True)`` loads it, ``failed`` with the reason),
   ``GET /metrics`` (Prometheus text).
 - ``POST /admin/reload`` (loopback only unless ``admin_anywhere``), or SIGHUP: load a run (the
   configured one, or ``{"run": ..., "model": ..., "index": ...}``), check it, swap it in

@@ -131,7 +131,10 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
     candidates = [RunLayout(model_dir.parent.parent).student_distilled / "metrics.json"]
     if run is not None:
         candidates.append(RunLayout(run).student_distilled / "metrics.json")
-    candidates.append(source.parent / "metrics.json")
+    root = (run or model_dir.parent.parent).resolve()
+    outside = source.resolve().parent != root and root not in source.resolve().parents
+    if not outside:  # a path the metadata names is read only inside the run
+        candidates.append(source.parent / "metrics.json")
     for m in candidates:
         if m.is_file():
             data = _read(m)
@@ -143,8 +146,9 @@ def _training_metrics(model_dir: Path, run: Path | None) -> tuple[dict, list[str
                         f"{data.get('config', {}).get(key)!r}"
                     )
             return data, [str(record), str(m)]
+    where = f"lies outside the run {root} (not read)" if outside else "has no metrics.json"
     raise ServeError(
-        f"{record}: the student it compressed ({source}) has no metrics.json; looked at "
+        f"{record}: the student it compressed ({source}) {where}; looked at "
         f"{[str(c) for c in candidates]} (needed for the dataset and split fingerprints)"
     )
 

@@ -103,3 +103,20 @@ def test_an_error_never_echoes_the_file_a_crafted_metrics_json_names(tmp_path, r
         load_engine(resolve_run(run, model=run / "student_distilled" / "model"))
     assert "SECRET-host-4711" not in str(err.value)
     assert "cannot be read as the data this run was made with" in str(err.value)
+
+
+def test_a_path_the_metadata_names_outside_the_run_is_not_read(tmp_path, run_dir):
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    cfg = run / "compressed" / "int8" / "config.json"  # a model saved without provenance
+    meta = json.loads(cfg.read_text())
+    meta.pop("provenance")
+    cfg.write_text(json.dumps(meta))
+    outside = tmp_path / "elsewhere"
+    shutil.move(run / "student_distilled", outside)
+    comp = run / "compressed" / "compression.json"
+    c = json.loads(comp.read_text())
+    c["config"]["model"] = str(outside / "model")
+    comp.write_text(json.dumps(c))
+    with pytest.raises(ServeError, match=r"lies outside the run .* \(not read\)"):
+        resolve_run(run)
