@@ -52,6 +52,10 @@ def make_server(app, config: ServeConfig, what: str):
 
 def run(config: ServeConfig) -> dict:
     """Serve until stopped (SIGINT/SIGTERM); returns what was served."""
+    if config.engine == "ray":
+        from pipelines.serving.ray_serve import run as run_ray
+
+        return run_ray(config)
     from pipelines.serving.app import create_app
 
     app = create_app(config)  # a bad run raises ServeError: the CLI prints one line, exit 2
