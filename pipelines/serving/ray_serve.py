@@ -53,6 +53,7 @@ def build_replica_app(config: ServeConfig, expect: dict | None = None):
     got = fingerprints(app.state.serving.engine)
     if expect is not None and got != expect:
         raise ServeError(f"replica loaded {got}, the driver checked {expect}: the run changed")
+
     @app.post("/admin/reload", status_code=409, responses=ERRORS, include_in_schema=False)
     async def reload():
         """Under Ray Serve a reload is a redeploy: send SIGHUP to ``recdistill serve``."""
@@ -131,12 +132,12 @@ def stop() -> None:
 def redeploy(config: ServeConfig, current: Engine) -> Engine:
     """Load and check the configured run (a bad one raises ServeError; nothing changes), then
     roll every replica onto it."""
-    from ray import serve
-
     from pipelines.serving.state import load
 
     new = load(config)
     check_replacement(current, new, False)
+    from ray import serve
+
     serve.run(bind(config, fingerprints(new)), name=APP_NAME, route_prefix="/")
     logger.info("redeployed: %s -> %s", current.model_fingerprint, new.model_fingerprint)
     return new
@@ -150,11 +151,12 @@ def run(config: ServeConfig) -> dict:
     stopping, hup = threading.Event(), threading.Event()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    if config.sighup:
+    if config.sighup:  # a SIGHUP while the replicas start redeploys once they are up
         signal.signal(signal.SIGHUP, lambda *_: hup.set())
     try:
         port = start(config, engine)
+        # after ray.init, which sets its own SIGTERM handler (sys.exit; its C++ one aborts)
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
         logger.info(
             "serving %s on http://%s:%d with Ray Serve, %d replicas (docs at /docs)",
             engine.model_fingerprint,
@@ -165,6 +167,7 @@ def run(config: ServeConfig) -> dict:
         while not stopping.wait(0.2):
             if hup.is_set():
                 hup.clear()
+                logger.info("SIGHUP: reloading %s and redeploying", config.run)
                 try:
                     engine = redeploy(config, engine)
                 except Exception as exc:  # one line, no traceback: the old replicas serve on

@@ -5,6 +5,11 @@ without Ray running (fast), and 2 replicas on a local Ray answering as the in-pr
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -103,3 +108,64 @@ def test_two_local_replicas_answer_as_the_in_process_app(run_dir):
     finally:
         stop()
     assert not ray.is_initialized()
+
+
+def test_a_redeploy_to_a_run_of_other_data_is_refused_before_ray_is_touched(
+    run_dir, run_other_data
+):
+    from pipelines.serving.ray_serve import redeploy
+
+    current = create_app(ServeConfig(run=str(run_dir))).state.serving.engine
+    with pytest.raises(ServeError, match="dataset"):
+        redeploy(ServeConfig(run=str(run_other_data), engine="ray"), current)
+
+
+@needs_serve
+@pytest.mark.slow
+def test_the_cli_redeploys_on_sighup_without_a_failed_request(tmp_path, run_dir, run_dir_b):
+    """``recdistill serve --engine ray --replicas 2``: SIGHUP after the run folder changed rolls
+    both replicas onto it while every request is answered; SIGTERM exits 0, no traceback."""
+    from tests.serving.test_server import ROOT, _env, free_port
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    port, log = free_port(), tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--run", str(run), "--engine", "ray",
+           "--replicas", "2", "--port", str(port)]  # fmt: skip
+    with open(log, "w") as out:  # a file, not a pipe: Ray logs every request
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    url, body = f"http://127.0.0.1:{port}", {"history": [], "k": 3}
+    try:
+        before = _wait_ready(proc, url, log)
+        for part in ("student_distilled", "compressed"):
+            shutil.rmtree(run / part)
+            shutil.copytree(run_dir_b / part, run / part)
+        proc.send_signal(signal.SIGHUP)
+        now, n, deadline = before, 0, time.monotonic() + 180
+        while now == before and time.monotonic() < deadline:
+            r = httpx.post(f"{url}/recommend", json=body, timeout=30)
+            assert r.status_code == 200, r.text  # no request fails while the replicas roll
+            now, n = r.json()["model_fingerprint"], n + 1
+        assert now != before and n > 1, log.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    text = log.read_text()
+    assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
+    assert "redeployed:" in text
+
+
+def _wait_ready(proc, url: str, log) -> str:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {log.read_text()[-3000:]}")
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=2)
+            if r.status_code == 200:
+                return r.json()["model_fingerprint"]
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise AssertionError("server did not become ready")
