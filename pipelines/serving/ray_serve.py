@@ -4,7 +4,8 @@ Each replica is a Ray actor that builds the app with :func:`pipelines.serving.ap
 (so the routes, bodies and errors are the ones ``--engine uvicorn`` serves) and loads the run
 itself; Ray Serve's proxy listens on ``--host``/``--port`` and spreads requests over the
 replicas. ``ray.init`` starts a local Ray with ``replicas x torch_threads`` CPUs unless
-``--ray-address`` names a cluster to join (then the run's paths must be readable on every node).
+``--ray-address`` (or ``$RAY_ADDRESS``) names a cluster to join (then the run's paths must be
+readable on every node).
 
 Reload is a redeploy: a request reaches one replica, so ``POST /admin/reload`` on a replica
 would reload that one only; it answers 409 saying so. SIGHUP to the ``recdistill serve``
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import socket
 import threading
@@ -112,8 +114,8 @@ def start(config: ServeConfig, engine: Engine) -> int:
     from ray import serve
 
     port = config.port or free_port(config.host)
-    if config.ray_address:
-        ray.init(address=config.ray_address)
+    if config.ray_address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=config.ray_address)  # None: $RAY_ADDRESS
     else:
         ray.init(num_cpus=config.replicas * config.torch_threads, include_dashboard=False)
     serve.start(http_options={"host": config.host, "port": port})
@@ -147,6 +149,13 @@ def run(config: ServeConfig) -> dict:
     """Serve with Ray Serve until SIGINT/SIGTERM; SIGHUP redeploys. Returns what was served."""
     from pipelines.serving.state import load
 
+    try:
+        import ray.serve  # noqa: F401
+    except ImportError as exc:
+        raise ServeError(
+            f"--engine ray needs Ray Serve ({exc}): pip install 'recdistill[ray]' "
+            "(ray[serve]==2.60.0)"
+        ) from None
     engine = load(config)  # a bad run is refused here, in one line, before Ray starts
     stopping, hup = threading.Event(), threading.Event()
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

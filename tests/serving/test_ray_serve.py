@@ -67,6 +67,14 @@ def test_the_replica_app_answers_as_the_app_and_refuses_admin_reload(run_dir):
         build_replica_app(config, {**want, "index_fingerprint": "other"})
 
 
+def test_engine_ray_without_ray_serve_is_one_error_naming_the_install(monkeypatch, run_dir):
+    from pipelines.serving.ray_serve import run
+
+    monkeypatch.setitem(sys.modules, "ray.serve", None)  # import ray.serve raises ImportError
+    with pytest.raises(ServeError, match=r"pip install 'recdistill\[ray\]'"):
+        run(ServeConfig(run=str(run_dir), engine="ray"))
+
+
 @needs_serve
 def test_the_deployment_has_the_replicas_and_the_replica_config():
     from pipelines.serving.ray_serve import DEPLOYMENT_NAME, bind
