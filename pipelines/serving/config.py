@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
+from common.config import check_choice
 from student.serving.config import INDEX_KINDS, IndexKind
 
 MAX_K = 1000  # the default largest k
@@ -79,6 +81,15 @@ class ServeConfig:
     )
     sighup: bool = field(default=True, metadata={"help": "reload the run on SIGHUP"})
     access_log: bool = field(default=False, metadata={"help": "uvicorn access log lines"})
+    engine: Literal["uvicorn", "ray"] = field(
+        default="uvicorn",
+        metadata={"help": "uvicorn: one process; ray: a Ray Serve deployment (docs/ray.md)"},
+    )
+    replicas: int = field(default=1, metadata={"help": "Ray Serve replicas (--engine ray)"})
+    ray_address: str | None = field(
+        default=None,
+        metadata={"help": "Ray cluster to join (--engine ray; default: start a local Ray)"},
+    )
     out: str | None = field(
         default=None,
         metadata={
@@ -92,6 +103,12 @@ class ServeConfig:
             raise ValueError(
                 f"ServeConfig.index_type={self.index_type!r}; expected one of {INDEX_KINDS}"
             )
+        check_choice("ServeConfig", "engine", self.engine, ("uvicorn", "ray"))
+        if self.engine != "ray" and (self.replicas != 1 or self.ray_address):
+            raise ValueError(
+                "ServeConfig.replicas/ray_address apply to --engine ray only; "
+                f"engine is {self.engine!r}"
+            )
         for name, low, high in (
             ("port", 0, 65535),
             ("torch_threads", 1, 256),
@@ -101,6 +118,7 @@ class ServeConfig:
             ("max_batch_queries", 1, 1 << 16),
             ("max_body_bytes", 64, 1 << 30),
             ("max_batch_items", 1, 1 << 30),
+            ("replicas", 1, 1024),
         ):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:

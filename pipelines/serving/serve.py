@@ -56,9 +56,14 @@ def make_server(app, config: ServeConfig, what: str):
 def run(config: ServeConfig) -> dict:
     """Serve until stopped (SIGINT/SIGTERM); returns what was served.
 
-    The port opens first and the run loads on a thread (``/readyz`` 503 "loading"); paths are
+    ``--engine ray`` hands over to Ray Serve (``pipelines.serving.ray_serve``). Otherwise the
+    port opens first and the run loads on a thread (``/readyz`` 503 "loading"); paths are
     checked before (a bad one is the CLI's one-line error). If that first load fails the
     server stops and this raises :class:`ServeError` (the CLI exits 2)."""
+    if config.engine == "ray":
+        from pipelines.serving.ray_serve import run as run_ray
+
+        return run_ray(config)
     from pipelines.serving.app import create_app
     from pipelines.serving.artifacts import ServeError
     from pipelines.serving.state import resolve_configured
