@@ -29,6 +29,8 @@ def make_server(app, config: ServeConfig, what: str):
     (``what`` is served there)."""
     import uvicorn
 
+    from pipelines.serving.stack import stack
+
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
@@ -45,6 +47,7 @@ def make_server(app, config: ServeConfig, what: str):
             log_level="info",
             access_log=config.access_log,
             workers=1,
+            **stack(log=True),
             timeout_graceful_shutdown=10,
         )
     )

@@ -101,7 +101,7 @@ def search_excluding(
         scores, rows = index.search(q_all if len(todo) == b else q_all[todo], fetch)
         short = []
         for j, i in enumerate(todo):
-            keep = (rows[j] >= 0) & ~np.isin(rows[j], seen_rows[i])
+            keep = (rows[j] >= 0) & ~_member(rows[j], seen_rows[i])
             picked = np.flatnonzero(keep)[: ks[i]]
             if len(picked) < ks[i]:
                 short.append(i)
@@ -116,6 +116,14 @@ def search_excluding(
             )
         fetch = min(2 * fetch, n)
         todo = short
+
+
+def _member(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    """``np.isin(rows, sorted_rows)`` for a sorted unique ``sorted_rows``, without sorting."""
+    if not sorted_rows.size:
+        return np.zeros(rows.shape, dtype=bool)
+    pos = np.searchsorted(sorted_rows, rows).clip(max=len(sorted_rows) - 1)
+    return sorted_rows[pos] == rows
 
 
 @dataclass
@@ -168,7 +176,8 @@ class Retriever:
         seen: Any,
         popularity: np.ndarray | None = None,
     ) -> None:
-        seen = sp.csr_matrix(seen)
+        seen = sp.csr_matrix(seen, copy=True)
+        seen.sum_duplicates()  # sorted unique columns per row: a row slice is an exclusion list
         if seen.shape[1] != index.n:
             raise ValueError(
                 f"seen has {seen.shape[1]} item columns but the index holds {index.n} items"
@@ -176,6 +185,7 @@ class Retriever:
         if len(histories) != seen.shape[0]:
             raise ValueError(f"histories has {len(histories)} users but seen has {seen.shape[0]}")
         self.model, self.index, self.seen = model, index, seen
+        self._seen_rows = seen.indices.astype(np.int64)
         self.histories = np.asarray(histories, dtype=np.int64)
         self.n_users, self.n_items = seen.shape
         self.popularity = None
@@ -187,6 +197,25 @@ class Retriever:
             self._pop_order = np.argsort(-pop, kind="stable")
         cfg = getattr(model, "config", None)
         self.history_len = int(getattr(cfg, "history_len", self.histories.shape[1]))
+        self.user_vectors: np.ndarray | None = None  # [n_users, D] once precompute_users ran
+
+    def precompute_users(self, chunk: int = 1) -> np.ndarray:
+        """Encode every known user once (their tower inputs, id and stored history, do not
+        change until the next load); :meth:`run` then looks them up instead of running the
+        tower. ``chunk`` users per tower call: 1 (the default) gives each user exactly the
+        vector a query of that user alone got, so answers do not change. Returns [n_users, D].
+        """
+        import torch
+
+        check_int("precompute_users", "chunk", chunk, 1)
+        parts = []
+        with torch.no_grad():
+            for s in range(0, self.n_users, chunk):
+                users = np.arange(s, min(s + chunk, self.n_users), dtype=np.int64)
+                hist = torch.as_tensor(self.histories[users])
+                parts.append(self.model.encode_users(torch.as_tensor(users), hist).numpy())
+        self.user_vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        return self.user_vectors
 
     # ------------------------------------------------------------------ one query path
     def excluded_rows(self, q: Query) -> np.ndarray:
@@ -195,7 +224,9 @@ class Retriever:
         if q.exclude_seen:
             if q.user is not None:
                 lo, hi = self.seen.indptr[q.user], self.seen.indptr[q.user + 1]
-                parts.append(self.seen.indices[lo:hi].astype(np.int64))
+                if not parts[0].size:  # already sorted and unique: no per-request rebuild
+                    return self._seen_rows[lo:hi]
+                parts.append(self._seen_rows[lo:hi])
             elif q.history is not None:
                 parts.append(np.asarray(q.history, dtype=np.int64).ravel())
         return np.unique(np.concatenate(parts))
@@ -215,11 +246,11 @@ class Retriever:
         with torch.no_grad():
             if known:
                 users = np.array([queries[i].user for i in known], dtype=np.int64)
-                embs.append(
-                    self.model.encode_users(
-                        torch.as_tensor(users), torch.as_tensor(self.histories[users])
-                    )
-                )
+                if self.user_vectors is not None:
+                    embs.append(torch.from_numpy(self.user_vectors[users]))
+                else:
+                    hist = torch.as_tensor(self.histories[users])
+                    embs.append(self.model.encode_users(torch.as_tensor(users), hist))
                 order += known
             if new:
                 hist = np.full((len(new), self.history_len), self.n_items, dtype=np.int64)

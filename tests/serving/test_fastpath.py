@@ -1,0 +1,77 @@
+"""The hot path: known users' vectors computed once at load (answers unchanged), seen-item
+filtering from the stored rows, uvloop + httptools, orjson answers equal to the JSON ones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pipelines.serving.app import create_app
+from pipelines.serving.artifacts import load_engine, resolve_run
+from pipelines.serving.config import ServeConfig
+from student.serving import Query
+
+LOCAL = ("127.0.0.1", 40000)
+
+
+@pytest.mark.parametrize("which", ["int8", "float"])
+def test_precomputed_users_answer_exactly_as_the_tower_did(run_dir, which):
+    model = None if which == "int8" else str(run_dir / "student_distilled" / "model")
+    e = load_engine(resolve_run(run_dir, model))
+    r = e.retriever
+    queries = [Query(user=u, k=7) for u in range(r.n_users)]
+    queries += [Query(user=3, k=5, exclude=[0, 1, 2]), Query(user=4, k=80, exclude_seen=False)]
+    before = [r.run([q])[0] for q in queries]  # encode + search, one user at a time
+    vecs = r.precompute_users()
+    assert vecs.shape[0] == r.n_users
+    r.model.encode_users = None  # the tower must not run for a known user any more
+    for got in (r.run(queries), [r.run([q])[0] for q in queries]):
+        for a, b in zip(before, got):
+            np.testing.assert_array_equal(a.rows, b.rows)
+            np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_seen_rows_are_sliced_not_rebuilt(run_dir):
+    r = load_engine(resolve_run(run_dir)).retriever
+    for u in range(r.n_users):
+        want = np.unique(r.seen[u].indices)
+        got = r.excluded_rows(Query(user=u))
+        np.testing.assert_array_equal(got, want)
+        assert got.base is not None  # a view of the stored rows, no copy per request
+        np.testing.assert_array_equal(
+            r.excluded_rows(Query(user=u, exclude=[5, 5, 0])), np.union1d(want, [0, 5])
+        )
+
+
+def test_served_engine_has_user_vectors_after_load_and_reload(run_dir, run_dir_b):
+    app = create_app(ServeConfig(run=str(run_dir)))
+    with TestClient(app, client=LOCAL) as c:
+        assert app.state.serving.engine.retriever.user_vectors is not None
+        assert c.post("/admin/reload", json={"run": str(run_dir_b)}).status_code == 200
+        assert app.state.serving.engine.retriever.user_vectors is not None
+
+
+def test_server_runs_on_uvloop_and_httptools(run_dir):
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    from pipelines.serving.serve import make_server
+
+    server = make_server(object(), ServeConfig(run=str(run_dir), port=0), "x")
+    assert (server.config.loop, server.config.http) == ("uvloop", "httptools")
+
+
+def test_orjson_answers_are_the_json_answers(run_dir):
+    app = create_app(ServeConfig(run=str(run_dir)))
+    with TestClient(app, client=LOCAL) as c:
+        for path, body in (
+            ("/recommend", {"user_id": "1", "k": 20}),
+            ("/recommend", {"history": ["3", "4"], "k": 5}),
+            ("/recommend/batch", {"queries": [{"user_id": "2"}, {"history": []}]}),
+        ):
+            r = c.post(path, json=body)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            want = json.dumps(r.json(), ensure_ascii=False, separators=(",", ":"))
+            assert r.content == want.encode()
