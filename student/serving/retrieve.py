@@ -76,8 +76,9 @@ def search_excluding(
 
     query_emb [B, D], ``ks`` [B] ints >= 1, ``seen_rows`` B int64 arrays of item rows (sorted,
     unique). Returns per query the item rows [k_i] and scores [k_i], best first. Fetches
-    ``max(k_i + |seen_i|)`` (capped at N) once, then re-fetches twice as many for the
-    queries still short (an approximate index may reach fewer items than asked).
+    ``k_i + |seen_i|`` rounded up to a power of two (capped at N), one search per fetch size,
+    then re-fetches twice as many for the queries still short (an approximate index may reach
+    fewer items than asked).
     """
     n = index.n
     for i, (k, s) in enumerate(zip(ks, seen_rows)):
@@ -94,28 +95,32 @@ def search_excluding(
     out_scores: list[np.ndarray] = [np.empty(0, np.float32)] * b
     if b == 0:
         return out_rows, out_scores
-    fetch = min(max(k + len(s) for k, s in zip(ks, seen_rows)), n)
     q_all = np.asarray(query_emb)
+    # one search per fetch size (k + |seen| rounded up to a power of two): a user with few seen
+    # items is not fetched as deep as the batch's heaviest one
+    fetch = {i: min(1 << max(k + len(s) - 1, 0).bit_length(), n) for i, (k, s) in enumerate(zip(ks, seen_rows))}  # fmt: skip
     todo = list(range(b))
-    while True:
-        scores, rows = index.search(q_all if len(todo) == b else q_all[todo], fetch)
-        short = []
-        for j, i in enumerate(todo):
-            keep = (rows[j] >= 0) & ~_member(rows[j], seen_rows[i])
-            picked = np.flatnonzero(keep)[: ks[i]]
-            if len(picked) < ks[i]:
-                short.append(i)
-            else:
-                out_rows[i], out_scores[i] = rows[j][picked], scores[j][picked]
-        if not short:
-            return out_rows, out_scores
-        if fetch >= n:
-            raise RuntimeError(
-                f"retrieve: the index returned fewer than k={ks[short[0]]} unseen items for query "
-                f"{short[0]} even when asked for all {n}; raise nprobe / ef_search"
-            )
-        fetch = min(2 * fetch, n)
-        todo = short
+    while todo:
+        groups: dict[int, list[int]] = {}
+        for i in todo:
+            groups.setdefault(fetch[i], []).append(i)
+        todo = []
+        for f, group in groups.items():
+            scores, rows = index.search(q_all if len(group) == b else q_all[group], f)
+            for j, i in enumerate(group):
+                keep = (rows[j] >= 0) & ~_member(rows[j], seen_rows[i])
+                picked = np.flatnonzero(keep)[: ks[i]]
+                if len(picked) == ks[i]:
+                    out_rows[i], out_scores[i] = rows[j][picked], scores[j][picked]
+                elif f >= n:
+                    raise RuntimeError(
+                        f"retrieve: the index returned fewer than k={ks[i]} unseen items for "
+                        f"query {i} even when asked for all {n}; raise nprobe / ef_search"
+                    )
+                else:
+                    fetch[i] = min(2 * f, n)
+                    todo.append(i)
+    return out_rows, out_scores
 
 
 def _member(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:

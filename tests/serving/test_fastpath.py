@@ -75,3 +75,23 @@ def test_orjson_answers_are_the_json_answers(run_dir):
             assert r.status_code == 200 and r.headers["content-type"] == "application/json"
             want = json.dumps(r.json(), ensure_ascii=False, separators=(",", ":"))
             assert r.content == want.encode()
+
+
+def test_a_batch_fetches_each_query_as_deep_as_it_needs():
+    from student.serving import ItemIndex
+    from student.serving.retrieve import search_excluding
+
+    rng = np.random.default_rng(0)
+    index = ItemIndex.build(rng.normal(size=(300, 8)).astype(np.float32), np.arange(300))
+    asked = []
+    search = index.search
+    index.search = lambda q, k: asked.append((len(q), k)) or search(q, k)
+    q = rng.normal(size=(3, 8)).astype(np.float32)
+    seen = [np.arange(2), np.arange(100), np.arange(3)]
+    rows, scores = search_excluding(q, [5, 5, 5], seen, index)
+    assert sorted(asked) == [(1, 128), (2, 8)]  # not all three as deep as the heaviest
+    for i in range(3):
+        want_s, want_r = search(q[i : i + 1], 300)
+        keep = ~np.isin(want_r[0], seen[i])
+        np.testing.assert_array_equal(rows[i], want_r[0][keep][:5])
+        np.testing.assert_allclose(scores[i], want_s[0][keep][:5], rtol=1e-6)
