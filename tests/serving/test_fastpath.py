@@ -3,7 +3,10 @@ filtering from the stored rows, uvloop + httptools, orjson answers equal to the 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from pipelines.serving.app import create_app
 from pipelines.serving.artifacts import load_engine, resolve_run
+from pipelines.serving.batching import MicroBatcher
 from pipelines.serving.config import ServeConfig
 from student.serving import Query
 
@@ -95,3 +99,49 @@ def test_a_batch_fetches_each_query_as_deep_as_it_needs():
         keep = ~np.isin(want_r[0], seen[i])
         np.testing.assert_array_equal(rows[i], want_r[0][keep][:5])
         np.testing.assert_allclose(scores[i], want_s[0][keep][:5], rtol=1e-6)
+
+
+class _Recording(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.sizes: list[int] = []
+
+    def submit(self, fn, *args, **kwargs):
+        self.sizes.append(len(args[1]))
+        return super().submit(fn, *args, **kwargs)
+
+
+def _fn(key, items):
+    return [x * 10 for x in items]
+
+
+def test_a_lone_request_goes_to_the_compute_thread_without_a_loop_turn():
+    async def main():
+        ex = _Recording()
+        b = MicroBatcher(_fn, ex, max_wait_ms=500)
+        b.start()
+        t = asyncio.ensure_future(b.submit("a", 1))
+        await asyncio.sleep(0)  # the submit ran up to its await
+        assert ex.sizes == [1]
+        assert await t == 10
+        await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_wait_for_requests_being_parsed_ends_with_the_last_of_them():
+    async def main():
+        ex = _Recording()
+        b = MicroBatcher(_fn, ex, max_wait_ms=10_000)
+        b.start()
+        b.arriving = 2  # two more are being parsed
+        t0 = time.monotonic()
+        first = asyncio.ensure_future(b.submit("a", 1))
+        await asyncio.sleep(0.01)
+        assert ex.sizes == []  # waits for them (at most max_wait)
+        b.arriving = 0
+        got = await asyncio.gather(first, b.submit("a", 2))
+        assert got == [10, 20] and ex.sizes == [2] and time.monotonic() - t0 < 5
+        await b.stop()
+
+    asyncio.run(main())
