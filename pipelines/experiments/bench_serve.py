@@ -51,7 +51,7 @@ class BenchServeConfig:
     warmup: int = field(default=50, metadata={"help": "untimed requests before each level"})
     batch_size: int = field(default=32, metadata={"help": "users per /recommend/batch request"})
     k: int = field(default=10, metadata={"help": "items per user"})
-    max_wait_ms: float = field(default=1.0, metadata={"help": "the server's micro-batch wait"})
+    max_wait_ms: float = field(default=0.0, metadata={"help": "the server's micro-batch wait"})
     reload_seconds: float = field(
         default=6.0, metadata={"help": "length of the reload-under-load run (0 = skip)"}
     )

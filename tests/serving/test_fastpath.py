@@ -145,3 +145,20 @@ def test_a_wait_for_requests_being_parsed_ends_with_the_last_of_them():
         await b.stop()
 
     asyncio.run(main())
+
+
+def test_by_default_an_idle_compute_thread_never_waits_for_company():
+    config = ServeConfig(run="unused")
+
+    async def main():
+        ex = _Recording()
+        b = MicroBatcher(_fn, ex, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
+        b.start()
+        b.arriving = 5  # others are being parsed: still no wait
+        t = asyncio.ensure_future(b.submit("a", 1))
+        await asyncio.sleep(0)
+        assert ex.sizes == [1]
+        assert await t == 10
+        await b.stop()
+
+    asyncio.run(main())
