@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 
 from common.config import to_dict
 from common.io import write_json
+from pipelines.serving.stack import stack
 from student.serving.config import IndexKind
 
 logger = logging.getLogger(__name__)
@@ -49,11 +51,18 @@ class BenchServeConfig:
     warmup: int = field(default=50, metadata={"help": "untimed requests before each level"})
     batch_size: int = field(default=32, metadata={"help": "users per /recommend/batch request"})
     k: int = field(default=10, metadata={"help": "items per user"})
-    max_wait_ms: float = field(default=1.0, metadata={"help": "the server's micro-batch wait"})
+    max_wait_ms: float = field(default=0.0, metadata={"help": "the server's micro-batch wait"})
     reload_seconds: float = field(
         default=6.0, metadata={"help": "length of the reload-under-load run (0 = skip)"}
     )
     n_inprocess: int = field(default=500, metadata={"help": "queries timed in process"})
+    serve_flags: str = field(
+        default="",
+        metadata={
+            "help": "extra flags for the `recdistill serve` of the served and naive peers, "
+            'e.g. "--workers 2" (recorded in bench_serve.json)'
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the user sample"})
     out: str = field(default="runs/bench_serve", metadata={"help": "output folder"})
 
@@ -65,6 +74,13 @@ class BenchServeConfig:
         for name in ("requests", "batch_size", "k", "n_inprocess"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchServeConfig.{name}={getattr(self, name)!r}; expected >= 1")
+        try:
+            shlex.split(self.serve_flags)
+        except ValueError as exc:
+            raise ValueError(
+                f"BenchServeConfig.serve_flags={self.serve_flags!r}: {exc}; expected flags of "
+                '`recdistill serve`, e.g. "--workers 2"'
+            ) from None
         if self.seconds <= 0 or self.reload_seconds < 0 or self.warmup < 0:
             raise ValueError(
                 "BenchServeConfig: seconds must be > 0, reload_seconds and warmup >= 0"
@@ -77,12 +93,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(kind: str, c: BenchServeConfig) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def command(kind: str, c: BenchServeConfig, port: int) -> list[str]:
+    """The command line of peer ``kind`` (one of PEERS) on ``port``."""
     if kind == "empty":
         cmd = [sys.executable, "-m", "uvicorn", "pipelines.serving.peers:create_empty_app",
                "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-               "--log-level", "warning"]  # fmt: skip
+               "--log-level", "warning", "--loop", stack()["loop"],
+               "--http", stack()["http"]]  # fmt: skip
     else:
         cmd = [sys.executable, "-m", "pipelines.cli", "serve", "--run", c.run, "--port",
                str(port), "--index-type", c.index_type, "--max-wait-ms", str(c.max_wait_ms)]  # fmt: skip
@@ -90,6 +107,13 @@ def _start(kind: str, c: BenchServeConfig) -> tuple[subprocess.Popen, str]:
             cmd += ["--model", c.model]
         if kind == "naive":
             cmd.append("--no-micro-batch")
+        cmd += shlex.split(c.serve_flags)
+    return cmd
+
+
+def _start(kind: str, c: BenchServeConfig) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    cmd = command(kind, c, port)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
@@ -281,6 +305,7 @@ def run(config: BenchServeConfig) -> dict:
             "cpus": os.cpu_count(),
             "note": "client (this process) and server (a subprocess) share the machine's CPUs",
         },
+        "stack": stack(),
         "inprocess": {k: local[k] for k in ("single", "batch")},
         "http": results,
         "reload_under_load": reload_result,

@@ -1,16 +1,19 @@
 """Micro-batching: concurrent requests share one user-tower call and one index search.
 
-Requests are queued on the event loop; one task takes what is queued (up to ``max_batch``)
-and runs it on the single compute thread. While that thread is busy, new requests queue up
-and form the next batch, so batches grow with load and a lone request never waits for
-company. ``max_wait_ms`` only applies while other requests are already being parsed
-(``arriving > 0``): then the batch waits at most that long for them.
+No task and no timer on the way of a lone request: ``submit`` hands the request to the
+compute thread at once when that thread is idle (the same path as the naive server). While
+the thread is busy, new requests queue; when it finishes, everything queued (up to
+``max_batch``) goes as the next batch, so batches grow with load and form only when requests
+are waiting. ``max_wait_ms`` applies only while other requests are being parsed (``arriving``
+> 0) and the thread is idle: the batch then waits at most that long for them, and goes as soon
+as the last of them has queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
@@ -27,7 +30,7 @@ class MicroBatcher:
         fn: Callable[[Any, list[Any]], list[Any]],
         executor: Executor,
         max_batch: int = 64,
-        max_wait_ms: float = 1.0,
+        max_wait_ms: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_batch < 1:
@@ -39,80 +42,92 @@ class MicroBatcher:
         self.on_batch = on_batch
         self.arriving = 0  # requests being parsed that will submit soon
         self.pending = 0  # submitted, not yet answered
-        self._queue: asyncio.Queue | None = None
-        self._task: asyncio.Task | None = None
-        self._futures: set[asyncio.Future] = set()
+        self._queue: deque = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._busy = False  # a batch is on the compute thread
+        self._inflight: list = []  # that batch
+        self._timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        for fut in list(self._futures):  # nobody will answer them now
+        self._loop = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for _, _, fut in [*self._inflight, *self._queue]:  # nobody will answer them now
             if not fut.done():
                 fut.set_exception(RuntimeError("the server is shutting down"))
+        self._queue.clear()
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._loop is not None
 
     async def submit(self, key: Any, item: Any) -> Any:
-        if self._queue is None:
+        if self._loop is None:
             raise RuntimeError("MicroBatcher.submit before start()")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((key, item, fut))
+        fut = self._loop.create_future()
+        self._queue.append((key, item, fut))
         self.pending += 1
-        self._futures.add(fut)
         try:
+            if not self._busy:
+                self._maybe_dispatch()
             return await fut
         finally:
             self.pending -= 1
-            self._futures.discard(fut)
 
-    def _drain(self, batch: list) -> None:
-        while len(batch) < self.max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+    def _maybe_dispatch(self) -> None:
+        """Dispatch now, or (others being parsed, room in the batch) within ``max_wait``."""
+        if self._timer is not None:
+            if self.arriving > 0 and len(self._queue) < self.max_batch:
+                return  # the timer, or the last arrival, dispatches
+            self._timer.cancel()
+            self._timer = None
+        elif self.max_wait > 0 and self.arriving > 0 and len(self._queue) < self.max_batch:
+            self._timer = self._loop.call_later(self.max_wait, self._on_timer)
+            return
+        self._dispatch()
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            self._drain(batch)
-            if self.max_wait > 0 and len(batch) < self.max_batch and self.arriving > 0:
-                deadline = loop.time() + self.max_wait
-                while len(batch) < self.max_batch and self.arriving > 0:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), left))
-                    except TimeoutError:
-                        break
-                    self._drain(batch)
-            batch = [b for b in batch if not b[2].done()]  # cancelled (client went away)
-            groups: dict[int, list] = {}
-            for b in batch:
-                groups.setdefault(id(b[0]), []).append(b)
-            for group in groups.values():
-                if self.on_batch is not None:
-                    self.on_batch(len(group))
-                try:
-                    results = await loop.run_in_executor(
-                        self.executor, self.fn, group[0][0], [b[1] for b in group]
-                    )
-                except Exception as exc:  # handed to every waiter; the loop keeps running
-                    logger.exception("batch of %d failed", len(group))
-                    for _, _, fut in group:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, _, fut), res in zip(group, results):
-                    if not fut.done():
-                        fut.set_result(res)
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._busy:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Send the queued requests of the first one's key (at most ``max_batch``) to the
+        compute thread; on its return, the next batch goes."""
+        while self._queue and self._queue[0][2].done():  # cancelled (client went away)
+            self._queue.popleft()
+        if not self._queue or self._loop is None:
+            return
+        key = self._queue[0][0]
+        batch, rest = [], deque()
+        while self._queue and len(batch) < self.max_batch:
+            b = self._queue.popleft()
+            if b[2].done():
+                continue
+            (batch if b[0] is key else rest).append(b)
+        rest.extend(self._queue)
+        self._queue = rest
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
+        self._busy, self._inflight = True, batch
+        done = asyncio.wrap_future(self.executor.submit(self.fn, key, [b[1] for b in batch]))
+        done.add_done_callback(lambda f: self._finish(batch, f))
+
+    def _finish(self, batch: list, f: asyncio.Future) -> None:
+        self._busy, self._inflight = False, []
+        exc = f.exception() if not f.cancelled() else RuntimeError("the batch was cancelled")
+        if exc is not None:  # handed to every waiter; the batcher keeps running
+            logger.error("batch of %d failed", len(batch), exc_info=exc)
+            for _, _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+        else:
+            for (_, _, fut), res in zip(batch, f.result()):
+                if not fut.done():
+                    fut.set_result(res)
+        if self._queue:
+            self._dispatch()

@@ -44,10 +44,10 @@ class ServeConfig:
     )
     max_batch: int = field(default=128, metadata={"help": "most requests in one micro-batch"})
     max_wait_ms: float = field(
-        default=1.0,
+        default=0.0,
         metadata={
-            "help": "longest a micro-batch waits for requests already being parsed (a lone "
-            "request never waits)"
+            "help": "longest an idle compute thread waits for requests already being parsed "
+            "(0 = never: batches form from the requests queued while it is busy; README)"
         },
     )
     batch_independent: bool = field(

@@ -1,7 +1,7 @@
 """The load test's reference peer: an empty endpoint of the same framework.
 
 ``create_empty_app()`` answers ``POST /recommend`` and ``POST /recommend/batch`` with the same
-request validation (the same pydantic bodies) and a fixed list of items: no model, no
+request validation (the same pydantic bodies), the same orjson answers and a fixed list of items: no model, no
 index. What it costs is what FastAPI, uvicorn and JSON cost; ``recdistill bench-serve`` runs
 it with ``python -m uvicorn pipelines.serving.peers:create_empty_app --factory``.
 """
@@ -9,9 +9,9 @@ it with ``python -m uvicorn pipelines.serving.peers:create_empty_app --factory``
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from pipelines.serving.schemas import BatchRequest, RecommendRequest
+from pipelines.serving.stack import OrjsonResponse
 
 FIXED = [{"id": str(i), "score": 1.0 - i / 100, "title": f"item {i}"} for i in range(1, 11)]
 
@@ -22,7 +22,7 @@ def create_empty_app() -> FastAPI:
 
     @app.post("/recommend")
     async def recommend(body: RecommendRequest):
-        return JSONResponse(
+        return OrjsonResponse(
             {"user_id": body.user_id, "items": FIXED[: body.k], "source": "fixed", **fp}
         )
 
@@ -31,7 +31,7 @@ def create_empty_app() -> FastAPI:
         res = [
             {"user_id": q.user_id, "items": FIXED[: q.k], "source": "fixed"} for q in body.queries
         ]
-        return JSONResponse({"results": res, **fp})
+        return OrjsonResponse({"results": res, **fp})
 
     @app.get("/readyz")
     async def readyz():

@@ -30,6 +30,8 @@ def make_server(app, config: ServeConfig, what: str):
     (``what`` is served there)."""
     import uvicorn
 
+    from pipelines.serving.stack import stack
+
     class Server(uvicorn.Server):
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets=sockets)
@@ -46,9 +48,11 @@ def make_server(app, config: ServeConfig, what: str):
             log_level="info",
             access_log=config.access_log,
             workers=1,
+            loop=stack(log=True)["loop"],
+            # the stack's http implementation (httptools where installed), with a header timeout
+            http=header_timeout_protocol(config.header_timeout_s),
             timeout_graceful_shutdown=10,
             timeout_keep_alive=config.idle_timeout_s,
-            http=header_timeout_protocol(config.header_timeout_s),
         )
     )
 

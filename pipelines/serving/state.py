@@ -85,10 +85,15 @@ def set_threads(config: ServeConfig) -> None:
 
 
 def load(config: ServeConfig, run=None, model=None, index=None) -> Engine:
-    """Resolve and load a run (the config's paths unless given)."""
+    """Resolve and load a run (the config's paths unless given); its known users' vectors are
+    computed now (the user tower then runs only for a history given at query time)."""
     if run is None and model is None and index is None:
         run, model, index = config.run, config.model, config.index
-    return load_engine(resolve_run(run, model, index), config.index_type, config.batch_independent)
+    engine = load_engine(
+        resolve_run(run, model, index), config.index_type, config.batch_independent
+    )
+    engine.retriever.precompute_users()
+    return engine
 
 
 def resolve_configured(config: ServeConfig):

@@ -76,8 +76,9 @@ def search_excluding(
 
     query_emb [B, D], ``ks`` [B] ints >= 1, ``seen_rows`` B int64 arrays of item rows (sorted,
     unique). Returns per query the item rows [k_i] and scores [k_i], best first. Fetches
-    ``max(k_i + |seen_i|)`` (capped at N) once, then re-fetches twice as many for the
-    queries still short (an approximate index may reach fewer items than asked).
+    ``k_i + |seen_i|`` rounded up to a power of two (capped at N), one search per fetch size,
+    then re-fetches twice as many for the queries still short (an approximate index may reach
+    fewer items than asked).
     """
     n = index.n
     for i, (k, s) in enumerate(zip(ks, seen_rows)):
@@ -94,28 +95,40 @@ def search_excluding(
     out_scores: list[np.ndarray] = [np.empty(0, np.float32)] * b
     if b == 0:
         return out_rows, out_scores
-    fetch = min(max(k + len(s) for k, s in zip(ks, seen_rows)), n)
     q_all = np.asarray(query_emb)
+    # one search per fetch size (k + |seen| rounded up to a power of two): a user with few seen
+    # items is not fetched as deep as the batch's heaviest one
+    fetch = {i: min(1 << max(k + len(s) - 1, 0).bit_length(), n) for i, (k, s) in enumerate(zip(ks, seen_rows))}  # fmt: skip
     todo = list(range(b))
-    while True:
-        scores, rows = index.search(q_all if len(todo) == b else q_all[todo], fetch)
-        short = []
-        for j, i in enumerate(todo):
-            keep = (rows[j] >= 0) & ~np.isin(rows[j], seen_rows[i])
-            picked = np.flatnonzero(keep)[: ks[i]]
-            if len(picked) < ks[i]:
-                short.append(i)
-            else:
-                out_rows[i], out_scores[i] = rows[j][picked], scores[j][picked]
-        if not short:
-            return out_rows, out_scores
-        if fetch >= n:
-            raise RuntimeError(
-                f"retrieve: the index returned fewer than k={ks[short[0]]} unseen items for query "
-                f"{short[0]} even when asked for all {n}; raise nprobe / ef_search"
-            )
-        fetch = min(2 * fetch, n)
-        todo = short
+    while todo:
+        groups: dict[int, list[int]] = {}
+        for i in todo:
+            groups.setdefault(fetch[i], []).append(i)
+        todo = []
+        for f, group in groups.items():
+            scores, rows = index.search(q_all if len(group) == b else q_all[group], f)
+            for j, i in enumerate(group):
+                keep = (rows[j] >= 0) & ~_member(rows[j], seen_rows[i])
+                picked = np.flatnonzero(keep)[: ks[i]]
+                if len(picked) == ks[i]:
+                    out_rows[i], out_scores[i] = rows[j][picked], scores[j][picked]
+                elif f >= n:
+                    raise RuntimeError(
+                        f"retrieve: the index returned fewer than k={ks[i]} unseen items for "
+                        f"query {i} even when asked for all {n}; raise nprobe / ef_search"
+                    )
+                else:
+                    fetch[i] = min(2 * f, n)
+                    todo.append(i)
+    return out_rows, out_scores
+
+
+def _member(rows: np.ndarray, sorted_rows: np.ndarray) -> np.ndarray:
+    """``np.isin(rows, sorted_rows)`` for a sorted unique ``sorted_rows``, without sorting."""
+    if not sorted_rows.size:
+        return np.zeros(rows.shape, dtype=bool)
+    pos = np.searchsorted(sorted_rows, rows).clip(max=len(sorted_rows) - 1)
+    return sorted_rows[pos] == rows
 
 
 @dataclass
@@ -168,7 +181,8 @@ class Retriever:
         seen: Any,
         popularity: np.ndarray | None = None,
     ) -> None:
-        seen = sp.csr_matrix(seen)
+        seen = sp.csr_matrix(seen, copy=True)
+        seen.sum_duplicates()  # sorted unique columns per row: a row slice is an exclusion list
         if seen.shape[1] != index.n:
             raise ValueError(
                 f"seen has {seen.shape[1]} item columns but the index holds {index.n} items"
@@ -176,6 +190,7 @@ class Retriever:
         if len(histories) != seen.shape[0]:
             raise ValueError(f"histories has {len(histories)} users but seen has {seen.shape[0]}")
         self.model, self.index, self.seen = model, index, seen
+        self._seen_rows = seen.indices.astype(np.int64)
         self.histories = np.asarray(histories, dtype=np.int64)
         self.n_users, self.n_items = seen.shape
         self.popularity = None
@@ -187,6 +202,25 @@ class Retriever:
             self._pop_order = np.argsort(-pop, kind="stable")
         cfg = getattr(model, "config", None)
         self.history_len = int(getattr(cfg, "history_len", self.histories.shape[1]))
+        self.user_vectors: np.ndarray | None = None  # [n_users, D] once precompute_users ran
+
+    def precompute_users(self, chunk: int = 1) -> np.ndarray:
+        """Encode every known user once (their tower inputs, id and stored history, do not
+        change until the next load); :meth:`run` then looks them up instead of running the
+        tower. ``chunk`` users per tower call: 1 (the default) gives each user exactly the
+        vector a query of that user alone got, so answers do not change. Returns [n_users, D].
+        """
+        import torch
+
+        check_int("precompute_users", "chunk", chunk, 1)
+        parts = []
+        with torch.no_grad():
+            for s in range(0, self.n_users, chunk):
+                users = np.arange(s, min(s + chunk, self.n_users), dtype=np.int64)
+                hist = torch.as_tensor(self.histories[users])
+                parts.append(self.model.encode_users(torch.as_tensor(users), hist).numpy())
+        self.user_vectors = np.concatenate(parts).astype(np.float32, copy=False)
+        return self.user_vectors
 
     # ------------------------------------------------------------------ one query path
     def excluded_rows(self, q: Query) -> np.ndarray:
@@ -195,7 +229,9 @@ class Retriever:
         if q.exclude_seen:
             if q.user is not None:
                 lo, hi = self.seen.indptr[q.user], self.seen.indptr[q.user + 1]
-                parts.append(self.seen.indices[lo:hi].astype(np.int64))
+                if not parts[0].size:  # already sorted and unique: no per-request rebuild
+                    return self._seen_rows[lo:hi]
+                parts.append(self._seen_rows[lo:hi])
             elif q.history is not None:
                 parts.append(np.asarray(q.history, dtype=np.int64).ravel())
         return np.unique(np.concatenate(parts))
@@ -215,11 +251,11 @@ class Retriever:
         with torch.no_grad():
             if known:
                 users = np.array([queries[i].user for i in known], dtype=np.int64)
-                embs.append(
-                    self.model.encode_users(
-                        torch.as_tensor(users), torch.as_tensor(self.histories[users])
-                    )
-                )
+                if self.user_vectors is not None:
+                    embs.append(torch.from_numpy(self.user_vectors[users]))
+                else:
+                    hist = torch.as_tensor(self.histories[users])
+                    embs.append(self.model.encode_users(torch.as_tensor(users), hist))
                 order += known
             if new:
                 hist = np.full((len(new), self.history_len), self.n_items, dtype=np.int64)

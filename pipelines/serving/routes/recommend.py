@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from pipelines.serving.answers import answer, fingerprints, to_query
 from pipelines.serving.errors import ERRORS, ApiError
 from pipelines.serving.limits import check_batch_items
 from pipelines.serving.schemas import BatchRequest, RecommendRequest, RecommendResponse, expected
+from pipelines.serving.stack import OrjsonResponse
 from pipelines.serving.state import State
 
 router = APIRouter()
@@ -31,7 +31,7 @@ async def recommend(body: RecommendRequest, request: Request, state: State):
     else:  # naive: each request its own tower call and search
         loop = asyncio.get_running_loop()
         res = (await loop.run_in_executor(state.executor, state.run_batch, e, [q]))[0]
-    return JSONResponse({**answer(e, body.user_id, res), **fingerprints(e)})
+    return OrjsonResponse({**answer(e, body.user_id, res), **fingerprints(e)})
 
 
 @router.post("/recommend/batch", responses=ERRORS)
@@ -57,12 +57,12 @@ async def recommend_batch(body: BatchRequest, state: State):
     return await run_in_threadpool(_batch_answer, state, e, body)
 
 
-def _batch_answer(state, e, body: BatchRequest) -> JSONResponse:
+def _batch_answer(state, e, body: BatchRequest) -> OrjsonResponse:
     """The whole batch answer, off the event loop; the search on the compute thread."""
     config = state.config
     qs = [to_query(e, r, config, f"queries[{i}].") for i, r in enumerate(body.queries)]
     results = state.executor.submit(state.run_batch, e, qs).result()
-    return JSONResponse(
+    return OrjsonResponse(
         {
             "results": [answer(e, r.user_id, res) for r, res in zip(body.queries, results)],
             **fingerprints(e),
