@@ -405,6 +405,7 @@ def _item_index(
                 expected_dim=cfg.out_dim,
                 expected_item_ids=item_ids,
                 expected_fingerprint=embedding_fingerprint(item_emb),
+                mmap=True,  # page cache, shared by --workers N
             )
         except (OSError, ValueError) as exc:
             raise ServeError(f"--index {source.index}: {exc}") from None

@@ -1,4 +1,5 @@
-"""`recdistill serve`: a finished run behind HTTP (FastAPI on uvicorn, one process).
+"""`recdistill serve`: a finished run behind HTTP (FastAPI on uvicorn; ``--workers N``
+processes share one port, :mod:`pipelines.serving.workers`).
 
 ``recdistill serve --run runs/demo`` loads the run's student (int8 if it has one), builds or
 loads its item index, and serves ``pipelines.serving.app`` on ``--host``/``--port``; the
@@ -52,6 +53,10 @@ def make_server(app, config: ServeConfig, what: str):
 
 def run(config: ServeConfig) -> dict:
     """Serve until stopped (SIGINT/SIGTERM); returns what was served."""
+    if config.workers > 1:
+        from pipelines.serving import workers
+
+        return workers.run(config)
     from pipelines.serving.app import create_app
 
     app = create_app(config)  # a bad run raises ServeError: the CLI prints one line, exit 2

@@ -241,8 +241,11 @@ class ItemIndex:
         expected_dim: int | None = None,
         expected_item_ids: Any = None,
         expected_fingerprint: str | None = None,
+        mmap: bool = False,
     ) -> ItemIndex:
-        """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint."""
+        """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint.
+
+        ``mmap``: map ``index.faiss`` read-only instead of copying it (:func:`read_faiss`)."""
         src = Path(directory)
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
@@ -285,7 +288,7 @@ class ItemIndex:
                 "(a truncated, edited or swapped file); rebuild the index"
             )
         try:
-            index = faiss.read_index(str(src / INDEX_FILE))
+            index = read_faiss(src / INDEX_FILE, mmap)
         except RuntimeError as exc:  # faiss raises RuntimeError on a truncated file
             raise ValueError(
                 f"{src / INDEX_FILE}: unreadable or truncated FAISS index "
@@ -305,6 +308,16 @@ class ItemIndex:
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
         return out
+
+
+def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
+    """``faiss.read_index``; ``mmap``: map the file read-only and shared (``IO_FLAG_MMAP_IFC``:
+    the codes of every kind in ``INDEX_KINDS``, refine included; ``IO_FLAG_MMAP`` maps only IVF
+    lists). A mapped index cannot ``add`` (faiss aborts); replace its file, never truncate it."""
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None) if mmap else None
+    if flag is None:  # no mapping asked, or an older faiss: a private copy, as before
+        return faiss.read_index(str(path))
+    return faiss.read_index(str(path), flag)
 
 
 # the fields ``load`` reads from meta.json, with the JSON types each may hold
