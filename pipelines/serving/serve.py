@@ -56,7 +56,7 @@ def run(config: ServeConfig) -> dict:
     if config.workers > 1:
         from pipelines.serving import workers
 
-        return workers.run(config)
+        return workers.run(config, make_server)
     from pipelines.serving.app import create_app
 
     app = create_app(config)  # a bad run raises ServeError: the CLI prints one line, exit 2

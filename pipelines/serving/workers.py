@@ -95,8 +95,11 @@ def bind(config: ServeConfig) -> socket.socket:
     return sock
 
 
-def run(config: ServeConfig) -> dict:
-    """Serve ``config.workers`` processes until SIGTERM/SIGINT; returns what ran."""
+def run(config: ServeConfig, make_server) -> dict:
+    """Serve ``config.workers`` processes until SIGTERM/SIGINT; returns what ran.
+
+    ``make_server(app, config, what)``: a ``uvicorn.Server`` (``serve.make_server``, passed in:
+    serve imports this module)."""
     control = Path(tempfile.mkdtemp(prefix="recdistill-serve-"))
     try:
         index = _prepare_in_child(config, control)
@@ -107,7 +110,7 @@ def run(config: ServeConfig) -> dict:
         procs = [
             spawn.Process(
                 target=worker_main,
-                args=(config, sock, str(control), index, level),
+                args=(config, sock, str(control), index, level, make_server),
                 name=f"recdistill-worker-{i}",
             )
             for i in range(config.workers)
@@ -182,7 +185,12 @@ def _supervise(procs: list, config: ServeConfig, control: Path) -> list:
 
 
 def worker_main(
-    config: ServeConfig, sock: socket.socket, control: str, index: str | None, level: int
+    config: ServeConfig,
+    sock: socket.socket,
+    control: str,
+    index: str | None,
+    level: int,
+    make_server,
 ) -> None:
     """One worker: load the run (its index from the shared file), serve on ``sock``."""
     for sig in (signal.SIGHUP, signal.SIGUSR1):  # not fatal while loading; serving replaces it
@@ -191,7 +199,6 @@ def worker_main(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
     from pipelines.serving.app import create_app
-    from pipelines.serving.serve import make_server
     from pipelines.serving.state import load
 
     engine = load(config, config.run, config.model, index) if index else None
