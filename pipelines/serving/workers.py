@@ -124,7 +124,7 @@ def run(config: ServeConfig, make_server) -> dict:
 
 def _supervise(procs: list, config: ServeConfig, control: Path) -> list:
     """Start the workers, forward signals until they stop; their exit codes."""
-    stopping = False
+    stopping, failed = False, ""
 
     def forward(sig: int, skip: int | None = None) -> None:
         for p in procs:
@@ -169,10 +169,11 @@ def _supervise(procs: list, config: ServeConfig, control: Path) -> list:
             wait([p.sentinel for p in procs if p.exitcode is None], timeout=1.0)
             dead = [p for p in procs if p.exitcode is not None]
             if dead and not stopping:
-                logger.error(
-                    "worker %d exited %s: stopping the others", dead[0].pid, dead[0].exitcode
-                )
+                failed = f"worker {dead[0].pid} exited {dead[0].exitcode} (its log is above)"
+                logger.error("%s: stopping the others", failed)
                 on_stop(None, None)
+        if failed:
+            raise ChildProcessError(f"{failed}; stopped the other workers")
         return [p.exitcode for p in procs]
     finally:
         for p in procs:
@@ -232,6 +233,13 @@ def _follow_announcements(app, control: Path) -> None:
             await state.reload(ReloadRequest(**note["body"]))
         except ApiError as exc:
             logger.error("announced reload %d refused here: %s", note["generation"], exc)
+        except Exception as exc:  # a task's exception would be "never retrieved"
+            logger.error(
+                "announced reload %d failed here: %s: %s",
+                note["generation"],
+                type(exc).__name__,
+                exc,
+            )
 
     @asynccontextmanager
     async def lifespan(a):

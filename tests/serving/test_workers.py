@@ -154,3 +154,20 @@ def test_two_workers_answer_reload_together_and_stop(tmp_path, run_dir, run_dir_
     for pid in pids:  # the workers are gone too
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_worker_that_dies_stops_the_others(tmp_path, run_dir):
+    proc, url, pids = _start(run_dir, tmp_path / "serve.log")
+    try:
+        _readyz_by_pid(url, pids, lambda a: len(a) >= 1)
+        victim, other = sorted(pids)
+        os.kill(victim, signal.SIGKILL)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    last = (tmp_path / "serve.log").read_text().strip().splitlines()[-1]
+    assert proc.returncode == 3, last  # the environment killed it (OOM, kill -9): exit 3
+    assert last.startswith(f"recdistill serve: error: worker {victim} exited -9"), last
+    with pytest.raises(ProcessLookupError):
+        os.kill(other, 0)
