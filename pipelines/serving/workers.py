@@ -1,12 +1,13 @@
 """``recdistill serve --workers N``: N server processes on one machine behind one port.
 
-Mechanism (why: the docs' serving section): the parent process
+Mechanism (why: README, "Several processes"): the parent process
 
-1. resolves the run (a bad path is the CLI's one-line error, exit 2) and, in a short-lived
-   child, loads it once; a run without a stored index gets its index written once into a
-   cache folder, so every worker memory-maps one file (``ItemIndex.load(mmap=True)``: the
-   pages are the page cache's, shared by all workers) instead of building its own copy;
-2. binds and listens on the one socket (``--port 0``: the OS picks, the parent logs the port);
+1. resolves the run (a bad path is the CLI's one-line error, exit 2), then binds and listens
+   on the one socket (``--port 0``: the OS picks, the parent logs the port); connections wait
+   in its backlog until a worker serves;
+2. loads the run once in a short-lived child: a run without a stored index gets its index
+   written once into a cache folder, so every worker memory-maps one file
+   (``ItemIndex.load(mmap=True)``: the page cache's pages, shared) instead of building a copy;
 3. spawns N workers (``multiprocessing`` spawn: no fork of a process holding torch/OpenMP
    threads); each loads the run, then serves the app on the inherited socket (the kernel hands
    each new connection to one worker);
@@ -17,8 +18,8 @@ Mechanism (why: the docs' serving section): the parent process
 ``POST /admin/reload`` reaches the worker that accepted the connection; when it succeeds, that
 worker writes ``reload.json`` (generation, its pid, the request body) into the control folder
 and sends SIGUSR1 to the parent, which sends SIGUSR1 to the other workers; each reads the file
-and reloads with the same body. A worker that starts (or restarts its load) later applies the
-newest generation once it serves.
+and reloads with the same body. A worker still loading applies the newest generation once it
+serves.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def prepare(config: ServeConfig, cache: Path) -> str | None:
     """The index folder every worker loads: the run's own (``--index`` or ``<run>/index``), or
     the one built here over the model's items and saved into ``cache`` (None: one worker)."""
     from pipelines.serving.artifacts import resolve_run
-    from pipelines.serving.state import load
+    from pipelines.serving.state import load, set_threads
 
     source = resolve_run(config.run, config.model, config.index)
     if source.index is not None:
         return str(source.index)
+    set_threads(config)  # the item embeddings computed as a worker computes them
     engine = load(config)
     engine.index.save(cache / SHARED_INDEX)
     return str(cache / SHARED_INDEX)
@@ -71,9 +73,6 @@ def _prepare_in_child(config: ServeConfig, cache: Path) -> str | None:
     ``ServeError`` is raised here (the CLI's one-line error)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipelines.serving.artifacts import resolve_run
-
-    resolve_run(config.run, config.model, config.index)  # cheap: a bad path fails here
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         return pool.submit(prepare, config, cache).result()
 
@@ -100,11 +99,14 @@ def run(config: ServeConfig, make_server) -> dict:
 
     ``make_server(app, config, what)``: a ``uvicorn.Server`` (``serve.make_server``, passed in:
     serve imports this module)."""
+    from pipelines.serving.artifacts import resolve_run
+
+    resolve_run(config.run, config.model, config.index)  # cheap: a bad path fails here
+    sock = bind(config)  # the port opens first: connections wait in its backlog for a worker
+    port = int(sock.getsockname()[1])
     control = Path(tempfile.mkdtemp(prefix="recdistill-serve-"))
     try:
         index = _prepare_in_child(config, control)
-        sock = bind(config)
-        port = int(sock.getsockname()[1])
         config = dataclasses.replace(config, port=port)
         level = logging.getLogger().getEffectiveLevel()
         procs = [
@@ -116,8 +118,8 @@ def run(config: ServeConfig, make_server) -> dict:
             for i in range(config.workers)
         ]
         codes = _supervise(procs, config, control)
-        sock.close()
     finally:
+        sock.close()
         shutil.rmtree(control, ignore_errors=True)
     return {"workers": config.workers, "port": port, "exit_codes": codes}
 
@@ -200,8 +202,9 @@ def worker_main(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
     from pipelines.serving.app import create_app
-    from pipelines.serving.state import load
+    from pipelines.serving.state import load, set_threads
 
+    set_threads(config)  # as create_app does before it loads
     engine = load(config, config.run, config.model, index) if index else None
     app = create_app(config, engine)
     state = app.state.serving
