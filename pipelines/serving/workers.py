@@ -55,7 +55,7 @@ multiprocessing.allow_connection_pickling()  # a socket travels to a spawned wor
 
 def prepare(config: ServeConfig, cache: Path) -> str | None:
     """The index folder every worker loads: the run's own (``--index`` or ``<run>/index``), or
-    the one built here over the model's items and saved into ``cache`` (None: one worker)."""
+    the one built here over the model's items and saved into ``cache``."""
     from pipelines.serving.artifacts import resolve_run
     from pipelines.serving.state import load, set_threads
 
@@ -201,6 +201,8 @@ def worker_main(
     # uvicorn re-raises the SIGTERM it handled once stopped: exit normally (finalizers run)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S")
+    parent = os.getppid()
+    _stop_with_parent(parent)
     from pipelines.serving.app import create_app
     from pipelines.serving.state import load, set_threads
 
@@ -208,9 +210,22 @@ def worker_main(
     engine = load(config, config.run, config.model, index) if index else None
     app = create_app(config, engine)
     state = app.state.serving
-    app.add_middleware(ReloadAnnouncer, control=Path(control))
+    app.add_middleware(ReloadAnnouncer, control=Path(control), parent=parent)
     _follow_announcements(app, Path(control))
     make_server(app, config, state.engine.model_fingerprint).run(sockets=[sock])
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when the parent dies (even by SIGKILL), so no orphan keeps
+    serving the port unsupervised; elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _follow_announcements(app, control: Path) -> None:
@@ -260,9 +275,10 @@ class ReloadAnnouncer:
     """ASGI middleware: after a ``POST /admin/reload`` answered 200, write ``reload.json``
     (generation, pid, the request body) and tell the parent (SIGUSR1)."""
 
-    def __init__(self, app, control: Path) -> None:
+    def __init__(self, app, control: Path, parent: int) -> None:
         self.app = app
         self.control = control
+        self.parent = parent
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != "/admin/reload":
@@ -292,4 +308,5 @@ class ReloadAnnouncer:
             generation = 1
         body = json.loads(raw) if raw.strip() else {}
         write_json(path, {"generation": generation, "pid": os.getpid(), "body": body or {}})
-        os.kill(os.getppid(), signal.SIGUSR1)
+        if os.getppid() == self.parent:  # never signal whoever adopted an orphan
+            os.kill(self.parent, signal.SIGUSR1)

@@ -171,3 +171,23 @@ def test_a_worker_that_dies_stops_the_others(tmp_path, run_dir):
     assert last.startswith(f"recdistill serve: error: worker {victim} exited -9"), last
     with pytest.raises(ProcessLookupError):
         os.kill(other, 0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_stop_when_the_parent_is_killed(tmp_path, run_dir):
+    proc, url, pids = _start(run_dir, tmp_path / "serve.log")
+    try:
+        _readyz_by_pid(url, pids, lambda a: len(a) >= 1)
+    finally:
+        proc.kill()  # SIGKILL: the parent forwards nothing
+        proc.wait(30)
+    deadline = time.monotonic() + 60
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        for pid in list(alive):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                alive.discard(pid)
+        time.sleep(0.2)
+    assert not alive, f"orphan workers {alive} still running"
