@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from common.config import check_int
 from common.io import ArtifactError, atomic_dir, read_json
 from student.serving.config import NORM_SPREAD_WARN, IndexConfig, factory_string
+from student.serving.kinds import read_faiss
 from student.serving.vectors import (
     as_ids,
     as_matrix,
@@ -244,8 +245,7 @@ class ItemIndex:
         mmap: bool = False,
     ) -> ItemIndex:
         """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint.
-
-        ``mmap``: map ``index.faiss`` read-only instead of copying it (:func:`read_faiss`)."""
+        ``mmap``: map the FAISS file read-only, shared (``kinds.read_faiss``)."""
         src = Path(directory)
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
@@ -308,16 +308,6 @@ class ItemIndex:
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
         return out
-
-
-def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
-    """``faiss.read_index``; ``mmap``: map the file read-only and shared (``IO_FLAG_MMAP_IFC``:
-    the codes of every kind in ``INDEX_KINDS``, refine included; ``IO_FLAG_MMAP`` maps only IVF
-    lists). A mapped index cannot ``add`` (faiss aborts); replace its file, never truncate it."""
-    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None) if mmap else None
-    if flag is None:  # no mapping asked, or an older faiss: a private copy, as before
-        return faiss.read_index(str(path))
-    return faiss.read_index(str(path), flag)
 
 
 # the fields ``load`` reads from meta.json, with the JSON types each may hold
