@@ -417,6 +417,7 @@ def _item_index(
                 expected_dim=cfg.out_dim,
                 expected_item_ids=item_ids,
                 expected_fingerprint=embedding_fingerprint(item_emb),
+                mmap=True,  # page cache, shared by --workers N
             )
             check_vectors(index, item_emb)
         except (OSError, ValueError) as exc:

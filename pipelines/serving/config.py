@@ -32,6 +32,13 @@ class ServeConfig:
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8000, metadata={"help": "port to bind (0 = any free port)"})
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "server processes on the one port (pipelines.serving.workers), each with "
+            "its own model copy, the index file memory-mapped and shared; reload reaches all"
+        },
+    )
     torch_threads: int = field(
         default=1, metadata={"help": "torch intra-op threads of the compute thread"}
     )
@@ -109,8 +116,14 @@ class ServeConfig:
                 "ServeConfig.replicas/ray_address apply to --engine ray only; "
                 f"engine is {self.engine!r}"
             )
+        if self.engine == "ray" and self.workers != 1:
+            raise ValueError(
+                f"ServeConfig.workers={self.workers} applies to --engine uvicorn; with --engine "
+                "ray give --replicas"
+            )
         for name, low, high in (
             ("port", 0, 65535),
+            ("workers", 1, 256),
             ("torch_threads", 1, 256),
             ("faiss_threads", 1, 256),
             ("max_batch", 1, 1 << 16),

@@ -1,4 +1,5 @@
-"""`recdistill serve`: a finished run behind HTTP (FastAPI on uvicorn, one process).
+"""`recdistill serve`: a finished run behind HTTP (FastAPI on uvicorn; ``--workers N``
+processes share one port, :mod:`pipelines.serving.workers`).
 
 ``recdistill serve --run runs/demo`` loads the run's student (int8 if it has one), builds or
 loads its item index, and serves ``pipelines.serving.app`` on ``--host``/``--port``; the
@@ -60,7 +61,8 @@ def make_server(app, config: ServeConfig, what: str):
 def run(config: ServeConfig) -> dict:
     """Serve until stopped (SIGINT/SIGTERM); returns what was served.
 
-    ``--engine ray`` hands over to Ray Serve (``pipelines.serving.ray_serve``). Otherwise the
+    ``--engine ray`` hands over to Ray Serve (``pipelines.serving.ray_serve``), ``--workers N``
+    to N processes (``pipelines.serving.workers``). Otherwise the
     port opens first and the run loads on a thread (``/readyz`` 503 "loading"); paths are
     checked before (a bad one is the CLI's one-line error). If that first load fails the
     server stops and this raises :class:`ServeError` (the CLI exits 2)."""
@@ -73,6 +75,10 @@ def run(config: ServeConfig) -> dict:
     from pipelines.serving.state import resolve_configured
 
     resolve_configured(config)  # cheap (JSON only): a bad path fails before the port opens
+    if config.workers > 1:
+        from pipelines.serving import workers
+
+        return workers.run(config, make_server)
     app = create_app(config, background=True)
     state = app.state.serving
     server = make_server(app, config, config.model or config.run or "")

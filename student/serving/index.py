@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from common.config import check_int
 from common.io import ArtifactError, atomic_dir, read_json
 from student.serving.config import NORM_SPREAD_WARN, IndexConfig, factory_string
+from student.serving.kinds import read_faiss
 from student.serving.vectors import (
     as_ids,
     as_matrix,
@@ -241,8 +242,10 @@ class ItemIndex:
         expected_dim: int | None = None,
         expected_item_ids: Any = None,
         expected_fingerprint: str | None = None,
+        mmap: bool = False,
     ) -> ItemIndex:
-        """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint."""
+        """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint.
+        ``mmap``: map the FAISS file read-only, shared (``kinds.read_faiss``)."""
         src = Path(directory)
         for name in (META_FILE, IDS_FILE, INDEX_FILE):
             if not (src / name).is_file():
@@ -291,7 +294,7 @@ class ItemIndex:
                 "rebuild the index"
             )
         try:
-            index = faiss.read_index(str(src / INDEX_FILE))
+            index = read_faiss(src / INDEX_FILE, mmap)
         except RuntimeError as exc:  # faiss raises RuntimeError on a truncated file
             raise ValueError(
                 f"{src / INDEX_FILE}: unreadable or truncated FAISS index "

@@ -3,7 +3,8 @@
 A kind is a structure (a scan, inverted lists, a graph) over a code (float32 ``Flat`` or 8-bit
 ``SQ8``). ``IndexConfig`` validation, the FAISS factory strings and the query-time parameters
 (nprobe, efSearch) all read :data:`INDEX_KIND_SPECS`; to add a kind, add its name to
-``student.serving.config.IndexKind`` and its entry here.
+``student.serving.config.IndexKind`` and its entry here. :func:`read_faiss` reads a saved one
+(memory-mapped for every kind here).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -124,3 +126,13 @@ INDEX_KIND_SPECS: dict[str, IndexKindSpec] = {
     "hnsw_flat": IndexKindSpec(HNSW, "Flat"),
     "hnsw_sq8": IndexKindSpec(HNSW, "SQ8", pad_to=8),
 }
+
+
+def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
+    """``faiss.read_index``; ``mmap``: map the file read-only and shared (``IO_FLAG_MMAP_IFC``:
+    the codes of every kind in ``INDEX_KINDS``, refine included; ``IO_FLAG_MMAP`` maps only IVF
+    lists). A mapped index cannot ``add`` (faiss aborts); replace its file, never truncate it."""
+    flag = getattr(faiss, "IO_FLAG_MMAP_IFC", None) if mmap else None
+    if flag is None:  # no mapping asked, or an older faiss: a private copy, as before
+        return faiss.read_index(str(path))
+    return faiss.read_index(str(path), flag)

@@ -61,9 +61,9 @@ def test_served_engine_has_user_vectors_after_load_and_reload(run_dir, run_dir_b
 def test_server_runs_on_uvloop_and_httptools(run_dir):
     pytest.importorskip("uvloop")
     pytest.importorskip("httptools")
-    from pipelines.serving.serve import make_server
-
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from pipelines.serving.serve import make_server
 
     server = make_server(object(), ServeConfig(run=str(run_dir), port=0), "x")
     # httptools under the header timeout (pipelines.serving.limits)

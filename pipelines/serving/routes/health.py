@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,6 +29,7 @@ async def readyz(state: State):
         return JSONResponse(body or {"status": "loading"}, status_code=503)
     ok = state.started and (state.batcher is None or state.batcher.running)
     body = {"status": "ready" if ok else "starting", "reloading": state.reloading}
+    body["pid"] = os.getpid()  # which worker answered (--workers N)
     body["queued"] = 0 if state.batcher is None else state.batcher.pending
     body.update(state.engine.describe())
     return JSONResponse(body, status_code=200 if ok else 503)
