@@ -108,20 +108,25 @@ def _arities(help_text: str) -> dict[str, str]:
     return out
 
 
+def _is_flag(word: str) -> bool:
+    """A flag, not a quoted value with spaces (`--serve-flags "--workers 2"`)."""
+    return word.startswith("--") and " " not in word.strip()
+
+
 def _check_values(args: list[str], arities: dict[str, str]) -> list[str]:
     """Tokens that no flag takes as its value (e.g. ``--sizes 100000 1000000``)."""
     stray, i = [], 0
     while i < len(args):
         word = args[i]
         i += 1
-        if not word.startswith("--"):
+        if not _is_flag(word):
             stray.append(word)
             continue
         arity = "0" if "=" in word else arities.get(_norm(word), "0")
-        if arity in ("1", "?") and i < len(args) and not args[i].startswith("--"):
+        if arity in ("1", "?") and i < len(args) and not _is_flag(args[i]):
             i += 1
         elif arity == "+":
-            while i < len(args) and not args[i].startswith("--"):
+            while i < len(args) and not _is_flag(args[i]):
                 i += 1
     return stray
 
@@ -149,7 +154,9 @@ def test_doc_command_parses(where, command):
     code, text = _help_recdistill(target) if kind == "recdistill" else _help_module(target)
     assert code == 0, f"{where}: `{command}`: --help exited {code}\n{text[-2000:]}"
     known = {_norm(f) for f in FLAG.findall(text)}
-    unknown = [f for f in FLAG.findall(" ".join(args)) if _norm(f) not in known]
+    # a quoted word with spaces is a flag's value (`--serve-flags "--workers 2"`), not flags
+    flags = " ".join(a for a in args if " " not in a.strip())
+    unknown = [f for f in FLAG.findall(flags) if _norm(f) not in known]
     assert not unknown, f"{where}: `{command}`: flags unknown to `{target}`: {unknown}"
     stray = [w for w in _check_values(args, _arities(text)) if not w.startswith("<")]
     assert not stray, f"{where}: `{command}`: values no flag of `{target}` takes: {stray}"
