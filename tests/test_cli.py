@@ -84,7 +84,11 @@ SPECIAL = {
     "overrides": "{labels: {n_negatives: 10}}",
     "keep_ratio": 0.25,
 }
-SPECIAL_OF = {"BenchScaleConfig": {"sizes": ("300x200x10", "600x400x10")}}
+SPECIAL_OF = {
+    "BenchScaleConfig": {"sizes": ("300x200x10", "600x400x10")},
+    # --replicas/--ray-address go with --engine ray, which serves with one process per replica
+    "ServeConfig": {"engine": "ray", "workers": 1},
+}
 
 
 def _hints(cls) -> dict:
