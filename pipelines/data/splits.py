@@ -121,6 +121,21 @@ class Split:
             seen = (seen + self.matrix("valid")).astype(bool).astype(np.float32).tocsr()
         return seen
 
+    def known_before(self, name: str) -> pd.DataFrame:
+        """The interactions a model scoring part ``name`` may read as the users' input: all
+        that happened before it. ``valid``: train; ``test``: train + validation (the
+        validation interaction precedes the test one under leave-last-out); ``new_test``: the
+        new users' query-time histories. Rows in split order (user, time, tie order)."""
+        if name in ("train", "valid", "cold_valid"):
+            return self.train
+        if name in ("test", "cold_test"):
+            both = pd.concat([self.train, self.valid], ignore_index=True)
+            # stable: among equal timestamps a train row stays before the validation one
+            return both.sort_values(["user", "timestamp"], kind="stable").reset_index(drop=True)
+        if name in ("new_history", "new_test"):
+            return self.part("new_history")
+        raise ValueError(f"known_before({name!r}); expected one of {PARTS}")
+
     def fingerprint(self) -> str:
         """Hash of protocol, seed, train and validation (the test part follows from the
         dataset, protocol and seed, and the training view has none)."""
