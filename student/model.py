@@ -4,7 +4,8 @@ User tower: ``concat[user id emb, masked mean of history item embs, user dense f
 MLP -> ``out_dim``; a new user (no id: ``encode_users(None, history)``) gets zeros for the id
 and the features, so ``user_id_dropout`` in training teaches the tower to score from a history
 alone. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]``
--> MLP -> ``out_dim``. Static side features (dense features, frozen teacher text embeddings)
+-> MLP -> ``out_dim``; with ``item_bias`` a learned scalar per item rides along as one extra
+column (see :meth:`TwoTower.score`). Static side features (dense features, frozen teacher text embeddings)
 are registered buffers, so ``forward`` takes only indices and the features travel with the
 weights. The model never computes its own loss (see :mod:`student.losses`).
 
@@ -121,6 +122,8 @@ class TwoTower(nn.Module):
         self.item_mlp = _mlp(item_in, c.item_hidden, c.out_dim, c.dropout)
         if c.normalize:
             self.log_scale = nn.Parameter(torch.tensor(math.log(c.init_scale)))
+        if c.item_bias:  # fp32 and dense: compression keeps it as it is (one float per item)
+            self.item_bias = nn.Parameter(torch.zeros(c.n_items))
         self._init_embeddings()
         self.set_features(user_features, item_features, item_text)
 
@@ -288,11 +291,16 @@ class TwoTower(nn.Module):
         return summed / mask.sum(dim=1).clamp_min(1.0)
 
     def encode_items(self, item_idx: torch.Tensor) -> torch.Tensor:
-        """item_idx [N] (or any shape S) int64 -> [N, out_dim] (or [*S, out_dim])."""
+        """item_idx [N] (or any shape S) int64 -> [N, item_dim] (or [*S, item_dim]).
+
+        ``item_dim`` is ``out_dim``, plus one column with ``item_bias``: the item's bias b
+        (zero where the id is dropped or masked, like the id embedding).
+        """
         c = self.config
         self._check_idx(item_idx, "item_idx", c.n_items, "n_items")
         flat = item_idx.reshape(-1)
         ids = self.item_id_emb(flat)
+        keep = None
         if c.item_id_dropout > 0:
             keep = self.item_id_mask[flat]
             if self.training:
@@ -306,7 +314,10 @@ class TwoTower(nn.Module):
         out = self.item_mlp(torch.cat(parts, dim=-1))
         if c.normalize:
             out = F.normalize(out, dim=-1)
-        return out.reshape(*item_idx.shape, c.out_dim)
+        if c.item_bias:
+            bias = self.item_bias[flat] if keep is None else self.item_bias[flat] * keep
+            out = torch.cat([out, bias[:, None]], dim=-1)
+        return out.reshape(*item_idx.shape, c.item_dim)
 
     def scale(self) -> torch.Tensor:
         """Score multiplier: ``exp(clamp(log_scale, max=log(max_scale)))``; 1 if not normalize."""
@@ -315,14 +326,46 @@ class TwoTower(nn.Module):
         return self.log_scale.clamp(max=math.log(self.config.max_scale)).exp()
 
     def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """user_emb [B, D] with item_emb [N, D] (shared) or [B, N, D] (per user) -> [B, N]."""
+        """user_emb [B, D] with item_emb [N, D'] (shared) or [B, N, D'] (per user) -> [B, N].
+
+        D = out_dim, D' = item_dim. Score = user . item (x scale when normalize), plus the
+        item's bias b (item_emb's last column) with ``item_bias``.
+
+        How b learns popularity: it is one more logit term, so the hard loss's logQ
+        correction (``s - log q``, applied to the whole score) treats it like the dot product.
+        That correction is what makes the sampled softmax estimate the full softmax over the
+        catalogue, whose optimum is ``s(u, i) = log p(i | u) + c(u)``: what the user vector
+        does not explain, the marginal ``log p(i)`` (train popularity), goes to b. Without
+        logQ, in-batch negatives would cancel it (``log p(i) - log q(i)``). A cosine score is
+        bounded by the scale, so without b popularity must be squeezed into a direction of
+        every vector; with b a history of 5 items moves the ranking away from popularity
+        only as far as it is informative.
+        """
+        d = self.config.out_dim
+        if item_emb.dim() not in (2, 3) or item_emb.shape[-1] != self.config.item_dim:
+            raise ValueError(
+                f"item_emb: expected [N, {self.config.item_dim}] or [B, N, "
+                f"{self.config.item_dim}] (encode_items' output), got {list(item_emb.shape)}"
+            )
+        vec = item_emb[..., :d] if self.config.item_bias else item_emb
         if item_emb.dim() == 2:
-            raw = user_emb @ item_emb.T
-        elif item_emb.dim() == 3:
-            raw = torch.einsum("bd,bnd->bn", user_emb, item_emb)
+            raw = user_emb @ vec.T
         else:
-            raise ValueError(f"item_emb: expected [N, D] or [B, N, D], got {list(item_emb.shape)}")
-        return raw * self.scale() if self.config.normalize else raw
+            raw = torch.einsum("bd,bnd->bn", user_emb, vec)
+        raw = raw * self.scale() if self.config.normalize else raw
+        return raw + item_emb[..., d] if self.config.item_bias else raw
+
+    def index_queries(self, user_emb: torch.Tensor) -> torch.Tensor:
+        """User vectors [B, out_dim] -> the index's queries [B, item_dim].
+
+        Without ``item_bias`` unchanged (the index normalises them when normalize). With it
+        ``[user x scale, 1]``: their inner product with ``encode_items``' ``[item, b]`` is
+        :meth:`score` itself, so the index must take them as they are (its ``bias`` flag).
+        """
+        if not self.config.item_bias:
+            return user_emb
+        scaled = user_emb * self.scale() if self.config.normalize else user_emb
+        return torch.cat([scaled, scaled.new_ones(len(scaled), 1)], dim=-1)
 
     def forward(
         self, user_idx: torch.Tensor, history: torch.Tensor | None, item_idx: torch.Tensor

@@ -83,6 +83,15 @@ class TwoTowerConfig(ConfigMixin):
     max_scale: float = field(
         default=100.0, metadata={"help": "Upper clamp of the score scale when normalize."}
     )
+    item_bias: bool = field(
+        default=False,
+        metadata={
+            "help": "A learned score bias per item (the popularity a short history cannot "
+            "give): score = user . item (x scale when normalize) + b_item. encode_items then "
+            "returns [N, out_dim + 1], b last; the FAISS index holds that column and queries "
+            "[user (x scale), 1] (TwoTower.index_queries)."
+        },
+    )
 
     def __post_init__(self) -> None:
         self.user_hidden = self._hidden("user_hidden", self.user_hidden)
@@ -110,7 +119,7 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.user_id_dropout={self.user_id_dropout!r} needs use_user_id=True "
                 "(without a user id there is nothing to drop)"
             )
-        for name in ["normalize", "use_user_id"]:
+        for name in ["normalize", "use_user_id", "item_bias"]:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"TwoTowerConfig.{name}={getattr(self, name)!r}: expected true or false"
@@ -129,6 +138,11 @@ class TwoTowerConfig(ConfigMixin):
                 "TwoTowerConfig: the user tower has no input (use_user_id=False, history_len=0, "
                 "n_user_features=0); enable at least one of them"
             )
+
+    @property
+    def item_dim(self) -> int:
+        """Width of an item vector (``encode_items``, the index): out_dim, + 1 with item_bias."""
+        return self.out_dim + int(self.item_bias)
 
     @staticmethod
     def _hidden(name: str, value: Any) -> tuple[int, ...]:

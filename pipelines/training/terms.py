@@ -234,7 +234,8 @@ class EmbedTerm(Term):
         n_items = step.model.config.n_items
         idx = torch.as_tensor(step.rng.choice(n_items, min(self.sample, n_items), replace=False))
         teacher = step.inputs.teacher_emb[idx]
-        return embedding_distill_loss(step.model.encode_items(idx), teacher, self.proj)
+        vectors = step.model.encode_items(idx)[:, : step.model.config.out_dim]  # not the bias
+        return embedding_distill_loss(vectors, teacher, self.proj)
 
 
 @register
