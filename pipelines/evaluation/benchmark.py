@@ -384,13 +384,13 @@ def bench_indexes(model, split, data, seg: Segment, c: BenchmarkConfig) -> dict:
     users = torch.as_tensor(seg.users)
     with torch.no_grad():
         items = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
-        queries = model.encode_users(users, hist[users]).numpy().astype(np.float32)
+        queries = model.index_queries(model.encode_users(users, hist[users])).numpy()
     _, exact = exact_topk(items, queries, 10)
     timing = {"k": 10, "n_single": c.n_single, "threads": c.threads}
     pos = {iid: j for j, iid in enumerate(data.items.item_id)}
     out = {}
     for kind in c.indexes:
-        cfg = IndexConfig(kind=kind, normalize=bool(model.config.normalize))
+        cfg = IndexConfig(kind=kind, normalize=model.config.normalize, bias=model.config.item_bias)
         t_build = time.perf_counter()
         index = ItemIndex.build(items, data.items.item_id.to_numpy(), cfg, threads=c.threads)
         build_seconds = time.perf_counter() - t_build

@@ -414,7 +414,7 @@ def _item_index(
         try:
             index = ItemIndex.load(
                 source.index,
-                expected_dim=cfg.out_dim,
+                expected_dim=cfg.item_dim,
                 expected_item_ids=item_ids,
                 expected_fingerprint=embedding_fingerprint(item_emb),
                 mmap=True,  # page cache, shared by --workers N
@@ -424,19 +424,20 @@ def _item_index(
             raise ServeError(f"--index {source.index}: {exc}") from None
         kind = index.config.kind
     else:
-        config = IndexConfig(kind=index_kind, normalize=cfg.normalize)
+        config = IndexConfig(kind=index_kind, normalize=cfg.normalize, bias=cfg.item_bias)
         index, kind = ItemIndex.build(item_emb, item_ids, config), index_kind
-    if index.dim != cfg.out_dim:
-        raise ServeError(f"index dimension {index.dim} != the model's out_dim {cfg.out_dim}")
+    if (index.dim, index.config.bias) != (cfg.item_dim, cfg.item_bias):
+        raise ServeError(
+            f"index dimension {index.dim} (bias {index.config.bias}) != the model's item "
+            f"vectors' {cfg.item_dim} (item_bias {cfg.item_bias}); rebuild the index"
+        )
     return index, kind
 
 
 def check_replacement(old: Engine, new: Engine, allow_new_dataset: bool = False) -> None:
     """Refuse a reload that would change what the clients' ids mean, unless allowed."""
-    if new.index.dim != new.model.config.out_dim:
-        raise ServeError(
-            f"new run: index dim {new.index.dim} != model out_dim {new.model.config.out_dim}"
-        )
+    if new.index.dim != new.model.config.item_dim:  # item_bias: load_engine checked it
+        raise ServeError(f"new run: index dim {new.index.dim} != {new.model.config.item_dim}")
     if not allow_new_dataset:
         if new.source.dataset_fingerprint != old.source.dataset_fingerprint:
             raise ServeError(

@@ -70,10 +70,20 @@ class IndexConfig(ConfigMixin):
             "embeddings; approximate IP search on un-normalised vectors loses recall."
         },
     )
+    bias: bool = field(
+        default=False,
+        metadata={
+            "help": "The last column of the item vectors is a score bias (the student's "
+            "item_bias) and of the queries its weight 1 (TwoTower.index_queries): normalize "
+            "then normalises only the items' other columns and leaves the queries as given, "
+            "so inner product = the model's score."
+        },
+    )
     mips_transform: bool = field(
         default=False,
         metadata={
-            "help": "For normalize=False: append sqrt(M^2-|x|^2) so MIPS becomes L2 search. "
+            "help": "For normalize=False (or bias): append sqrt(M^2-|x|^2) so MIPS becomes "
+            "L2 search. "
             "Use with refine=True when the codes are 8-bit."
         },
     )
@@ -124,16 +134,17 @@ class IndexConfig(ConfigMixin):
             raise ValueError(f"IndexConfig.kind={self.kind!r} is invalid; allowed: {INDEX_KINDS}")
         if self.metric not in METRICS:
             raise ValueError(f"IndexConfig.metric={self.metric!r} is invalid; allowed: {METRICS}")
-        for name in ("normalize", "mips_transform", "refine", "sq_train_on_all"):
+        for name in ("normalize", "bias", "mips_transform", "refine", "sq_train_on_all"):
             _check_bool(name, getattr(self, name))
         if self.nlist is not None:
             check_int("IndexConfig", "nlist", self.nlist, 1, maximum=1 << 20)
         for name, low, high in _INT_FIELDS:
             check_int("IndexConfig", name, getattr(self, name), low, maximum=high)
-        if self.normalize and self.mips_transform:
+        if self.normalize and self.mips_transform and not self.bias:
             raise ValueError(
                 "IndexConfig.mips_transform=True is invalid with normalize=True; the transform "
-                "is for un-normalised vectors (set normalize=False) or leave it False"
+                "is for un-normalised vectors (set normalize=False, or bias=True for vectors "
+                "with a bias column) or leave it False"
             )
         if self.refine and self.spec.exact:
             approximate = tuple(k for k in INDEX_KINDS if not INDEX_KIND_SPECS[k].exact)

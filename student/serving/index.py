@@ -42,8 +42,8 @@ from student.serving.vectors import (
     as_ids,
     as_matrix,
     embedding_fingerprint,
-    mips_augment,
-    normalize_rows,
+    index_items,
+    index_queries,
     pad_columns,
 )
 
@@ -105,11 +105,7 @@ class ItemIndex:
         ids = as_ids(item_ids, n)
         fingerprint = embedding_fingerprint(x)
         _check_norms(x, config)
-        if config.normalize:
-            x = normalize_rows(x, "item_emb")
-        mips_max_norm = None
-        if config.mips_transform:
-            x, mips_max_norm = mips_augment(x)
+        x, mips_max_norm = index_items(x, config)
         x = pad_columns(x, config.spec.index_dim(x.shape[1]))
         config = config.spec.structure.sized(config, n)
         index, base = _new_faiss_index(config, x.shape[1])
@@ -155,15 +151,7 @@ class ItemIndex:
 
     def prepare_queries(self, query: np.ndarray) -> np.ndarray:
         """[B, D] queries -> float32 [B, D'] in the index's space (normalised / augmented)."""
-        q = as_matrix(query, "query", self.dim)
-        if self.config.normalize:
-            q = normalize_rows(q, "query")
-        if self.config.mips_transform:
-            # Put the query on the sphere of radius M that holds the augmented items (zero
-            # extra coordinate): the per-query ranking is unchanged, but IVF probing and HNSW
-            # routing by L2 then see the query where the data is, not near the centre.
-            q = normalize_rows(q, "query") if not self.config.normalize else q
-            q = np.hstack([q * self.mips_max_norm, np.zeros((len(q), 1), dtype=np.float32)])
+        q = index_queries(as_matrix(query, "query", self.dim), self.config, self.mips_max_norm)
         return pad_columns(q, int(self.index.d))
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -391,7 +379,7 @@ def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
     norms = np.linalg.norm(x, axis=1)
     mean = float(norms.mean())
     spread = float(norms.std() / mean) if mean > 0 else 0.0
-    if config.normalize or config.spec.exact or spread <= NORM_SPREAD_WARN:
+    if (config.normalize and not config.bias) or config.spec.exact or spread <= NORM_SPREAD_WARN:
         return
     if config.is_ivf and not config.mips_transform:
         advice = "IVF over inner product on such vectors loses recall badly; set mips_transform"

@@ -7,7 +7,7 @@ import faiss
 import numpy as np
 
 from student.serving.index import ItemIndex
-from student.serving.vectors import as_matrix, normalize_rows, pad_columns
+from student.serving.vectors import as_matrix, index_items, pad_columns
 
 
 def check_vectors(index: ItemIndex, item_emb: np.ndarray, sample: int = 64, seed: int = 0) -> None:
@@ -16,11 +16,7 @@ def check_vectors(index: ItemIndex, item_emb: np.ndarray, sample: int = 64, seed
     ``build`` would have added them, within the code's tolerance (SQ8: 5% of the norm)."""
     x = as_matrix(item_emb, "item_emb", index.dim)
     rows = np.sort(np.random.default_rng(seed).choice(len(x), min(sample, len(x)), False))
-    want = normalize_rows(x[rows], "item_emb") if index.config.normalize else x[rows]
-    if index.config.mips_transform:
-        n2 = np.einsum("ij,ij->i", want, want).astype(np.float64)
-        extra = np.sqrt(np.maximum(index.mips_max_norm**2 - n2, 0.0)).astype(np.float32)
-        want = np.hstack([want, extra[:, None]])
+    want, _ = index_items(x[rows], index.config, index.mips_max_norm)
     want = pad_columns(want, int(index.index.d))
     got = _reconstruct(index.index, rows)
     err = np.linalg.norm(got - want, axis=1) / np.maximum(np.linalg.norm(want, axis=1), 1e-12)

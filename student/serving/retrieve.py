@@ -264,8 +264,9 @@ class Retriever:
                     hist[r, : len(h)] = h
                 embs.append(self.model.encode_users(None, torch.as_tensor(hist)))
                 order += new
+            query = self._queries(torch.cat(embs)) if order else None
         if order:
-            emb = torch.cat(embs).numpy().astype(np.float32, copy=False)
+            emb = query.numpy().astype(np.float32, copy=False)
             rows, scores = search_excluding(
                 emb, [queries[i].k for i in order], [excluded[i] for i in order], self.index
             )
@@ -275,6 +276,12 @@ class Retriever:
             keep = self._pop_order[~np.isin(self._pop_order, excluded[i])][: queries[i].k]
             out[i] = Result(keep, self.index.item_ids[keep], self.popularity[keep], "popularity")
         return out  # type: ignore[return-value]
+
+    def _queries(self, user_emb: Any) -> Any:
+        """User vectors -> the index's queries: ``[user x scale, 1]`` for a student with an
+        item bias (``TwoTower.index_queries``), else as they are."""
+        to_query = getattr(self.model, "index_queries", None)  # any user encoder may serve
+        return user_emb if to_query is None else to_query(user_emb)
 
     def _check(self, i: int, q: Query) -> None:
         check_int(f"queries[{i}]", "k", q.k, 1)

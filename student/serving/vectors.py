@@ -1,5 +1,12 @@
 """Item and query vectors for the index: checked, normalised, padded, MIPS-augmented, and
-fingerprinted (numpy in, numpy out)."""
+fingerprinted (numpy in, numpy out).
+
+With ``IndexConfig.bias`` the last column is a score bias (the student's ``item_bias``): an
+item vector is ``[v, b]`` and a query ``[w, 1]`` (``TwoTower.index_queries``: the user vector
+times the model's scale), so the inner product is ``w . v + b``, the model's score. Normalising
+then touches only the items' ``v`` (the bias column is never normalised away) and never the
+queries: a query's norm is what weighs the dot product against the bias.
+"""
 
 from __future__ import annotations
 
@@ -67,9 +74,38 @@ def pad_columns(x: np.ndarray, width: int) -> np.ndarray:
     return np.hstack([x, np.zeros((len(x), width - x.shape[1]), dtype=np.float32)])
 
 
-def mips_augment(x: np.ndarray) -> tuple[np.ndarray, float]:
-    """MIPS -> L2: [N, D] -> ([N, D+1] with extra coordinate sqrt(M^2 - |x|^2), M = max norm)."""
+def mips_augment(x: np.ndarray, max_norm: float | None = None) -> tuple[np.ndarray, float]:
+    """MIPS -> L2: [N, D] -> ([N, D+1] with extra coordinate sqrt(M^2 - |x|^2)); M = the
+    given ``max_norm`` (an index's own, for a sample of its rows), else x's max norm."""
     norms2 = np.einsum("ij,ij->i", x, x).astype(np.float64)
-    max_norm = float(np.sqrt(norms2.max()))
+    max_norm = float(np.sqrt(norms2.max())) if max_norm is None else float(max_norm)
     extra = np.sqrt(np.maximum(max_norm**2 - norms2, 0.0)).astype(np.float32)
     return np.hstack([x, extra[:, None]]), max_norm
+
+
+def index_items(
+    x: np.ndarray, config: Any, max_norm: float | None = None
+) -> tuple[np.ndarray, float | None]:
+    """Checked item vectors [N, D] as ``config`` (an ``IndexConfig``) stores them, before
+    padding: normalised (with ``bias``, all but the last column), then MIPS-augmented
+    (radius ``max_norm``, else their own). Returns (vectors, the MIPS radius or None)."""
+    if config.normalize and config.bias:
+        x = np.hstack([normalize_rows(np.ascontiguousarray(x[:, :-1]), "item_emb"), x[:, -1:]])
+    elif config.normalize:
+        x = normalize_rows(x, "item_emb")
+    if not config.mips_transform:
+        return x, None
+    return mips_augment(x, max_norm)
+
+
+def index_queries(q: np.ndarray, config: Any, max_norm: float | None) -> np.ndarray:
+    """Checked queries [B, D] in the index's space, before padding: normalised (not with
+    ``bias``: see the module note); with the MIPS transform put on the sphere of radius
+    ``max_norm`` that holds the augmented items (zero extra coordinate): the per-query ranking
+    is unchanged, but IVF probing and HNSW routing by L2 then see the query where the data is."""
+    if config.normalize and not config.bias:
+        q = normalize_rows(q, "query")
+    if not config.mips_transform:
+        return q
+    q = q if config.normalize and not config.bias else normalize_rows(q, "query")
+    return np.hstack([q * max_norm, np.zeros((len(q), 1), dtype=np.float32)])

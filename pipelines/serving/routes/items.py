@@ -39,11 +39,14 @@ async def similar(item_id: str, state: State, k: Annotated[int, QueryParam(ge=1)
             f"k={k} is out of range",
             [{"field": "k", "got": k, "expected": f"an integer in [1, {top}]"}],
         )
+    query = e.item_emb[row : row + 1]
+    if e.index.config.bias:  # [v, 0]: nearest by the item vectors alone, not by their bias
+        query = np.hstack([query[:, :-1], np.zeros((1, 1), np.float32)])
     loop = asyncio.get_running_loop()
     rows, scores = await loop.run_in_executor(
         state.executor,
         search_excluding,
-        e.item_emb[row : row + 1],
+        query,
         [k],
         [np.array([row], np.int64)],
         e.index,
