@@ -24,7 +24,7 @@ from common.config import to_dict
 from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
-from pipelines.core.metrics import sample_users
+from pipelines.core.metrics import evaluate, sample_users
 from pipelines.data import (
     InteractionData,
     Split,
@@ -38,11 +38,13 @@ from pipelines.training.batch import ObjectiveInputs
 from pipelines.training.loop import Schedule, cold_valid, train_epochs
 from pipelines.training.objective import Objective
 from pipelines.training.optim import make_optimizer
+from pipelines.training.prior import fit_prior
 from pipelines.training.soft_lists import SoftLists, label_item_embeddings, soft_lists
 from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
 from student.losses import DistillLossWeights
 from student.model import TwoTower, TwoTowerConfig, count_parameters
 from student.model_io import MODEL_FILES
+from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,14 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
         default=True,
         metadata={"help": "keep the best validation epoch's weights (False: the last epoch's)"},
     )
+    prior_history: int = field(
+        default=0,
+        metadata={
+            "help": "with --item-bias: after training add w * log(1 + train count) to the item "
+            "bias, w chosen on validation users scored as new users from their first this many "
+            "train items (pipelines.training.prior; grid with 0); 0 = the learned bias alone"
+        },
+    )
     valid_users: int = field(
         default=0,
         metadata={
@@ -155,6 +165,11 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             raise ValueError(
                 f"TrainStudentConfig: sparse_embeddings='on' with weight_decay="
                 f"{self.weight_decay}: SparseAdam has no weight decay; use 'off' or weight_decay 0"
+            )
+        if self.prior_history < 0 or (self.prior_history and not self.model.item_bias):
+            raise ValueError(
+                f"TrainStudentConfig.prior_history={self.prior_history}: expected 0, or >= 1 "
+                "with --item-bias (the prior is added to the item bias)"
             )
         if self.valid_users < 0:
             raise ValueError(
@@ -234,6 +249,11 @@ def run(config: TrainStudentConfig) -> dict:
         valid = fit.best_metrics
     model.eval()
     train_seconds = time.perf_counter() - t_start
+    prior = fit_prior(model, split, c.prior_history, v_users) if c.prior_history else None
+    if prior is not None:  # the uniform prior moves warm users too: their validation after it
+        warm = evaluate(score_fn(model, inputs.hist), valid_truth, split.seen_for("valid"),
+                        users=v_users)  # fmt: skip
+        prior["valid_after"] = _metrics(warm)
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")
@@ -254,6 +274,7 @@ def run(config: TrainStudentConfig) -> dict:
             "seed": c.seed,
         },
         "cold_valid": cold,
+        "popularity_prior": prior,
         "history": fit.history,
     }
     write_json(out / "metrics.json", result)
