@@ -18,6 +18,8 @@ Scores are always inner products (higher is better). Two regimes:
   so keep HNSW on inner product. 8-bit codes of the extra coordinate are coarse; ``refine=True``
   re-ranks a ``k * refine_factor`` shortlist exactly on float vectors (``faiss.IndexRefineFlat``,
   which stores a float copy).
+* ``bias=True`` (a student with ``item_bias``): the last column is the item's score bias and
+  the query's weight 1; see ``vectors``: it is never normalised, queries are taken as given.
 """
 
 from __future__ import annotations

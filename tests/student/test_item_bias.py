@@ -17,14 +17,14 @@ from student.serving.integrity import check_vectors
 N_USERS, N_ITEMS, L = 12, 40, 6
 
 
-def tiny(normalize: bool = True, bias_scale: float = 3.0, seed: int = 0) -> TwoTower:
-    torch.manual_seed(seed)
-    cfg = TwoTowerConfig(n_users=N_USERS, n_items=N_ITEMS, id_dim=8, out_dim=8, history_len=L,
+def tiny(normalize: bool = True, n_users: int = N_USERS, n_items: int = N_ITEMS) -> TwoTower:
+    torch.manual_seed(0)
+    cfg = TwoTowerConfig(n_users=n_users, n_items=n_items, id_dim=8, out_dim=8, history_len=L,
                          user_hidden=(16,), item_hidden=(16,), normalize=normalize,
                          item_bias=True)  # fmt: skip
     model = TwoTower(cfg).eval()
     with torch.no_grad():  # biases large enough to move the ranking away from the dot product
-        model.item_bias.copy_(bias_scale * torch.randn(N_ITEMS))
+        model.item_bias.copy_(3.0 * torch.randn(n_items))
     return model
 
 
@@ -130,3 +130,22 @@ def test_compression_keeps_the_bias_in_fp32(tmp_path):
     assert back.encode_items(torch.arange(N_ITEMS)).shape == (N_ITEMS, 9)
     pruned, _ = structured_prune(model, keep_ratio=0.5)
     assert torch.equal(pruned.item_bias, model.item_bias)
+
+
+def test_the_benchmarks_index_part_queries_the_bias_column(tmp_path):
+    from pipelines.core.config import make_config
+    from pipelines.core.metrics import evaluate
+    from pipelines.data import histories, load_dataset, make_split
+    from pipelines.evaluation.benchmark import BenchmarkConfig, bench_indexes
+    from pipelines.evaluation.segments import test_segment
+
+    data = load_dataset("synthetic:users=30,items=40,per_user=8,seed=2")
+    split = make_split(data, "random", 0)
+    model = tiny(n_users=data.n_users, n_items=data.n_items)
+    seg = test_segment(split, 0, 0)
+    c = make_config(BenchmarkConfig, indexes=("flat",), n_single=2, out=str(tmp_path))
+    entry = bench_indexes(model, split, data, seg, c)["flat"]
+    assert entry["recall@10_vs_exact"] == 1.0 and entry["config"]["bias"] is True
+    hist = torch.as_tensor(histories(split.train, data.n_users, L, data.n_items))
+    want = evaluate(score_fn(model, hist), seg.truth, seg.exclude, users=seg.users, ks=(10,))
+    assert entry["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-6)
