@@ -124,6 +124,9 @@ class TwoTower(nn.Module):
             self.log_scale = nn.Parameter(torch.tensor(math.log(c.init_scale)))
         if c.item_bias:  # fp32 and dense: compression keeps it as it is (one float per item)
             self.item_bias = nn.Parameter(torch.zeros(c.n_items))
+            # the bias's weight for known users (new users: 1); 1 in training, then chosen on
+            # validation by the prior fit (pipelines.training.prior)
+            self.register_buffer("known_bias_weight", torch.ones(()))
         self._init_embeddings()
         self.set_features(user_features, item_features, item_text)
 
@@ -325,11 +328,14 @@ class TwoTower(nn.Module):
             return torch.ones(())
         return self.log_scale.clamp(max=math.log(self.config.max_scale)).exp()
 
-    def score(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, user_emb: torch.Tensor, item_emb: torch.Tensor, new_users: bool = False
+    ) -> torch.Tensor:
         """user_emb [B, D] with item_emb [N, D'] (shared) or [B, N, D'] (per user) -> [B, N].
 
         D = out_dim, D' = item_dim. Score = user . item (x scale when normalize), plus the
-        item's bias b (item_emb's last column) with ``item_bias``.
+        item's bias b (item_emb's last column) with ``item_bias``, times ``known_bias_weight``
+        unless ``new_users`` (users encoded from a history alone: ``encode_users(None, ...)``).
 
         How b learns popularity: it is one more logit term, so the hard loss's logQ
         correction (``s - log q``, applied to the whole score) treats it like the dot product.
@@ -353,19 +359,23 @@ class TwoTower(nn.Module):
         else:
             raw = torch.einsum("bd,bnd->bn", user_emb, vec)
         raw = raw * self.scale() if self.config.normalize else raw
-        return raw + item_emb[..., d] if self.config.item_bias else raw
+        if not self.config.item_bias:
+            return raw
+        return raw + item_emb[..., d] * (1.0 if new_users else self.known_bias_weight)
 
-    def index_queries(self, user_emb: torch.Tensor) -> torch.Tensor:
+    def index_queries(self, user_emb: torch.Tensor, new_users: bool = False) -> torch.Tensor:
         """User vectors [B, out_dim] -> the index's queries [B, item_dim].
 
         Without ``item_bias`` unchanged (the index normalises them when normalize). With it
-        ``[user x scale, 1]``: their inner product with ``encode_items``' ``[item, b]`` is
-        :meth:`score` itself, so the index must take them as they are (its ``bias`` flag).
+        ``[user x scale, a]``, a = 1 for ``new_users``, else ``known_bias_weight``: their inner
+        product with ``encode_items``' ``[item, b]`` is :meth:`score` itself, so the index
+        must take them as they are (its ``bias`` flag).
         """
         if not self.config.item_bias:
             return user_emb
         scaled = user_emb * self.scale() if self.config.normalize else user_emb
-        return torch.cat([scaled, scaled.new_ones(len(scaled), 1)], dim=-1)
+        weight = scaled.new_ones(len(scaled), 1)
+        return torch.cat([scaled, weight if new_users else weight * self.known_bias_weight], -1)
 
     def forward(
         self, user_idx: torch.Tensor, history: torch.Tensor | None, item_idx: torch.Tensor

@@ -22,6 +22,7 @@ def score_fn(model: TwoTower, hist: torch.Tensor, new_users: bool = False):
     def fn(users: np.ndarray) -> np.ndarray:
         u = torch.as_tensor(users, dtype=torch.long)
         with torch.no_grad():
-            return model.score(model.encode_users(None if new_users else u, hist[u]), items).numpy()
+            user = model.encode_users(None if new_users else u, hist[u])
+            return model.score(user, items, new_users=new_users).numpy()
 
     return fn

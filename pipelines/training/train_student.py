@@ -24,7 +24,7 @@ from common.config import to_dict
 from common.io import claim_output, portable_paths, refuse_out_inside, write_json
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
-from pipelines.core.metrics import evaluate, sample_users
+from pipelines.core.metrics import sample_users
 from pipelines.data import (
     InteractionData,
     Split,
@@ -44,7 +44,6 @@ from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
 from student.losses import DistillLossWeights
 from student.model import TwoTower, TwoTowerConfig, count_parameters
 from student.model_io import MODEL_FILES
-from student.scoring import score_fn
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +134,8 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
         metadata={
             "help": "with --item-bias: after training add w * log(1 + train count) to the item "
             "bias, w chosen on validation users scored as new users from their first this many "
-            "train items (pipelines.training.prior; grid with 0); 0 = the learned bias alone"
+            "train items (pipelines.training.prior; grid with 0), and known users' weight of the "
+            "bias on their validation; 0 = the learned bias alone"
         },
     )
     valid_users: int = field(
@@ -250,10 +250,6 @@ def run(config: TrainStudentConfig) -> dict:
     model.eval()
     train_seconds = time.perf_counter() - t_start
     prior = fit_prior(model, split, c.prior_history, v_users) if c.prior_history else None
-    if prior is not None:  # the uniform prior moves warm users too: their validation after it
-        warm = evaluate(score_fn(model, inputs.hist), valid_truth, split.seen_for("valid"),
-                        users=v_users)  # fmt: skip
-        prior["valid_after"] = _metrics(warm)
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
     model.save_pretrained(out / "model")

@@ -252,21 +252,22 @@ class Retriever:
             if known:
                 users = np.array([queries[i].user for i in known], dtype=np.int64)
                 if self.user_vectors is not None:
-                    embs.append(torch.from_numpy(self.user_vectors[users]))
+                    emb = torch.from_numpy(self.user_vectors[users])
                 else:
                     hist = torch.as_tensor(self.histories[users])
-                    embs.append(self.model.encode_users(torch.as_tensor(users), hist))
+                    emb = self.model.encode_users(torch.as_tensor(users), hist)
+                embs.append(self._queries(emb, new_users=False))
                 order += known
             if new:
                 hist = np.full((len(new), self.history_len), self.n_items, dtype=np.int64)
                 for r, i in enumerate(new):
                     h = np.asarray(queries[i].history, dtype=np.int64)[: self.history_len]
                     hist[r, : len(h)] = h
-                embs.append(self.model.encode_users(None, torch.as_tensor(hist)))
+                emb = self.model.encode_users(None, torch.as_tensor(hist))
+                embs.append(self._queries(emb, new_users=True))
                 order += new
-            query = self._queries(torch.cat(embs)) if order else None
         if order:
-            emb = query.numpy().astype(np.float32, copy=False)
+            emb = torch.cat(embs).numpy().astype(np.float32, copy=False)
             rows, scores = search_excluding(
                 emb, [queries[i].k for i in order], [excluded[i] for i in order], self.index
             )
@@ -277,11 +278,11 @@ class Retriever:
             out[i] = Result(keep, self.index.item_ids[keep], self.popularity[keep], "popularity")
         return out  # type: ignore[return-value]
 
-    def _queries(self, user_emb: Any) -> Any:
-        """User vectors -> the index's queries: ``[user x scale, 1]`` for a student with an
-        item bias (``TwoTower.index_queries``), else as they are."""
+    def _queries(self, user_emb: Any, new_users: bool) -> Any:
+        """User vectors -> the index's queries: ``[user x scale, bias weight]`` for a student
+        with an item bias (``TwoTower.index_queries``), else as they are."""
         to_query = getattr(self.model, "index_queries", None)  # any user encoder may serve
-        return user_emb if to_query is None else to_query(user_emb)
+        return user_emb if to_query is None else to_query(user_emb, new_users=new_users)
 
     def _check(self, i: int, q: Query) -> None:
         check_int(f"queries[{i}]", "k", q.k, 1)

@@ -25,6 +25,7 @@ def tiny(normalize: bool = True, n_users: int = N_USERS, n_items: int = N_ITEMS)
     model = TwoTower(cfg).eval()
     with torch.no_grad():  # biases large enough to move the ranking away from the dot product
         model.item_bias.copy_(3.0 * torch.randn(n_items))
+    model.known_bias_weight.fill_(0.5)  # known users weigh the bias by half, new users fully
     return model
 
 
@@ -57,6 +58,17 @@ def test_a_zero_user_vector_ranks_by_bias():
         assert list(np.argsort(-row, kind="stable")) == list(want)
 
 
+def test_known_users_weigh_the_bias_new_users_take_it_whole():
+    model = tiny()
+    items = model.encode_items(torch.arange(N_ITEMS))
+    u = model.encode_users(torch.tensor([0, 1]), torch.as_tensor(hist()[:2]))
+    dot = model.score(u, items) - 0.5 * items[:, -1]
+    assert torch.allclose(model.score(u, items, new_users=True), dot + items[:, -1], atol=1e-5)
+    assert torch.allclose(model.index_queries(u, new_users=True) @ items.T,
+                          model.score(u, items, new_users=True), atol=1e-5)  # fmt: skip
+    assert torch.allclose(model.index_queries(u) @ items.T, model.score(u, items), atol=1e-5)
+
+
 def test_per_user_candidates_get_the_bias_too():
     model = tiny()
     u = model.encode_users(torch.tensor([0, 1]), torch.as_tensor(hist()[:2]))
@@ -71,6 +83,7 @@ def test_save_load_round_trip(tmp_path):
     back = TwoTower.from_pretrained(tmp_path / "m")
     assert back.config.item_bias
     assert torch.equal(back.item_bias, model.item_bias)
+    assert float(back.known_bias_weight) == 0.5
     ids = torch.arange(N_ITEMS)
     assert torch.equal(back.encode_items(ids), model.encode_items(ids))
 
@@ -127,6 +140,7 @@ def test_compression_keeps_the_bias_in_fp32(tmp_path):
     save_quantized(q, tmp_path / "q")
     back = load_quantized(tmp_path / "q")
     assert torch.equal(back.item_bias, model.item_bias)
+    assert float(back.known_bias_weight) == 0.5
     assert back.encode_items(torch.arange(N_ITEMS)).shape == (N_ITEMS, 9)
     pruned, _ = structured_prune(model, keep_ratio=0.5)
     assert torch.equal(pruned.item_bias, model.item_bias)

@@ -47,6 +47,10 @@ def test_fit_prior_adds_the_chosen_weight_times_log_counts():
     scores = rec["valid_ndcg@20_by_weight"]
     assert scores[f"{rec['weight']:g}"] == max(scores.values())
     assert torch.allclose(model.item_bias, want)
+    known = rec["valid_ndcg@10_by_known_weight"]
+    assert set(known) == {"0", "0.25", "0.5", "0.75", "1"}
+    assert known[f"{rec['known_weight']:g}"] == max(known.values())
+    assert float(model.known_bias_weight) == rec["known_weight"]
     fit_prior(model, split, 3, grid=(0.0,))  # 0 alone: the bias stays as it is
     assert torch.allclose(model.item_bias, want)
 
@@ -66,7 +70,8 @@ def test_train_student_records_the_prior(tmp_path):
     result = train(make_config(TrainStudentConfig, **base, item_bias=True, prior_history=3,
                                out=str(tmp_path / "s")))  # fmt: skip
     prior = result["popularity_prior"]
-    assert prior["history"] == 3 and "ndcg@10" in prior["valid_after"]
+    assert prior["history"] == 3 and 0.0 <= prior["known_weight"] <= 1.0
     saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert saved["popularity_prior"]["weight"] == prior["weight"]
-    assert TwoTower.from_pretrained(tmp_path / "s" / "model").config.item_bias
+    back = TwoTower.from_pretrained(tmp_path / "s" / "model")
+    assert back.config.item_bias and float(back.known_bias_weight) == prior["known_weight"]
