@@ -69,6 +69,19 @@ def test_known_users_weigh_the_bias_new_users_take_it_whole():
     assert torch.allclose(model.index_queries(u) @ items.T, model.score(u, items), atol=1e-5)
 
 
+def test_the_benchmarks_new_user_scorer_takes_the_bias_whole():
+    model = tiny()
+    h = torch.as_tensor(hist())
+    users = np.arange(4)
+    bias = model.item_bias.detach().numpy()
+    new = score_fn(model, h, new_users=True)(users)
+    with torch.no_grad():
+        dot = model.score(
+            model.encode_users(None, h[:4]), model.encode_items(torch.arange(N_ITEMS))
+        )
+    np.testing.assert_allclose(new, dot.numpy() + 0.5 * bias, rtol=1e-5, atol=1e-4)
+
+
 def test_per_user_candidates_get_the_bias_too():
     model = tiny()
     u = model.encode_users(torch.tensor([0, 1]), torch.as_tensor(hist()[:2]))
