@@ -99,3 +99,16 @@ def test_server_and_retriever_answer_a_new_user_in_order(sasrec_run):
                 torch.tensor([3]), torch.as_tensor(engine.retriever.histories[[3]])
             )
         np.testing.assert_allclose(vectors[3], want[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_reports_the_user_encoding_time(tmp_path, sasrec_run):
+    from pipelines.evaluation.benchmark import BenchmarkConfig
+    from pipelines.evaluation.benchmark import run as benchmark
+
+    rep = benchmark(BenchmarkConfig(dataset=_dataset(sasrec_run), n_single=3, bootstrap=10,
+                                    student_hard=str(sasrec_run / "student_distilled" / "model"),
+                                    student_int8=str(sasrec_run / "compressed" / "int8"),
+                                    out=str(tmp_path / "b")))  # fmt: skip
+    for name in ("student_hard", "student_int8"):
+        assert rep["models"][name]["user_encode_ms_batch1"] > 0
+    assert "user_encode_ms_batch1" not in rep["models"]["popularity"]
