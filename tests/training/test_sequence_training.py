@@ -100,3 +100,25 @@ def test_sequential_training_learns_the_order(tmp_path):
                           seq_dropout=0.0, out=str(tmp_path / "seq")))  # fmt: skip
     mean = run(make_config(TrainStudentConfig, **common, out=str(tmp_path / "mean")))
     assert seq["valid"]["ndcg@10"] > 0.8 > 0.7 > mean["valid"]["ndcg@10"]
+
+
+@pytest.fixture(scope="module")
+def seq_labels(tmp_path_factory, tiny_st_dir):
+    from pipelines.labels.generate_labels import GenerateLabelsConfig
+    from pipelines.labels.generate_labels import run as generate
+
+    out = tmp_path_factory.mktemp("seq_labels") / "labels"
+    generate(GenerateLabelsConfig(dataset=SMALL["dataset"], model=str(tiny_st_dir),
+                                  n_negatives=10, max_positives=5, eval_users=20,
+                                  eval_negatives=10, threads=1, max_seq_length=32,
+                                  out=str(out)))  # fmt: skip
+    return out
+
+
+def test_distilled_sasrec_with_sparse_tables_trains(tmp_path, seq_labels):
+    config = dict(SMALL, no_teacher=False, labels=str(seq_labels), user_encoder="sasrec",
+                  sparse_embeddings="on", soft_users=8, out=str(tmp_path / "d"))  # fmt: skip
+    res = run(make_config(TrainStudentConfig, **config, w_listwise_kl=1.0, w_rank=0.5))
+    last = res["history"][-1]
+    assert res["mode"] == "distilled" and res["sparse_embeddings"] is True
+    assert all(np.isfinite(last[k]) for k in ("loss_hard", "loss_listwise_kl", "loss_rank"))
