@@ -1,7 +1,9 @@
 """Two-tower student recommender, built only from :class:`TwoTowerConfig`.
 
-User tower: ``concat[user id emb, masked mean of history item embs, user dense features]`` ->
-MLP -> ``out_dim``; a new user (no id: ``encode_users(None, history)``) gets zeros for the id
+User tower: ``concat[user id emb, history block, user dense features]`` -> MLP -> ``out_dim``;
+the history block is the masked mean of a history table (``user_encoder="mean"``) or a sequence
+encoder's state at the most recent item (``sasrec``, ``gru``: :mod:`student.sequence`, over the
+item tower's id table; ``encode_users_every`` gives the state at every position). A new user (no id: ``encode_users(None, history)``) gets zeros for the id
 and the features, so ``user_id_dropout`` in training teaches the tower to score from a history
 alone. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]``
 -> MLP -> ``out_dim``; with ``item_bias`` a learned scalar per item rides along as one extra
@@ -36,6 +38,8 @@ from student.model_io import (
     read_provenance,
     write_model_dir,
 )
+from student.sequence import build_encoder, encode_sequence
+from student.sizes import count_parameters, model_bytes
 
 # imported from here across the repo: the model, its config, the compressed-folder marker,
 # a folder's provenance, and the size counts
@@ -101,8 +105,10 @@ class TwoTower(nn.Module):
         c = config
         if c.use_user_id:
             self.user_id_emb = nn.Embedding(c.n_users, c.id_dim)
-        if c.history_len > 0:
+        if c.history_len > 0 and c.user_encoder == "mean":
             self.history_emb = nn.Embedding(c.n_items + 1, c.id_dim, padding_idx=c.n_items)
+        elif c.history_len > 0:  # the history is read with item_id_emb: no table of its own
+            self.user_seq = build_encoder(c)
         self.item_id_emb = nn.Embedding(c.n_items, c.id_dim)
         if c.text_dim > 0:
             self.text_proj = nn.Linear(c.text_dim, c.id_dim)
@@ -143,14 +149,14 @@ class TwoTower(nn.Module):
     def input_layout(self, tower: str) -> list[tuple[str, int]]:
         """Blocks of the first Linear's input in concat order: ``[(source, width), ...]``.
 
-        Sources are module names (``user_id_emb``, ``history_emb``, ``item_id_emb``,
-        ``text_proj``) or buffer names (``user_features``, ``item_features``).
+        Sources are module names (``user_id_emb``, ``history_emb`` or ``user_seq``,
+        ``item_id_emb``, ``text_proj``) or buffer names (``user_features``, ``item_features``).
         """
         c = self.config
         if tower == "user":
             blocks = [("user_id_emb", c.id_dim)] if c.use_user_id else []
             if c.history_len > 0:
-                blocks.append(("history_emb", c.id_dim))
+                blocks.append(("history_emb" if c.user_encoder == "mean" else "user_seq", c.id_dim))
             if c.n_user_features > 0:
                 blocks.append(("user_features", c.n_user_features))
             return blocks
@@ -228,8 +234,37 @@ class TwoTower(nn.Module):
         ``user_idx=None`` encodes new users (not in the training data) from ``history`` alone:
         the id embedding and the user features are zeros, as for a dropped id in training
         (``user_id_dropout``). ``history`` may be None only when ``config.history_len == 0``;
-        any L is accepted.
+        any L is accepted (a sequence encoder reads the first, most recent, history_len).
         """
+        c = self.config
+        batch = self._check_user_inputs(user_idx, history)
+        if c.history_len == 0:
+            block = None
+        elif c.user_encoder == "mean":
+            block = self._pool_history(history)
+        else:
+            block = self._sequence(history)[:, 0]
+        return self._user_tower(user_idx, batch, block)
+
+    def encode_users_every(
+        self, user_idx: torch.Tensor | None, history: torch.Tensor
+    ) -> torch.Tensor:
+        """The user vector at every history position: [B, L] -> [B, L', out_dim], L' = min(L,
+        history_len); column j = ``encode_users(user_idx, history[:, j:])`` (the item at j and
+        the older ones only: causal), column 0 = ``encode_users``. Sequence encoders only."""
+        c = self.config
+        if c.user_encoder == "mean" or c.history_len == 0:
+            raise ValueError(
+                f"encode_users_every needs a sequence encoder (user_encoder sasrec or gru); "
+                f"config.user_encoder={c.user_encoder!r}, history_len={c.history_len}"
+            )
+        batch = self._check_user_inputs(user_idx, history)
+        return self._user_tower(user_idx, batch, self._sequence(history))
+
+    def _check_user_inputs(
+        self, user_idx: torch.Tensor | None, history: torch.Tensor | None
+    ) -> int:
+        """Check the user tower's inputs; the batch size B."""
         c = self.config
         if user_idx is None:
             if c.history_len == 0 or history is None:
@@ -254,6 +289,13 @@ class TwoTower(nn.Module):
                 raise ValueError(
                     f"history: expected shape [B={batch}, L], got {list(history.shape)}"
                 )
+        return batch
+
+    def _user_tower(
+        self, user_idx: torch.Tensor | None, batch: int, block: torch.Tensor | None
+    ) -> torch.Tensor:
+        """concat[id emb, history ``block`` [B, D] or [B, T, D], features] -> MLP -> [B, (T,) out]."""
+        c = self.config
         # keep [B]: 1 = use the user's id (and features), 0 = score as a new user
         if user_idx is None:
             keep = torch.zeros(batch)
@@ -265,19 +307,30 @@ class TwoTower(nn.Module):
             keep = None
         parts: list[torch.Tensor] = []
         if c.use_user_id:
-            ids = (torch.zeros(batch, c.id_dim, device=history.device) if user_idx is None
+            ids = (torch.zeros(batch, c.id_dim) if user_idx is None
                    else self.user_id_emb(user_idx))  # fmt: skip
             parts.append(ids if keep is None or user_idx is None else ids * keep[:, None])
-        if c.history_len > 0:
-            parts.append(self._pool_history(history))
         if c.n_user_features > 0:
             if user_idx is None:
                 parts.append(self.user_features.new_zeros(batch, c.n_user_features))
             else:
                 feats = self.user_features[user_idx]
                 parts.append(feats if keep is None else feats * keep[:, None])
+        if block is not None and block.dim() == 3:  # every position: the rest is per user
+            parts = [p[:, None, :].expand(-1, block.shape[1], -1) for p in parts]
+        if block is not None:
+            parts.insert(1 if c.use_user_id else 0, block)
         out = self.user_mlp(torch.cat(parts, dim=-1))
         return F.normalize(out, dim=-1) if c.normalize else out
+
+    def _sequence(self, history: torch.Tensor) -> torch.Tensor:
+        """The sequence encoder's states [B, min(L, history_len) or 1, id_dim] (zeros if L = 0)."""
+        c = self.config
+        history = history[:, : c.history_len]
+        if history.shape[1] == 0:
+            return torch.zeros(history.shape[0], 1, c.id_dim)
+        mask = self.item_id_mask if c.item_id_dropout > 0 else None
+        return encode_sequence(self.user_seq, self.item_id_emb, history, c.n_items, mask)
 
     def _pool_history(self, history: torch.Tensor) -> torch.Tensor:
         """Mean of the non-padding history item embeddings: [B, L] -> [B, id_dim] (0 if none)."""
@@ -417,29 +470,3 @@ class TwoTower(nn.Module):
         load_state_strict(model, load_tensors(directory), directory / WEIGHTS_NAME)
         model.provenance = read_provenance(directory)
         return model.eval()
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of weight elements: parameters, plus int8 weights (stored as buffers after
-    quantization) unless ``trainable_only``; scales and feature buffers are not counted."""
-    if trainable_only:
-        return sum(p.numel() for p in model.parameters() if p.requires_grad)
-    static = ("user_features", "item_features", "item_text", "item_id_mask", "user_id_mask")
-    return sum(
-        t.numel()
-        for name, t in model.state_dict().items()
-        if name not in static and not name.endswith("weight_scale")
-    )
-
-
-def model_bytes(model: nn.Module) -> int:
-    """Bytes of all parameters and persistent buffers as stored (the state dict)."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for t in model.state_dict().values():
-        key = (t.untyped_storage().data_ptr(), t.storage_offset())
-        if key in seen:
-            continue
-        seen.add(key)
-        total += t.numel() * t.element_size()
-    return total

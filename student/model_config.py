@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from common.config import ConfigMixin, is_int
+
+UserEncoder = Literal["mean", "sasrec", "gru"]
+USER_ENCODERS: tuple[str, ...] = get_args(UserEncoder)
 
 
 @dataclass
@@ -40,6 +43,28 @@ class TwoTowerConfig(ConfigMixin):
     history_len: int = field(
         default=50,
         metadata={"help": "History length the data pipeline pads to (0 = no history input)."},
+    )
+    user_encoder: UserEncoder = field(
+        default="mean",
+        metadata={
+            "help": "How the user tower reads the history: mean (order-blind average of a "
+            "history table), sasrec (causal self-attention over the last history_len items "
+            "with learned positions) or gru; sasrec and gru embed the items with the item "
+            "tower's id table and train every position to predict its next item"
+        },
+    )
+    seq_layers: int = field(
+        default=2, metadata={"help": "sasrec: self-attention blocks; gru: stacked GRU layers."}
+    )
+    seq_heads: int = field(
+        default=1, metadata={"help": "sasrec: attention heads (id_dim must be divisible by it)."}
+    )
+    seq_ffn: int = field(
+        default=128, metadata={"help": "sasrec: hidden width of each block's feed-forward."}
+    )
+    seq_dropout: float = field(
+        default=0.2,
+        metadata={"help": "sasrec / gru: dropout on the item inputs, attention and feed-forward."},
     )
     user_hidden: tuple[int, ...] = field(
         default=(256,), metadata={"help": "Hidden layer sizes of the user tower MLP."}
@@ -133,6 +158,7 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.max_scale={self.max_scale!r}: expected a float >= init_scale "
                 f"({self.init_scale})"
             )
+        self._check_encoder()
         if not self.use_user_id and self.history_len == 0 and self.n_user_features == 0:
             raise ValueError(
                 "TwoTowerConfig: the user tower has no input (use_user_id=False, history_len=0, "
@@ -143,6 +169,32 @@ class TwoTowerConfig(ConfigMixin):
     def item_dim(self) -> int:
         """Width of an item vector (``encode_items``, the index): out_dim, + 1 with item_bias."""
         return self.out_dim + int(self.item_bias)
+
+    def _check_encoder(self) -> None:
+        if self.user_encoder not in USER_ENCODERS:
+            raise ValueError(
+                f"TwoTowerConfig.user_encoder={self.user_encoder!r}: expected one of "
+                f"{list(USER_ENCODERS)}"
+            )
+        for name in ["seq_layers", "seq_heads", "seq_ffn"]:
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"TwoTowerConfig.{name}={value!r}: expected an integer >= 1")
+        p = self.seq_dropout
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
+            raise ValueError(f"TwoTowerConfig.seq_dropout={p!r}: expected a float in [0, 1)")
+        if self.user_encoder == "mean":
+            return
+        if self.history_len == 0:
+            raise ValueError(
+                f"TwoTowerConfig.user_encoder={self.user_encoder!r} reads the history: it needs "
+                "history_len > 0 (got 0)"
+            )
+        if self.user_encoder == "sasrec" and self.id_dim % self.seq_heads:
+            raise ValueError(
+                f"TwoTowerConfig.seq_heads={self.seq_heads}: id_dim={self.id_dim} must be "
+                "divisible by it (each head reads id_dim / seq_heads dims)"
+            )
 
     @staticmethod
     def _hidden(name: str, value: Any) -> tuple[int, ...]:

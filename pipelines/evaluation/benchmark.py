@@ -244,6 +244,7 @@ def _student_scorers(
 ) -> list[Scorer]:
     """Each student over its train histories; new users from their query-time histories;
     ``unchecked`` ones are marked ``"provenance": "unchecked"`` in the report."""
+    from student.compress import measure_latency
     from student.model import count_parameters, model_bytes
     from student.scoring import score_fn
 
@@ -257,6 +258,8 @@ def _student_scorers(
             new_hist = histories(split.new_history, data.n_users, length, data.n_items)
             new_fn = score_fn(model, torch.as_tensor(new_hist), new_users=True)
         info = {"provenance": "unchecked"} if name in unchecked else {}
+        ms = measure_latency(model, (1,), ("user",), num_threads=1)  # one user, one thread
+        info["user_encode_ms_batch1"] = ms["user"]["1"]
         out.append(
             Scorer(name, score_fn(model, hist), new_fn=new_fn, params=count_parameters(model),
                    nbytes=model_bytes(model), timed=True, info=info)

@@ -43,9 +43,10 @@ class Step:
     model: TwoTower
     rng: np.random.Generator  # terms draw from it in registry order
     inputs: ObjectiveInputs
-    users: torch.Tensor  # [B] users of the step's train interactions
+    users: torch.Tensor  # [B] users of the step's train interactions (or sequences)
     history: torch.Tensor | None  # [B, L] their histories, the target item removed
-    pos: torch.Tensor  # [B] the interactions' items
+    pos: torch.Tensor  # [B] the interactions' items; sequence encoders: [B, L] the item
+    # after each history position (padded with n_items where none)
     neg: torch.Tensor  # [N] shared sampled negatives
     soft: SoftBatch | None = None  # set by the objective on steps with soft labels
 

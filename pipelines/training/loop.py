@@ -1,5 +1,14 @@
-"""The training loop: epochs of steps over the train interactions, each scored by the
-objective, with validation NDCG@10 after each epoch and early stopping."""
+"""The training loop: epochs of steps, each scored by the objective, with validation NDCG@10
+after each epoch and early stopping.
+
+A mean user tower steps over the train interactions (``batch_size`` per step, the target
+removed from its own history). A sequence encoder (``user_encoder`` sasrec or gru) steps over
+the train users instead: each user's chronological train sequence, its last
+``history_len + 1`` items, gives ``history_len`` (input, next item) positions, and every
+position predicts its next item (SASRec's training). A step carries
+``max(1, batch_size // history_len)`` users (about ``batch_size`` positions); an epoch is every
+train user with at least two train items once. The soft-label terms and validation read the
+users' train histories as for the mean tower."""
 
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ import torch
 
 from pipelines.core.metrics import evaluate
 from pipelines.core.progress import Progress
-from pipelines.data import Split
+from pipelines.data import Split, histories
 from pipelines.training.batch import ObjectiveInputs, Step
 from pipelines.training.objective import Objective
 from student.model import TwoTower
@@ -26,7 +35,7 @@ class Schedule:
 
     epochs: int  # at most
     patience: int  # early stopping: epochs without a validation gain
-    batch_size: int  # train interactions per step
+    batch_size: int  # train interactions (sequence encoders: positions, ~) per step
     n_negatives: int  # shared sampled negatives per step
 
 
@@ -47,24 +56,21 @@ def train_epoch(
     objective: Objective,
     opt,
     inputs: ObjectiveInputs,
-    pairs: tuple[np.ndarray, np.ndarray],
+    pairs: tuple[np.ndarray, np.ndarray] | torch.Tensor,
     neg_cdf: np.ndarray,
     rng: np.random.Generator,
     epoch: int,
 ) -> tuple[dict[str, float], int]:
-    """One pass over the train (user, item) ``pairs``: ``({term: summed loss}, steps)``."""
-    tr_u, tr_i = pairs
+    """One pass over the train (user, item) ``pairs`` (or, for a sequence encoder, the users
+    of the ``[n_users, history_len + 1]`` sequences): ``({term: summed loss}, steps)``."""
     model.train()
-    pad = model.config.n_items
-    perm = rng.permutation(len(tr_u))
+    if torch.is_tensor(pairs):
+        steps, batches = _sequence_batches(c, model, pairs, rng)
+    else:
+        steps, batches = _interaction_batches(c, model, inputs, pairs, rng)
     sums: dict[str, float] = {}
-    steps = (len(tr_u) + c.batch_size - 1) // c.batch_size
     bar = Progress(steps, f"epoch {epoch}", "step")
-    for s in range(steps):
-        idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
-        u, pos = torch.as_tensor(tr_u[idx]), torch.as_tensor(tr_i[idx])
-        h = inputs.hist[u].clone()
-        h[h == pos[:, None]] = pad  # the target never sits in its own history
+    for u, h, pos in batches:
         neg = torch.as_tensor(neg_cdf.searchsorted(rng.random(c.n_negatives), side="right"))
         loss, log = objective(Step(model, rng, inputs, u, h, pos, neg))
         opt.zero_grad(set_to_none=True)
@@ -75,6 +81,44 @@ def train_epoch(
         bar.update()
     bar.close()
     return sums, steps
+
+
+def _interaction_batches(c: Schedule, model: TwoTower, inputs: ObjectiveInputs, pairs, rng):
+    """``(steps, batches)``: ``batch_size`` interactions a step, each user's train history
+    with the target removed; ``pos`` [B]."""
+    tr_u, tr_i = pairs
+    pad = model.config.n_items
+    perm = rng.permutation(len(tr_u))
+    steps = (len(tr_u) + c.batch_size - 1) // c.batch_size
+
+    def batches():
+        for s in range(steps):
+            idx = perm[s * c.batch_size : (s + 1) * c.batch_size]
+            u, pos = torch.as_tensor(tr_u[idx]), torch.as_tensor(tr_i[idx])
+            h = inputs.hist[u].clone()
+            h[h == pos[:, None]] = pad  # the target never sits in its own history
+            yield u, h, pos
+
+    return steps, batches()
+
+
+def _sequence_batches(c: Schedule, model: TwoTower, seqs: torch.Tensor, rng):
+    """``(steps, batches)`` over the users of ``seqs`` [n_users, history_len + 1] (each user's
+    last train items, most recent first): a step's history is a row without its most recent
+    item, ``pos`` [B, history_len] the item after each history position (padding where none)."""
+    pad = model.config.n_items
+    users = np.flatnonzero((seqs[:, 1] != pad).numpy())  # at least one (input, next) pair
+    per_step = max(1, c.batch_size // model.config.history_len)
+    perm = rng.permutation(users)
+    steps = (len(perm) + per_step - 1) // per_step
+
+    def batches():
+        for s in range(steps):
+            u = torch.as_tensor(perm[s * per_step : (s + 1) * per_step])
+            h = seqs[u, 1:]
+            yield u, h, torch.where(h != pad, seqs[u, :-1], pad)
+
+    return steps, batches()
 
 
 def train_epochs(
@@ -96,10 +140,13 @@ def train_epochs(
     neg_cdf = np.cumsum(inputs.p_neg)
     neg_cdf /= neg_cdf[-1]
     best, best_state, bad, history_log = -1.0, None, 0, []
+    cfg = model.config
+    data: tuple | torch.Tensor = (tr_u, tr_i)
+    if cfg.user_encoder != "mean":  # every user's last history_len + 1 train items
+        seqs = histories(split.train, cfg.n_users, cfg.history_len + 1, cfg.n_items)
+        data = torch.as_tensor(seqs)
     for epoch in range(1, c.epochs + 1):
-        sums, steps = train_epoch(
-            c, model, objective, opt, inputs, (tr_u, tr_i), neg_cdf, rng, epoch
-        )
+        sums, steps = train_epoch(c, model, objective, opt, inputs, data, neg_cdf, rng, epoch)
         metrics = evaluate(score_fn(model, inputs.hist), valid_truth, valid_seen, users=v_users)
         row = {
             "epoch": epoch,

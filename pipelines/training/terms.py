@@ -77,7 +77,10 @@ def register(cls: type[Term]) -> type[Term]:
 
 @register
 class HardTerm(Term):
-    """Ground truth: sampled softmax over in-batch positives + shared negatives (logQ), or BPR."""
+    """Ground truth: sampled softmax over in-batch positives + shared negatives (logQ), or BPR.
+
+    Rows: the step's interactions (mean tower), or every real history position of the step's
+    users with its next item as the positive (sequence encoders; see ``loop.py``)."""
 
     name = "hard"
     needs_labels = False
@@ -94,21 +97,29 @@ class HardTerm(Term):
         return cls(settings.hard_loss, settings.n_negatives)
 
     def __call__(self, step: Step) -> torch.Tensor:
-        return self.loss(step, step.model.encode_users(step.users, step.history))
+        model = step.model
+        if step.pos.dim() == 1:  # one interaction a row
+            return self.loss(step, model.encode_users(step.users, step.history), step.pos)
+        # a sequence step: every history position predicts its next item (step.pos [B, L],
+        # padded where a position has none); the rows are the real positions
+        every = model.encode_users_every(step.users, step.history)  # [B, L, D]
+        pos = step.pos[:, : every.shape[1]]
+        real = pos != model.config.n_items
+        return self.loss(step, every[real], pos[real])
 
-    def _bpr(self, step: Step, user_emb: torch.Tensor) -> torch.Tensor:
+    def _bpr(self, step: Step, user_emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         # every row against all N shared negatives (any N >= 1), accidental hits masked
-        model, pos, neg = step.model, step.pos, step.neg
+        model, neg = step.model, step.neg
         s_pos = model.score(user_emb, model.encode_items(pos)[:, None, :])[:, 0]
         s_neg = model.score(user_emb, model.encode_items(neg))  # [B, N]
         valid = accidental_hit_mask(pos, neg)
         return bpr_loss(s_pos, s_neg, mask=valid if valid.any() else None)
 
-    def _softmax(self, step: Step, user_emb: torch.Tensor) -> torch.Tensor:
-        model, pos, p_data, p_neg = step.model, step.pos, step.inputs.p_data, step.inputs.p_neg
+    def _softmax(self, step: Step, user_emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        model, p_data, p_neg = step.model, step.inputs.p_data, step.inputs.p_neg
         cand = torch.cat([pos, step.neg])
         scores = model.score(user_emb, model.encode_items(cand))  # [B, B + N]
-        B = len(step.users)
+        B = len(pos)
         # logQ: expected count of each item in the step's candidate set (in-batch + sampled)
         c = cand.numpy()
         q = torch.as_tensor(

@@ -66,7 +66,13 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
     patience: int = field(
         default=5, metadata={"help": "early stopping: epochs without validation gain"}
     )
-    batch_size: int = field(default=512, metadata={"help": "train interactions per step"})
+    batch_size: int = field(
+        default=512,
+        metadata={
+            "help": "train interactions per step (a sasrec/gru student: batch_size // "
+            "history_len users, every position of each)"
+        },
+    )
     lr: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     sparse_embeddings: Literal["auto", "on", "off"] = field(

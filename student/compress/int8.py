@@ -161,7 +161,9 @@ def _part_modules(model: TwoTower) -> dict[str, list[str]]:
         if not name:
             continue
         tower = (
-            "user" if name.split(".")[0] in ("user_id_emb", "history_emb", "user_mlp") else "item"
+            "user"
+            if name.split(".")[0] in ("user_id_emb", "history_emb", "user_seq", "user_mlp")
+            else "item"
         )
         if isinstance(module, (nn.Linear, Int8Linear)):
             parts[f"{tower}_linear"].append(name)
@@ -233,7 +235,9 @@ def quantize_int8(
 
     ``parts`` (a subset of ``PARTS``: user_linear, user_embedding, item_linear,
     item_embedding) overrides ``linear``/``embeddings`` for per-tower choices. The history
-    table belongs to the user tower, the text projection to the item tower. Linear weights are
+    table and a sequence encoder (its q/k/v/out and feed-forward Linears) belong to the user
+    tower, the text projection and the id table a sequence encoder reads to the item tower;
+    what stays float (LayerNorm, a GRU, positions) is listed in ``fp32_parameters``. Linear weights are
     quantized by ``quantize_dynamic`` (per output channel) and stored in :class:`Int8Linear`
     (which saves to safetensors; torch's own dynamic modules do not); tables become
     :class:`Int8Embedding`. The result is in eval mode and cannot be trained.
@@ -259,11 +263,18 @@ def quantize_int8(
         "fp32_parameters": sorted(n for n, _ in new_model.named_parameters()),
         "linear_quantizer": quantizer,
         "linear_kernel": sorted({new_model.get_submodule(n).kernel for n in linear_names}),
+        "fp32_parameters": fp32_parameters(new_model),
         "torchao": _torchao_status(),
         **_size_record(model, new_model),
     }
     logger.info("quantize_int8: bytes %d -> %d", record["bytes_before"], record["bytes_after"])
     return new_model, record
+
+
+def fp32_parameters(model: nn.Module) -> list[str]:
+    """The weights left in float32 (embedding tables not converted, LayerNorm, a GRU, the
+    sequence encoder's positions, the score scale): int8 modules hold buffers, not parameters."""
+    return sorted(name for name, _ in model.named_parameters())
 
 
 def _check_model(model: Any, what: str, allow_int8: bool = False) -> TwoTower:

@@ -9,7 +9,13 @@ from typing import Any
 from torch import nn
 
 from common.io import read_json
-from student.compress.int8 import Int8Embedding, Int8Linear, _check_model, _new_model
+from student.compress.int8 import (
+    Int8Embedding,
+    Int8Linear,
+    _check_model,
+    _new_model,
+    fp32_parameters,
+)
 from student.model import TwoTower
 from student.model_io import (
     COMPRESSION_NAME,
@@ -43,6 +49,7 @@ def save_quantized(model: TwoTower, directory: str | os.PathLike) -> Path:
         "format_version": 1,
         "scheme": "symmetric int8; Linear: one scale per output channel; embedding: one scale per row",
         "int8_modules": layers,
+        "fp32_parameters": fp32_parameters(model),  # what stayed float32, for the reader
     }
     return write_model_dir(
         directory,

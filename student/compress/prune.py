@@ -17,6 +17,9 @@ from student.model_io import load_state_strict
 
 logger = logging.getLogger(__name__)
 
+SEQUENCE_DIMS_NOTE = (
+    "not pruned: the sequence encoder reads the item id table and all its layers are id_dim wide"
+)
 ZEROS_NOTE = (
     "unstructured zeros make the model neither smaller nor faster: tensors keep their shape "
     "and dense kernels multiply the zeros; use structured_prune for a smaller model"
@@ -50,7 +53,9 @@ def structured_prune(
     ``prune_embeddings_dim`` every id table (and the text projection's output) keeps the same
     number of dims, ``max(1, round(id_dim * keep_ratio))``, chosen per table by
     ``||table[:, d]|| * ||W_first[:, d]||``; the first Linear loses the matching input columns.
-    Tower outputs (``out_dim``) are never pruned. Returns a new model with an updated config.
+    Tower outputs (``out_dim``) are never pruned. A SASRec user tower also keeps the most
+    important feed-forward units of each block (``seq_ffn``); a sequence encoder keeps its id
+    dims (recorded under ``id_dim``). Returns a new model with an updated config.
     """
     _check_model(model, "structured_prune")
     if isinstance(keep_ratio, bool) or not isinstance(keep_ratio, (int, float)):
@@ -68,7 +73,11 @@ def structured_prune(
         "kept_units": {},
     }
     new_id_dim = config.id_dim
-    if prune_embeddings_dim:
+    sequential = config.user_encoder != "mean"
+    if prune_embeddings_dim and sequential:  # the encoder's every layer is id_dim wide
+        record["id_dim"] = {"before": config.id_dim, "after": config.id_dim,
+                            "kept": SEQUENCE_DIMS_NOTE}  # fmt: skip
+    elif prune_embeddings_dim:
         new_id_dim = max(1, round(config.id_dim * keep_ratio))
         record["id_dim"] = {"before": config.id_dim, "after": new_id_dim}
         for tower in ("user", "item"):
@@ -77,8 +86,17 @@ def structured_prune(
         tower: _prune_hidden_units(model, tower, state, keep_ratio, importance, record)
         for tower in ("user", "item")
     }
+    seq_ffn = config.seq_ffn
+    if config.user_encoder == "sasrec":
+        seq_ffn = _prune_feed_forward(config, state, keep_ratio, importance, record)
+    elif sequential:
+        record["kept_modules"] = {"user_seq": "a GRU has no hidden units to prune alone"}
     new_config = dataclasses.replace(
-        config, id_dim=new_id_dim, user_hidden=hidden["user"], item_hidden=hidden["item"]
+        config,
+        id_dim=new_id_dim,
+        user_hidden=hidden["user"],
+        item_hidden=hidden["item"],
+        seq_ffn=seq_ffn,
     )
     new_model = _new_model(new_config)
     load_state_strict(new_model, state, "structured_prune")
@@ -151,6 +169,23 @@ def _prune_hidden_units(
         record["kept_units"][f"{tower}_mlp.{here}"] = {"before": width, "after": len(kept)}
         widths.append(len(kept))
     return tuple(widths)
+
+
+def _prune_feed_forward(
+    config, state: dict[str, torch.Tensor], keep_ratio: float, importance: str, record: dict
+) -> int:
+    """Keep the most important hidden units of each SASRec block's feed-forward (``ff1`` rows,
+    ``ff2`` columns; the same count in every block); the new ``seq_ffn``."""
+    keep = max(1, round(config.seq_ffn * keep_ratio))
+    for i in range(config.seq_layers):
+        ff1, ff2 = f"user_seq.blocks.{i}.ff1", f"user_seq.blocks.{i}.ff2"
+        w_in, b_in, w_out = state[f"{ff1}.weight"], state[f"{ff1}.bias"], state[f"{ff2}.weight"]
+        score = _importance(torch.cat([w_in, b_in[:, None]], 1), 1, importance)
+        kept = _topk_sorted(score * _importance(w_out, 0, importance), keep)
+        state[f"{ff1}.weight"], state[f"{ff1}.bias"] = w_in[kept], b_in[kept]
+        state[f"{ff2}.weight"] = w_out[:, kept]
+        record["kept_units"][ff1] = {"before": config.seq_ffn, "after": keep}
+    return keep
 
 
 # ---- unstructured magnitude pruning -----------------------------------------------------------

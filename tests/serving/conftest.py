@@ -12,8 +12,9 @@ DATASET = "synthetic:users=60,items=90,per_user=12,seed=5"
 OTHER_DATASET = "synthetic:users=50,items=90,per_user=10,seed=6"
 
 
-def make_run(out: Path, dataset: str = DATASET, seed: int = 0, out_dim: int = 16) -> Path:
-    """``out/student_distilled`` (model + metrics.json) and ``out/compressed`` (int8)."""
+def make_run(out: Path, dataset: str = DATASET, seed: int = 0, out_dim: int = 16, **model) -> Path:
+    """``out/student_distilled`` (model + metrics.json) and ``out/compressed`` (int8);
+    ``model``: more TwoTowerConfig fields (e.g. ``user_encoder="sasrec"``)."""
     from pipelines.compression.compress import CompressConfig
     from pipelines.compression.compress import run as compress
     from pipelines.training.train_student import TrainStudentConfig
@@ -34,6 +35,7 @@ def make_run(out: Path, dataset: str = DATASET, seed: int = 0, out_dim: int = 16
             seed=seed,
             threads=1,
             out=str(out / "student_distilled"),
+            **model,
         )
     )
     compress(
@@ -64,3 +66,10 @@ def run_dir_b(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def run_other_data(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("run_other"), dataset=OTHER_DATASET)
+
+
+@pytest.fixture(scope="session")
+def sasrec_run_dir(tmp_path_factory) -> Path:
+    """A run whose student reads the history with SASRec (user id dropout on)."""
+    return make_run(tmp_path_factory.mktemp("run_sasrec"), user_encoder="sasrec", seq_heads=2,
+                    user_id_dropout=0.3)  # fmt: skip
