@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from student.layers import as_float_tensor, mlp
 from student.model_config import TwoTowerConfig
 from student.model_io import (
     COMPRESSION_NAME,
@@ -53,36 +54,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, dropout: float) -> nn.Sequential:
-    """``[Linear, ReLU, Dropout] * len(hidden) + [Linear]``; Linear layers sit at 0, 3, 6, ..."""
-    layers: list[nn.Module] = []
-    width = in_dim
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
-        width = h
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
-def _as_float_tensor(value: Any, name: str, shape: tuple[int, int]) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value) else value)
-    if tensor.dim() != 2 or tuple(tensor.shape) != shape:
-        raise ValueError(
-            f"{name}: expected shape {list(shape)}, got {list(tensor.shape)}; one row per "
-            "id in id order, as many columns as the config says"
-        )
-    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.bool)):
-        raise ValueError(f"{name}: expected float values, got dtype {tensor.dtype}")
-    tensor = tensor.detach().to(torch.float32)
-    if not torch.isfinite(tensor).all():
-        bad = torch.nonzero(~torch.isfinite(tensor))[0].tolist()
-        raise ValueError(
-            f"{name}: non-finite value at row {bad[0]}, column {bad[1]}; fill or drop "
-            "missing values before building the model"
-        )
-    return tensor
 
 
 class TwoTower(nn.Module):
@@ -124,8 +95,8 @@ class TwoTower(nn.Module):
             self.register_buffer("user_id_mask", torch.ones(c.n_users))
         user_in = sum(w for _, w in self.input_layout("user"))
         item_in = sum(w for _, w in self.input_layout("item"))
-        self.user_mlp = _mlp(user_in, c.user_hidden, c.out_dim, c.dropout)
-        self.item_mlp = _mlp(item_in, c.item_hidden, c.out_dim, c.dropout)
+        self.user_mlp = mlp(user_in, c.user_hidden, c.out_dim, c.dropout)
+        self.item_mlp = mlp(item_in, c.item_hidden, c.out_dim, c.dropout)
         if c.normalize:
             self.log_scale = nn.Parameter(torch.tensor(math.log(c.init_scale)))
         if c.item_bias:  # fp32 and dense: compression keeps it as it is (one float per item)
@@ -192,7 +163,7 @@ class TwoTower(nn.Module):
                     f"{name} given but config.{cfg_name}=0; set {cfg_name} to its column count"
                 )
             buf = getattr(self, name)
-            buf.copy_(_as_float_tensor(value, name, (rows, cols)).to(buf.device))
+            buf.copy_(as_float_tensor(value, name, (rows, cols)).to(buf.device))
 
     def set_item_id_mask(self, has_id: Any) -> None:
         """``has_id`` [n_items] bool: False for items seen in no training interaction; their id

@@ -260,7 +260,6 @@ def quantize_int8(
         "int8_linear": linear_names,
         "int8_embedding": emb_names,
         # left in float32: the score scale, the item bias and any part not chosen above
-        "fp32_parameters": sorted(n for n, _ in new_model.named_parameters()),
         "linear_quantizer": quantizer,
         "linear_kernel": sorted({new_model.get_submodule(n).kernel for n in linear_names}),
         "fp32_parameters": fp32_parameters(new_model),
