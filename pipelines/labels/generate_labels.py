@@ -265,6 +265,8 @@ def label_metadata(
             "mix": fitted.mix.to_dict(),
             "ease_lambda": collab["lambda"] if collab and collab["kind"] == "ease" else None,
             "collab": collab,
+            # each signal part's own fit (the sequence parts' window / decay and their grid)
+            "signals": {p.name: p.info() for p in parts[1:] if p.key != "collab"},
         },
         "teacher_quality": {
             "validation_pairs": fitted.n_valid_pairs,

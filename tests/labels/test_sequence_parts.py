@@ -39,6 +39,7 @@ def test_transition_counts_consecutive_items_and_reads_the_last_ones():
     np.testing.assert_allclose(P[2], [0, 0, 0, 0.5, 0.5])  # 2 -> 3, 2 -> 4
     assert P[3].sum() == 0 and P[4].sum() == 0  # last items are followed by nothing
     assert last_items(train, 3, 2, 5).tolist() == [[3, 2], [4, 2], [2, 5]]
+    assert Transition.scores_sequences and not Transition.scores_histories
     m = Transition(train, 3, 5, window=2, decay=0.5)
     # user 2's last item is 2: half 3, half 4; user 0: P[3] + 0.5 P[2]
     np.testing.assert_allclose(m(np.array([2, 0])), [[0, 0, 0, 0.5, 0.5], [0, 0, 0, 0.25, 0.25]])
@@ -147,6 +148,7 @@ def test_the_teachers_test_ranking_reads_the_validation_item(chain_labels):
     quality = meta["teacher_quality"]["parts"]
     assert quality["transition"]["list_ndcg@10"] == 1.0 and quality["mix"]["list_ndcg@10"] == 1.0
     assert meta["teacher"]["mix"]["weights"]["transition"] == 1.0
+    assert meta["teacher"]["signals"]["transition"]["window"] >= 1  # its fit, recorded
     data = load_dataset(cfg.dataset)
     split = make_split(data, "temporal", 0)
     valid = split.valid.set_index("user")["item"]
