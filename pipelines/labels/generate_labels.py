@@ -317,7 +317,8 @@ def save_teacher_files(
     np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=sample))
     meta["teacher_topk"] = "teacher_topk.npy"
     if fitted.cold is None:  # the test ranking: input train + valid (fit unchanged, no test read)
-        test_parts = [p.for_input(split.known_before("test")) for p in parts]
+        known = split.known_before("test")
+        test_parts = [p.for_input(known) for p in parts]
         np.save(final / "teacher_topk_test.npy",
                 teacher_topk(test_parts, mix, split, TOPK, users=sample,
                              seen=split.seen_for("test")))  # fmt: skip
