@@ -8,7 +8,9 @@ attributes, so a caller reads them instead of probing with ``hasattr``:
 - ``scores_warm``: items with train interactions;
 - ``scores_cold``: items without any, from their content;
 - ``scores_histories``: a user given by a history row rather than a train user
-  (:meth:`Scorer.from_histories`).
+  (:meth:`Scorer.from_histories`);
+- ``scores_sequences``: a user read, in order, from an interaction frame (``from_sequences``:
+  the transition and recency-weighted scorers).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Scorer:
     scores_warm: ClassVar[bool] = True
     scores_cold: ClassVar[bool] = False
     scores_histories: ClassVar[bool] = False
+    scores_sequences: ClassVar[bool] = False
 
     def __call__(self, users: np.ndarray) -> np.ndarray:
         """[B] -> [B, I] float32."""

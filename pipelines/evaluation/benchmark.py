@@ -29,6 +29,7 @@ from common.io import (
 )
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
+from pipelines.baselines.transition import fit_transition
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import paired_bootstrap, per_user_metrics, topk_overlap
@@ -206,8 +207,9 @@ def _load_labels(c: BenchmarkConfig, data, split) -> tuple[dict | None, np.ndarr
 
 
 def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
-    """The baselines: popularity and the collaborative model (EASE^R, or ALS past its budget),
-    sized and timed; under ``cold_items`` the cold-start reference scorers."""
+    """The baselines: popularity, the collaborative model (EASE^R, or ALS past its budget) and
+    the transition model (its test input: train + valid), sized and timed; under
+    ``cold_items`` the cold-start reference scorers."""
     if split.is_cold:
         from pipelines.evaluation.cold import reference_scorers
 
@@ -217,10 +219,13 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
                  nbytes=4 * train.shape[1])  # fmt: skip
     collab, info = fit_collab(split, cache=c.collab_cache)
     extra = {"lambda": info["lambda"]} if collab.kind == "ease" else {}
+    trans, t_info = fit_transition(split)  # fit on train; at test it reads train + valid
     return [
         pop,
         Scorer(collab.kind, collab, params=collab.params, nbytes=collab.nbytes, timed=True,
                info=extra | {"collab": info}),
+        Scorer("transition", trans.from_sequences(split.known_before("test")), params=trans.params,
+               nbytes=trans.nbytes, timed=True, info={"transition": t_info}),
     ]  # fmt: skip
 
 

@@ -1,6 +1,12 @@
 """The teacher as a scorer, read from its label folder: its saved full-catalogue top-k
 (``random`` / ``temporal``), or under ``cold_items`` that top-k with its ranking of the cold
-items placed below. Its labels cover training users only, so it cannot score a new user."""
+items placed below. Its labels cover training users only, so it cannot score a new user.
+
+The test segment is ranked with ``teacher_topk_test``, the teacher reading each user's train +
+validation (what precedes the test interaction). A label folder made before that file existed
+holds only ``teacher_topk`` (input: train): it is used, and the report's evaluation section
+says so (``teacher_input_note``); regenerate the labels for the train + valid input. Under
+``cold_items`` the teacher reads train (its content-map rankings have no other input)."""
 
 from __future__ import annotations
 
@@ -25,10 +31,21 @@ def teacher_scorers(labels_dir, meta: dict | None, data, split) -> list[Scorer]:
         info["cold_mix"] = meta["teacher"]["mix"]["cold"]["weights"]
         return [Scorer("teacher", fn, can=frozenset({"cold_items"}), info=info)]
     if not split.is_cold and meta.get("teacher_topk"):
-        ranked, users = load_teacher_topk(labels_dir, meta, data.n_users)
-        info = {"teacher_top10_overlap": 1.0} | info
-        return [RankedTeacher("teacher", None, frozenset(), info=info, ranked=ranked, users=users)]
+        key = "teacher_topk_test" if meta.get("teacher_topk_test") else "teacher_topk"
+        ranked, users = load_teacher_topk(labels_dir, meta, data.n_users, key)
+        note = None
+        if key == "teacher_topk":
+            note = (
+                f"the teacher's test ranking reads train only: {labels_dir} has no "
+                "teacher_topk_test (labels made before it); regenerate them for train + valid"
+            )
+        info = {"teacher_top10_overlap": 1.0} | info | {"test_input": TEST_INPUT[key]}
+        return [RankedTeacher("teacher", None, frozenset(), info=info, ranked=ranked, users=users,
+                              input_note=note)]  # fmt: skip
     return []
+
+
+TEST_INPUT = {"teacher_topk_test": "train + valid", "teacher_topk": "train"}
 
 
 @dataclass
@@ -38,6 +55,7 @@ class RankedTeacher(Scorer):
 
     ranked: np.ndarray | None = None
     users: np.ndarray | None = None
+    input_note: str | None = None  # the ranking reads less than the segment's known input
 
     def score(self, seg: Segment, bootstrap: int) -> Scored | None:
         if seg.items is not None:
@@ -56,15 +74,21 @@ class RankedTeacher(Scorer):
                 f"teacher metrics and top-10 agreement on the {len(t_users)} evaluation "
                 f"users of the teacher's top-k sample ({len(self.users)} users)"
             )
+        if self.input_note:
+            note["teacher_input_note"] = self.input_note
         means = {k: float(v.mean()) for k, v in per.items()} | {"users": int(len(t_users))}
         rows = np.searchsorted(seg.users, t_users)
         return Scored(means, per[seg.ci_metric], [lo, hi], full[:, :10], rows, note)
 
 
-def load_teacher_topk(labels_dir, meta: dict, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's saved top-k [U, k] (train items excluded) and its users [U] (sorted): all
-    ``n_users`` users, or the label job's ``--topk-users`` sample (``teacher_topk_users.npy``)."""
-    ranked = load_npy(artifact_path(labels_dir, meta["teacher_topk"], "teacher_topk"))
+def load_teacher_topk(
+    labels_dir, meta: dict, n_users: int, key: str = "teacher_topk"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's saved top-k ``key`` [U, k] (``teacher_topk``: input train, train items
+    excluded; ``teacher_topk_test``: input and exclusions train + valid) and its users [U]
+    (sorted): all ``n_users`` users, or the label job's ``--topk-users`` sample
+    (``teacher_topk_users.npy``)."""
+    ranked = load_npy(artifact_path(labels_dir, meta[key], key))
     if meta.get("teacher_topk_users"):
         users = load_npy(
             artifact_path(labels_dir, meta["teacher_topk_users"], "teacher_topk_users")
@@ -73,7 +97,7 @@ def load_teacher_topk(labels_dir, meta: dict, n_users: int) -> tuple[np.ndarray,
         users = np.arange(n_users)
     if len(users) != len(ranked):
         raise ValueError(
-            f"{labels_dir}: teacher_topk has {len(ranked)} rows for {len(users)} users; "
+            f"{labels_dir}: {key} has {len(ranked)} rows for {len(users)} users; "
             "regenerate the labels"
         )
     return ranked, users

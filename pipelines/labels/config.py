@@ -27,6 +27,7 @@ COLLAB: tuple[str, ...] = get_args(Collab)
 Engine = Literal["local", "ray"]
 ENGINES: tuple[str, ...] = get_args(Engine)
 ContentMap = Literal["auto", "text", "no_text", "off"]
+Toggle = Literal["auto", "on", "off"]  # "auto": on where the split keeps time order (temporal)
 CONTENT_MAPS: tuple[str, ...] = get_args(ContentMap)
 
 
@@ -86,6 +87,22 @@ class GenerateLabelsConfig(DataArgs, OutputArgs, ThreadArgs):
         },
     )
     popularity: bool = field(default=True, metadata={"help": "add a popularity part to the mix"})
+    transition: Toggle = field(
+        default="auto",
+        metadata={
+            "help": "add the transition part (item -> next item from the train sequences, "
+            "scored from the user's last items): 'on', 'off', or 'auto' (on under "
+            "--protocol temporal)"
+        },
+    )
+    recency: Toggle = field(
+        default="auto",
+        metadata={
+            "help": "add the recency-weighted collaborative part (the collaborative model on a "
+            "user row weighted by decay^position-from-the-end, decay chosen on validation): "
+            "'on', 'off', or 'auto' (on under --protocol temporal with a collaborative part)"
+        },
+    )
     history_items: int = field(default=20, metadata={"help": "history items rendered per user"})
     max_history_tokens: int = field(
         default=256, metadata={"help": "token budget of the causal-LM history"}
@@ -201,6 +218,11 @@ class GenerateLabelsConfig(DataArgs, OutputArgs, ThreadArgs):
                 f"GenerateLabelsConfig.content_map={self.content_map!r} maps content onto the "
                 "collaborative model: it needs collab='auto', 'ease' or 'als', not 'none'"
             )
+        if self.recency == "on" and self.collab == "none":
+            raise ValueError(
+                "GenerateLabelsConfig.recency='on' reweighs the collaborative model's user row: "
+                "it needs collab='auto', 'ease' or 'als', not 'none'"
+            )
         if not self.collab_memory_gb > 0:
             raise ValueError(
                 f"GenerateLabelsConfig.collab_memory_gb={self.collab_memory_gb!r}; expected > 0"
@@ -245,6 +267,13 @@ class GenerateLabelsConfig(DataArgs, OutputArgs, ThreadArgs):
         if self.content_map == "auto":
             return "text" if self.protocol == "cold_items" and self.collab != "none" else "off"
         return self.content_map
+
+    def sequence_part(self, name: str) -> bool:
+        """Whether the sequence part ``name`` ('transition' or 'recency') joins the mix
+        ('auto': under the temporal protocol; recency also needs a collaborative part)."""
+        value = getattr(self, name)
+        on = self.protocol == "temporal" if value == "auto" else value == "on"
+        return on and (name != "recency" or self.collab != "none")
 
     def job_hash(self, dataset_fingerprint: str, split_fingerprint: str) -> str:
         """What the labels depend on: the config (less ``RUN_FIELDS``) and the data it

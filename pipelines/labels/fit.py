@@ -196,16 +196,25 @@ TOPK_COLD = 1000
 
 
 def teacher_topk(
-    parts, mix, split, k: int, batch: int = 256, items=None, users=None, max_cells: int = 2**26
+    parts,
+    mix,
+    split,
+    k: int,
+    batch: int = 256,
+    items=None,
+    users=None,
+    max_cells: int = 2**26,
+    seen=None,
 ) -> np.ndarray:
     """[U, k] int32: the teacher's best items over the full catalogue (or only ``items``),
-    train items excluded (for the report's teacher metrics and top-10 agreement), one row per
+    ``seen`` [n_users, I] excluded (default: train; the test ranking passes
+    ``split.seen_for("test")``), for the report's teacher metrics and top-10 agreement, one row per
     user of ``users`` (default: all ``n_users``). Blocks of at most ``batch`` users and
     ``max_cells`` scores (``block_users``): memory bounded whatever the catalogue; a user's
     row does not depend on the other users."""
     from pipelines.core.metrics import block_users, topk
 
-    seen = split.matrix("train").tocsr()
+    seen = (split.matrix("train") if seen is None else seen).tocsr()
     users = np.arange(split.n_users) if users is None else np.asarray(users, dtype=np.int64)
     keep = None
     if items is not None:

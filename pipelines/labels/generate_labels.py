@@ -265,6 +265,8 @@ def label_metadata(
             "mix": fitted.mix.to_dict(),
             "ease_lambda": collab["lambda"] if collab and collab["kind"] == "ease" else None,
             "collab": collab,
+            # each signal part's own fit (the sequence parts' window / decay and their grid)
+            "signals": {p.name: p.info() for p in parts[1:] if p.key != "collab"},
         },
         "teacher_quality": {
             "validation_pairs": fitted.n_valid_pairs,
@@ -296,7 +298,10 @@ def save_teacher_files(
 ) -> dict:
     """Write the LLM part's item embeddings and, when every part scores the full catalogue,
     the teacher's top-k (of warm items, and of the cold ones under a cold-item mix) into
-    ``final``; returns the metadata entries naming them."""
+    ``final``; returns the metadata entries naming them. Without a cold-item mix also the
+    test ranking ``teacher_topk_test``: the same fit and mix reading each user's train +
+    validation (``Split.known_before("test")``), those items excluded; the labels and
+    ``teacher_topk`` read train only (the student learns what follows train)."""
     parts, mix, text = fitted.parts, fitted.mix, fitted.parts[0]
     meta: dict = {}
     emb = text.item_embeddings()
@@ -311,6 +316,13 @@ def save_teacher_files(
     sample = topk_sample(users, topk_users, seed)  # all users, or a seeded sample (--topk-users)
     np.save(final / "teacher_topk.npy", teacher_topk(parts, mix, split, TOPK, users=sample))
     meta["teacher_topk"] = "teacher_topk.npy"
+    if fitted.cold is None:  # the test ranking: input train + valid (fit unchanged, no test read)
+        known = split.known_before("test")
+        test_parts = [p.for_input(known) for p in parts]
+        np.save(final / "teacher_topk_test.npy",
+                teacher_topk(test_parts, mix, split, TOPK, users=sample,
+                             seen=split.seen_for("test")))  # fmt: skip
+        meta["teacher_topk_test"] = "teacher_topk_test.npy"
     if sample is not None:
         np.save(final / "teacher_topk_users.npy", sample.astype(np.int64))
         meta["teacher_topk_users"] = "teacher_topk_users.npy"

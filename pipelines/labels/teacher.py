@@ -86,19 +86,32 @@ class Mix:
 
 
 def list_ndcg(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k of ranking each user's candidates (binary labels) by ``scores``."""
-    vals = []
+    """Mean NDCG@k of ranking each user's candidates (binary labels) by ``scores``, over the
+    users with a positive. Equal scores rank the negatives first: a tie earns nothing (the
+    validation pairs list positives first, so the pair order would credit a part that scores
+    them all alike, e.g. a transition part's zeros). One sort for all users: the weight
+    search calls it once per grid point."""
+    users, labels = np.asarray(users), np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(users) == 0:
+        return float("nan")
+    order = np.lexsort((labels, -scores, users))  # user, score descending, negatives first
+    u, lab = users[order], labels[order].astype(np.float64)
+    first = np.flatnonzero(np.r_[True, u[1:] != u[:-1]])  # each user's first pair
+    size = np.diff(np.r_[first, len(u)])
+    group = np.repeat(np.arange(len(first)), size)
+    rank = np.arange(len(u)) - np.repeat(first, size)
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    for u in np.unique(users):
-        idx = np.flatnonzero(users == u)
-        lab = labels[idx]
-        if not lab.any():
-            continue
-        order = np.argsort(-scores[idx], kind="stable")[:k]
-        dcg = (lab[order] * disc[: len(order)]).sum()
-        idcg = disc[: min(k, int(lab.sum()))].sum()
-        vals.append(dcg / idcg)
-    return float(np.mean(vals)) if vals else float("nan")
+    top = rank < k
+    gain = np.where(top, lab * disc[np.minimum(rank, k - 1)], 0.0)
+    dcg = np.zeros(len(first))
+    for r in range(k):  # rank by rank: each user's gains summed in rank order
+        at = top & (rank == r)
+        dcg[group[at]] += gain[at]
+    n_pos = np.bincount(group, weights=lab, minlength=len(first))
+    idcg = np.r_[0.0, np.cumsum(disc)][np.minimum(n_pos, k).astype(np.int64)]
+    has = n_pos > 0
+    return float(np.mean(dcg[has] / idcg[has])) if has.any() else float("nan")
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -125,12 +138,16 @@ def fit_mix(
 ) -> tuple[Mix, dict]:
     """Choose part weights by validation list NDCG@10, then Platt-calibrate.
 
-    The collaborative part (``ease`` or ``als``) gets weight 1 when present, else the first
-    part; the others are searched on ``WEIGHT_GRID``. ``fixed`` skips the search."""
+    The anchor, the part with the best list NDCG@10 alone (equal: the collaborative part
+    ``ease`` or ``als``, then the parts' order), gets weight 1; the others are searched on
+    ``WEIGHT_GRID`` (0 included), so the mix is at least as good as each part alone on these
+    pairs. ``fixed`` skips the search."""
     mean = {k: float(v.mean()) for k, v in parts.items()}
     std = {k: float(v.std() + 1e-8) for k, v in parts.items()}
+    names = sorted(parts, key=lambda n: n not in COLLAB_PARTS)  # stable: the collab part first
+    alone = {n: list_ndcg(users, labels, parts[n]) for n in names}
+    anchor = max(names, key=lambda n: -np.inf if np.isnan(alone[n]) else alone[n])
     names = list(parts)
-    anchor = next((n for n in COLLAB_PARTS if n in parts), names[0])
     others = [n for n in names if n != anchor]
     tried = []
     if fixed is not None:

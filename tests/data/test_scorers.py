@@ -8,6 +8,8 @@ import pytest
 
 from pipelines.baselines import ALS, EASE, ALSConfig, ContentMap, Popularity, Scorer
 from pipelines.baselines.content_map import collab_targets, fit_content_map
+from pipelines.baselines.recency import RecencyCollab
+from pipelines.baselines.transition import Transition
 from pipelines.data import SyntheticConfig, make_split, make_synthetic
 from pipelines.data.features import item_features
 
@@ -16,6 +18,8 @@ CAN = {  # class -> (warm items, cold items from content, a user from a history)
     EASE: (True, False, True),
     ALS: (True, False, True),
     ContentMap: (False, True, False),
+    Transition: (True, False, False),  # a user from an ordered frame: from_sequences
+    RecencyCollab: (True, False, False),
 }
 
 

@@ -118,6 +118,7 @@ def test_benchmark_report_schema(tmp_path, student_dir):
     assert set(rep["models"]) == {
         "popularity",
         "ease",
+        "transition",
         "student_hard",
         "student_distilled",
         "student_pruned",

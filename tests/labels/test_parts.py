@@ -24,12 +24,16 @@ def data_split():
 def config_for(name: str, request) -> GenerateLabelsConfig:
     teacher = name if PARTS[name].role == "llm" else "embedding"
     model = request.getfixturevalue(TINY_MODEL[teacher])
-    return GenerateLabelsConfig(dataset=DATASET, teacher=teacher, model=str(model), threads=1)
+    return GenerateLabelsConfig(
+        dataset=DATASET, teacher=teacher, model=str(model), threads=1, transition="on",
+        recency="on",
+    )  # fmt: skip
 
 
 def test_teacher_choices_are_the_registered_llm_parts():
     assert TEACHERS == LLM_PARTS and LLM_PARTS[:2] == ("embedding", "causal_lm")
-    assert list(PARTS)[-2:] == ["collab", "popularity"]  # the signals, built in this order
+    # the signals, built in this order
+    assert list(PARTS)[-4:] == ["collab", "popularity", "recency", "transition"]
     assert set(LLM_PARTS) <= set(TINY_MODEL), "give each LLM part a tiny model in TINY_MODEL"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from pipelines.labels.parts.base import PARTS, Part, register
+from pipelines.labels.parts.base import PARTS, InputView, Part, register
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     importlib.import_module(f"{__name__}.{_module}")
@@ -23,8 +23,8 @@ def build_parts(c, data, split, device: str = "cpu") -> list[Part]:
     parts = [PARTS[c.teacher].from_config(c, data, split, device)]
     for cls in PARTS.values():
         if cls.role == "signal" and cls.wanted(c):
-            parts.append(cls.from_config(c, data, split))
+            parts.append(cls.from_parts(c, data, split, parts))
     return parts
 
 
-__all__ = ["LLM_PARTS", "PARTS", "Part", "build_parts", "register"]
+__all__ = ["LLM_PARTS", "PARTS", "InputView", "Part", "build_parts", "register"]

@@ -45,6 +45,18 @@ class Part:
         """The part for ``GenerateLabelsConfig`` ``c``, fit on ``split``'s train part."""
         raise NotImplementedError
 
+    @classmethod
+    def from_parts(cls, c: Any, data, split, parts: list[Part]) -> Part:
+        """As ``from_config``, handed the ``parts`` built before it (a part that reuses another
+        one's fit finds it there)."""
+        return cls.from_config(c, data, split)
+
+    def for_input(self, known) -> Part:
+        """The same fitted part with each user read from ``known`` (an interaction frame in
+        split order: ``Split.known_before("test")`` for the teacher's test ranking) instead
+        of train; only where ``full_catalogue``."""
+        raise NotImplementedError(f"the {self.key} part scores its train input only")
+
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Pairs ``users`` [P], ``items`` [P] -> scores [P]."""
         raise NotImplementedError
@@ -74,6 +86,28 @@ class Part:
         """adapt-teacher: fit an adapter on ``examples`` (``AdaptTeacherConfig`` ``c``) to
         ``out``; returns the training metrics."""
         raise LabelError(f"teacher {cls.key!r} has no adaptation")
+
+
+class InputView(Part):
+    """``part`` (fitted) scoring users from another input: ``fn(users [B]) -> [B, I]`` (its
+    model read from that input), under the part's name."""
+
+    full_catalogue = True
+
+    def __init__(self, part: Part, fn):
+        self.part, self.fn = part, fn
+        self.key, self.role, self.order, self.name = part.key, part.role, part.order, part.name
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        users, items = np.asarray(users), np.asarray(items)
+        out = np.empty(len(users), dtype=np.float32)
+        for u in np.unique(users):
+            idx = np.flatnonzero(users == u)
+            out[idx] = self.fn(np.array([u]))[0, items[idx]]
+        return out
+
+    def score_matrix(self, users: np.ndarray) -> np.ndarray:
+        return self.fn(np.asarray(users))
 
 
 PARTS: dict[str, type[Part]] = {}

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from pipelines.baselines.collab import DEFAULT_MEMORY_GB, fit_collab
-from pipelines.data import Split
-from pipelines.labels.parts.base import Part, register
+from pipelines.data import Split, to_csr
+from pipelines.labels.parts.base import InputView, Part, register
 
 COLLAB_TARGET = {"ease": "EASE^R column", "als": "ALS item factor"}  # what the content map predicts
 
@@ -31,6 +31,7 @@ class CollabPart(Part):
         cache: str | None = None,
     ):
         self.model, self.fit_info = fit_collab(split, kind, memory_gb, cache=cache)
+        self.n_users, self.n_items = split.n_users, split.n_items
         self.name = self.fit_info["kind"]
         self.content = None
 
@@ -52,6 +53,12 @@ class CollabPart(Part):
 
     def use_content(self, content) -> None:
         self.content = content
+
+    def for_input(self, known) -> Part:
+        """The fit read from ``known``'s rows (``from_histories``: EASE^R ``x_u B``, ALS folded
+        in); warm items only (no content map)."""
+        rows = to_csr(known, self.n_users, self.n_items)
+        return InputView(self, self.model.from_histories(rows))
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Pairs ``users`` [P], ``items`` [P] -> [P] (ALS: one dot product per pair)."""

@@ -3,6 +3,7 @@ temperature (``llm_teacher.embedding``), and its contrastive adaptation."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ class EmbeddingPart(Part):
         if user_encoding not in ("text", "item_mean"):
             raise ValueError(f"user_encoding={user_encoding!r}; expected 'text' or 'item_mean'")
         self.teacher = teacher
+        self.data = data
         self.user_encoding = user_encoding
         self.item_emb = teacher.encode(render_item_texts(data.items))
         self.hist = histories(split.train, data.n_users, history_items, data.n_items)
@@ -76,6 +78,18 @@ class EmbeddingPart(Part):
             emb = self.teacher.encode([self.user_text[u] for u in missing], show_progress=False)
             self._user_emb.update(zip(missing, emb))
         return np.stack([self._user_emb[u] for u in users])
+
+    def for_input(self, known) -> EmbeddingPart:
+        """The same encoder and item embeddings with each user's history read from ``known``
+        (its most recent ``history_items``); its users are encoded again as they are asked."""
+        other = copy.copy(self)
+        d = self.data
+        other.hist = histories(known, d.n_users, self.hist.shape[1], d.n_items)
+        other.user_text = None
+        if self.user_encoding == "text":
+            other.user_text = [user_text(d, row) for row in other.hist]
+        other._user_emb = {}
+        return other
 
     def warm_users(self, batches: list[np.ndarray]) -> None:
         """A text-encoded user's embedding can differ in the last bits with the batch it was
