@@ -87,6 +87,22 @@ class DemoConfig:
             "content-map teacher, content-tower students with id dropout, int8, cold report"
         },
     )
+    temporal_chain: bool = field(
+        default=True,
+        metadata={
+            "help": "also run the sequential chain (temporal protocol: leave-last-out) under "
+            "<out>/temporal: the teacher with its sequence parts, hard and distilled students "
+            "with a sequential user encoder, compression, report (skipped when --protocol is "
+            "temporal: the main chain is that chain)"
+        },
+    )
+    user_encoder: str = field(
+        default="sasrec",
+        metadata={
+            "help": "the user encoder of the students of a temporal chain (TwoTowerConfig."
+            "user_encoder); the random and cold chains keep the mean of the history"
+        },
+    )
     item_id_dropout: float = field(
         default=0.5, metadata={"help": "cold chain: the students' item id dropout (DropoutNet)"}
     )
@@ -107,8 +123,9 @@ class DemoConfig:
             "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "
             "student_hard: {user_hidden: [64]}}' (steps: prepare, labels, student_hard, "
             "student_distilled, compress, benchmark and the cold chain's cold_labels, "
-            "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark); a "
-            "mapping in --config files"
+            "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark, and "
+            "the temporal chain's temporal_labels, ..., temporal_benchmark); a mapping in "
+            "--config files"
         },
     )
 
@@ -182,11 +199,17 @@ STEPS |= {
     "cold_compress": STEPS["compress"],
     "cold_benchmark": STEPS["benchmark"],
 }  # fmt: skip
+# the sequential chain's steps (same configs, protocol temporal)
+STEPS |= {f"temporal_{name}": STEPS[name] for name in
+          ("labels", "student_hard", "student_distilled", "compress", "benchmark")}  # fmt: skip
+CHAINS = {"main": "", "cold": "cold_", "temporal": "temporal_"}  # chain -> step-name prefix
 
 
 def _student(c: DemoConfig, run: RunLayout, step: str, protocol: str, extra: dict) -> Step:
-    """A train-student step; ``step`` is its name, its folder is the name less ``cold_``."""
-    folder = run.student(step.removeprefix("cold_"))
+    """A train-student step; ``step`` is its name, its folder is the name less its chain's
+    prefix (``cold_``, ``temporal_``)."""
+    prefix = next((p for p in CHAINS.values() if p and step.startswith(p)), "")
+    folder = run.student(step.removeprefix(prefix))
     cfg = make_config(
         train_student.TrainStudentConfig,
         dataset=c.dataset,
@@ -196,42 +219,46 @@ def _student(c: DemoConfig, run: RunLayout, step: str, protocol: str, extra: dic
         out=str(folder),
         **{"threads": c.threads, **extra, **c.step_overrides(step)},
     )
-    if step == "student_hard":
+    if step == f"{prefix}student_hard" and prefix != "cold_":
         inputs = ("prepare",)
     else:  # the labels of its chain (the cold hard student reads their content features)
-        inputs = ("cold_labels",) if step.startswith("cold_") else ("labels",)
+        inputs = (f"{prefix}labels",)
     return Step(step, train_student.run, cfg, folder, inputs, "metrics.json")
 
 
-def _students(c: DemoConfig, run: RunLayout, cold: bool) -> tuple[Step, Step]:
-    """The hard-only and the distilled student. In the cold chain both see the items'
-    content (genres, year, the teacher's frozen text embedding) and drop item ids with
-    ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new users
-    from a history); only the distilled one learns from the teacher's soft labels, the only
-    supervision the cold items have."""
-    if not cold:
-        return (
-            _student(c, run, "student_hard", c.protocol, {"no_teacher": True}),
-            _student(c, run, "student_distilled", c.protocol, {"labels": str(run.labels)}),
-        )
-    content = dict(
-        labels=str(run.labels),
-        use_text=True,
-        item_id_dropout=c.item_id_dropout,
-        user_id_dropout=c.user_id_dropout,
-    )
+def _protocol(c: DemoConfig, kind: str) -> str:
+    return {"main": c.protocol, "cold": "cold_items", "temporal": "temporal"}[kind]
+
+
+def _students(c: DemoConfig, run: RunLayout, kind: str) -> tuple[Step, Step]:
+    """The hard-only and the distilled student of chain ``kind``. Under the temporal
+    protocol both read the history in order (``user_encoder``). In the cold chain both see
+    the items' content (genres, year, the teacher's frozen text embedding) and drop item ids
+    with ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new
+    users from a history); only the distilled one learns from the teacher's soft labels, the
+    only supervision the cold items have."""
+    p, protocol = CHAINS[kind], _protocol(c, kind)
+    extra: dict = {"labels": str(run.labels)}
+    if kind == "cold":
+        extra |= dict(use_text=True, item_id_dropout=c.item_id_dropout,
+                      user_id_dropout=c.user_id_dropout)  # fmt: skip
+    if protocol == "temporal":
+        extra["user_encoder"] = c.user_encoder
+    hard_extra = {k: v for k, v in extra.items() if kind == "cold" or k != "labels"}
+    dist_extra = extra | ({"w_cold_kl": COLD_KL} if kind == "cold" else {})
     return (
-        _student(c, run, "cold_student_hard", "cold_items", {**content, "no_teacher": True}),
-        _student(c, run, "cold_student_distilled", "cold_items", {**content, "w_cold_kl": COLD_KL}),
+        _student(c, run, f"{p}student_hard", protocol, {**hard_extra, "no_teacher": True}),
+        _student(c, run, f"{p}student_distilled", protocol, dist_extra),
     )
 
 
-def chain(c: DemoConfig, run: RunLayout, cold: bool = False) -> list[Step]:
+def chain(c: DemoConfig, run: RunLayout, kind: str = "main") -> list[Step]:
     """The steps of one chain under ``run``: labels, two students, compress, benchmark; the
-    cold chain (``cold``, step names ``cold_*``) runs them on the ``cold_items`` protocol.
+    cold chain (``kind="cold"``, step names ``cold_*``) runs them on the ``cold_items``
+    protocol, the temporal one (``temporal_*``) on ``temporal`` with sequential students.
     Labels and benchmark read the collaborative fit from ``run.collab_cache``."""
-    p = "cold_" if cold else ""
-    common = dict(dataset=c.dataset, protocol="cold_items" if cold else c.protocol)
+    p, cold = CHAINS[kind], kind == "cold"
+    common = dict(dataset=c.dataset, protocol=_protocol(c, kind))
     cache = str(run.collab_cache)
     labels_cfg = generate_labels.GenerateLabelsConfig(
         **common,
@@ -241,7 +268,7 @@ def chain(c: DemoConfig, run: RunLayout, cold: bool = False) -> list[Step]:
         out=str(run.labels),
         **{"threads": c.threads, "collab_cache": cache, **c.step_overrides(f"{p}labels")},
     )
-    hard, dist = _students(c, run, cold)
+    hard, dist = _students(c, run, kind)
     comp_cfg = compress.CompressConfig(
         **common,
         model=str(run.model("student_distilled")),
@@ -292,9 +319,13 @@ def run(config: DemoConfig) -> dict:
     for s in chain(c, run_dir):
         report = graph.run(s).result
     if c.cold_start:
-        for s in chain(c, run_dir.cold, cold=True):
+        for s in chain(c, run_dir.cold, "cold"):
             cold = graph.run(s).result
         report["cold"] = cold
+    if c.temporal_chain and c.protocol != "temporal":
+        for s in chain(c, run_dir.temporal, "temporal"):
+            temporal = graph.run(s).result
+        report["temporal"] = temporal
     timings = {name: r.seconds for name, r in graph.runs.items()}
     report["demo"] = {
         "seconds": time.perf_counter() - t0,
@@ -311,6 +342,11 @@ def format_summary(report: dict) -> str:
     if report.get("cold"):
         parts.append(
             "cold start (cold_items protocol):\n" + benchmark.format_summary(report["cold"])
+        )
+    if report.get("temporal"):
+        parts.append(
+            "sequential (temporal protocol, leave-last-out):\n"
+            + benchmark.format_summary(report["temporal"])
         )
     parts.append(f"demo took {report['demo']['seconds']:.0f}s")
     run_dir = RunLayout(Path(report["demo"].get("out", "runs/demo")))

@@ -85,3 +85,9 @@ class RunLayout:
     def cold(self) -> RunLayout:
         """The demo's cold-start chain: the same layout under ``cold/``."""
         return RunLayout(self.root / "cold")
+
+    @property
+    def temporal(self) -> RunLayout:
+        """The demo's sequential chain (temporal protocol): the same layout under
+        ``temporal/``."""
+        return RunLayout(self.root / "temporal")

@@ -46,7 +46,7 @@ def test_a_demo_rerun_on_changed_data_redoes_its_steps(tmp_path, tiny_st_dir):
     _export(data, seed=1)
     out = tmp_path / "run"
     argv = ["demo", "--dataset", str(data), "--teacher-model", str(tiny_st_dir), "--epochs", "1",
-            "--no-cold-start", "--overrides", json.dumps(OVERRIDES), "--out", str(out)]  # fmt: skip
+            "--no-cold-start", "--no-temporal-chain", "--overrides", json.dumps(OVERRIDES), "--out", str(out)]  # fmt: skip
     main(argv)
     keys = {s: _key(out / s) for s in ("prepare", "student_hard")}
     _export(data, seed=2)  # the same path, other rows
