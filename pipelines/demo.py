@@ -45,6 +45,7 @@ from pipelines.labels import generate_labels
 from pipelines.labels.config import TeacherName
 from pipelines.labels.schema import META_FILE
 from pipelines.training import train_student
+from student.model_config import UserEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class DemoConfig:
             "temporal: the main chain is that chain)"
         },
     )
-    user_encoder: str = field(
+    user_encoder: UserEncoder = field(
         default="sasrec",
         metadata={
             "help": "the user encoder of the students of a temporal chain (TwoTowerConfig."
