@@ -88,8 +88,9 @@ class Scorer:
     timed: bool = False
     info: dict = field(default_factory=dict)
 
-    def score(self, seg: Segment, bootstrap: int) -> Scored | None:
-        """Rank ``seg``'s candidates for its users; None when ``seg`` needs what it cannot."""
+    def score(self, seg: Segment, bootstrap: int, tie_seed: int = 0) -> Scored | None:
+        """Rank ``seg``'s candidates for its users (equal scores in the seeded tie order of
+        ``tie_seed``: ``pipelines.core.metrics.topk``); None when ``seg`` needs what it cannot."""
         if not seg.needs <= self.can:
             return None
         fn = self.new_fn if "new_users" in seg.needs and self.new_fn is not None else self.fn
@@ -101,6 +102,7 @@ class Scorer:
             return_per_user=True,
             return_topk=True,
             users=seg.users,
+            tie_seed=tie_seed,
         )
         per = m["per_user"][seg.ci_metric]
         _, lo, hi = bootstrap_ci(per, n=bootstrap)
