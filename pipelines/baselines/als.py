@@ -109,6 +109,9 @@ class ALS(Scorer):
         vectors = self.fold_in(rows)  # [U, D]
         return lambda users: vectors[np.asarray(users)] @ self.item_factors.T
 
+    def user_vectors(self, rows: sp.csr_matrix) -> np.ndarray:
+        return self.fold_in(rows)
+
     def content_targets(self) -> tuple[np.ndarray, np.ndarray]:
         return self.item_factors, self.user_factors
 

@@ -18,6 +18,7 @@ Only train interactions and content go in; lambda is chosen on the cold-validati
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import numpy as np
@@ -87,6 +88,17 @@ class ContentMap(Scorer):
         self.log_count = pred[:, -1].astype(np.float32)  # predicted log(1 + count)
         self._row = np.full(len(counts), -1, dtype=np.int64)
         self._row[self.cold] = np.arange(len(self.cold))
+
+    def with_users(self, users: np.ndarray | sp.spmatrix) -> ContentMap:
+        """The same map with the users read from ``users`` [U, D] (e.g. the collaborative
+        model's ``user_vectors`` of the histories known at test time) instead of train."""
+        if users.shape != self.users.shape:
+            raise ValueError(
+                f"ContentMap.with_users: users has shape {users.shape}; expected {self.users.shape}"
+            )
+        m = copy.copy(self)
+        m.users = users.tocsr() if sp.issparse(users) else np.asarray(users, dtype=np.float32)
+        return m
 
     def is_cold(self, items: np.ndarray) -> np.ndarray:
         return ~self.warm[np.asarray(items)]

@@ -60,6 +60,9 @@ class EASE(Scorer):
     def from_histories(self, rows: sp.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
         return lambda users: np.asarray(rows[users] @ self.B)
 
+    def user_vectors(self, rows: sp.csr_matrix) -> sp.csr_matrix:
+        return sp.csr_matrix(rows, dtype=np.float32)
+
     def content_targets(self) -> tuple[np.ndarray, None]:
         return self.B.T, None
 

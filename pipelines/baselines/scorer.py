@@ -49,6 +49,11 @@ class Scorer:
         users' histories) instead of its train row; only where ``scores_histories``."""
         raise ValueError(f"{type(self).__name__} cannot score a user from a history")
 
+    def user_vectors(self, rows: sp.csr_matrix) -> np.ndarray | sp.csr_matrix:
+        """History rows [U, I] -> the users as :meth:`content_targets` reads them (EASE^R: the
+        rows themselves; ALS: folded in, [U, D]); only where ``scores_histories``."""
+        raise ValueError(f"{type(self).__name__} cannot read a user from a history")
+
     def content_targets(self) -> tuple[np.ndarray, np.ndarray | None]:
         """``(targets [I, D], users [U, D] or None)`` a content map is fit onto."""
         raise ValueError(

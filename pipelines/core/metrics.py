@@ -6,17 +6,36 @@ Definitions (binary relevance, ``rel`` = the user's held-out items):
 - MRR@K = 1 / rank of the first hit within K (0 if none)
 - HitRate@K = 1 if any hit within K
 Cross-checked against ranx in tests.
+
+Ties: equal scores are ordered by a seeded random order of the items (:func:`tie_ranks`,
+``tie_seed``, default 0), the same for every user and every ranking the project makes (the
+benchmark, the teacher's saved top-k, the index benchmark's exact search), not by the lower
+item index: in MovieLens a lower index is a more popular film, so index order would give a
+scorer with many ties popularity it does not have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 
 KS = (10, 20)
 METRICS = ("recall", "ndcg", "mrr", "hit_rate")
+RANKING_TIES = "seeded_item_order"  # the rule of tie_ranks, as reports name it
+
+
+@lru_cache(maxsize=8)
+def tie_ranks(n_items: int, tie_seed: int = 0) -> np.ndarray:
+    """[n_items] int64, read-only: item ``j``'s place in the seeded tie order (a permutation of
+    ``0..n_items-1``); among equal scores the lower place ranks first."""
+    order = np.random.default_rng(tie_seed).permutation(n_items)
+    ranks = np.empty(n_items, dtype=np.int64)
+    ranks[order] = np.arange(n_items)
+    ranks.flags.writeable = False
+    return ranks
 
 
 def topk(
@@ -25,9 +44,10 @@ def topk(
     exclude: sp.csr_matrix | None = None,
     rows=None,
     overwrite: bool = False,
+    tie_seed: int = 0,
 ) -> np.ndarray:
-    """Indices of the ``k`` best items per row of ``scores`` [B, I], best first (equal scores:
-    the lower item index first).
+    """Indices of the ``k`` best items per row of ``scores`` [B, I], best first; equal scores
+    in the seeded tie order of the items (:func:`tie_ranks` of ``tie_seed``), not by index.
 
     ``exclude`` [n_users, I] marks items never to return; ``rows`` [B] are the users of
     ``scores`` in it (default: 0..B-1). ``overwrite``: ``scores`` (float32) may be changed in
@@ -50,16 +70,17 @@ def topk(
     k = min(k, n_cols)
     if k == 0 or n_rows == 0:
         return np.zeros((n_rows, k), dtype=np.int64)
+    ranks = tie_ranks(n_cols, tie_seed)
     m = max(k, min(1024, n_cols // 8))  # blocks a row: at least k, of 8 or more items if it can
     width = n_cols // m
     if width < 2:  # fewer than 2k items a row: sort them whole
-        order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        order = np.lexsort((np.broadcast_to(ranks, s.shape), -s), axis=1)[:, :k]
         return order.astype(np.int64, copy=False)
     block_max = s[:, : m * width].reshape(n_rows, m, width).max(axis=2)  # [B, m]
     bound = -np.partition(-block_max, k - 1, axis=1)[:, k - 1]  # k-th largest block maximum
     r, c = np.nonzero(s >= bound[:, None])  # row-major: rows ascending, items ascending
     v = s[r, c]
-    order = np.lexsort((c, -v, r))  # by row, then score descending, then item index
+    order = np.lexsort((ranks[c], -v, r))  # by row, then score descending, then tie order
     r, c = r[order], c[order]
     starts = np.searchsorted(r, np.arange(n_rows))
     pick = starts[:, None] + np.arange(k)  # every row has at least k candidates
@@ -124,6 +145,7 @@ def evaluate(
     items: np.ndarray | None = None,
     users: np.ndarray | None = None,
     max_cells: int = 2**26,
+    tie_seed: int = 0,
 ) -> dict:
     """Rank the full catalogue (or only ``items``) for every user with a held-out item (or
     those of ``users``, e.g. from :func:`sample_users`).
@@ -133,7 +155,8 @@ def evaluate(
     only columns that may be ranked (e.g. the cold-test items), held-out items outside them
     do not count; ``users`` restricts the evaluation to those users (ones without a held-out
     item are dropped). Blocks hold at most ``batch_size`` users and ``max_cells`` scores
-    (:func:`block_users`); the block size does not change the result. Returns the mean of
+    (:func:`block_users`); the block size does not change the result. Equal scores rank in
+    the seeded tie order of ``tie_seed`` (:func:`topk`). Returns the mean of
     each metric, ``users`` (count) and optionally per-user arrays (``user_index`` [U]) and the
     top-K lists [U, max(ks)]."""
     truth = truth.tocsr()
@@ -169,7 +192,7 @@ def evaluate(
             raise ValueError("score_fn returned NaN or infinite scores")
         if allowed is not None:
             scores, owned = np.where(allowed, scores, np.float32(-np.inf)), True
-        tops.append(topk(scores, kmax, exclude, rows=b, overwrite=owned))
+        tops.append(topk(scores, kmax, exclude, rows=b, overwrite=owned, tie_seed=tie_seed))
     top = np.concatenate(tops) if tops else np.zeros((0, kmax), dtype=np.int64)
     relevant = [truth.indices[truth.indptr[u] : truth.indptr[u + 1]] for u in users]
     per = per_user_metrics(top, relevant, ks)

@@ -15,11 +15,20 @@
   the two cold cases are measured apart.
 Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
 
+Ties: interactions of one user in the same second are ordered by a seeded shuffle (seeded
+from the split seed; rule ``seeded_shuffle``, :data:`TIE_RULE`). The loaded data keeps no file
+order (it is sorted by user, timestamp and item id on load), so without the shuffle the "last"
+interaction of a second would be its highest item id. Under ``temporal`` the shuffle decides
+which of a second's interactions is test and which validation, under ``cold_items`` which are
+a new user's first 5; under ``random`` the parts are the same sets as without it. Every part
+keeps that order: rows by (user, timestamp, seeded shuffle within a second).
+
 The future is unknown at training time: the training side (candidates, labels, adaptation,
 students, compression fine-tunes) gets ``training_split(...)``, a view with no test part at
 all, so reading it raises :class:`LeakError` instead of being merely avoided. Only evaluation
-calls ``make_split``. ``Split.fingerprint`` covers protocol, seed, train and validation, so an
-artifact made from the training view carries the same fingerprint as the full split.
+calls ``make_split``. ``Split.fingerprint`` covers protocol, seed, the tie rule, train and
+validation, so an artifact made from the training view carries the same fingerprint as the
+full split.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ COLD_FRACTION = 0.2
 NEW_USER_FRACTION = 0.1
 NEW_USER_HISTORY = 5  # interactions given at query time; the rest are targets
 HELD_OUT = ("test", "cold_test", "new_history", "new_test")  # not in the training view
+TIE_RULE = "seeded_shuffle"  # the order of one user's interactions within a second
+TIE_STREAM = 2  # the tie shuffle's seed is [split seed, TIE_STREAM] (1: the new users)
 
 
 class LeakError(RuntimeError):
@@ -73,6 +84,11 @@ class Split:
     new_history: pd.DataFrame | None = None
     new_test: pd.DataFrame | None = None
     new_users: np.ndarray | None = None
+
+    @property
+    def ties(self) -> str:
+        """The rule that orders one user's interactions within a second (:data:`TIE_RULE`)."""
+        return TIE_RULE
 
     @property
     def has_test(self) -> bool:
@@ -137,9 +153,9 @@ class Split:
         raise ValueError(f"known_before({name!r}); expected one of {PARTS}")
 
     def fingerprint(self) -> str:
-        """Hash of protocol, seed, train and validation (the test part follows from the
-        dataset, protocol and seed, and the training view has none)."""
-        h = hashlib.sha256(f"{self.protocol}:{self.seed}".encode())
+        """Hash of protocol, seed, tie rule, train and validation (the test part follows from
+        the dataset, protocol and seed, and the training view has none)."""
+        h = hashlib.sha256(f"{self.protocol}:{self.seed}:ties={self.ties}".encode())
         for name in ("train", "valid", "cold_valid"):
             if name == "cold_valid" and not self.is_cold:
                 continue
@@ -156,14 +172,10 @@ def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -
         raise ValueError(f"protocol={protocol!r}; expected one of {PROTOCOLS}")
     if protocol == "cold_items":
         return _cold_items_split(data, seed)
-    inter = data.interactions
-    rng = np.random.default_rng(seed)
+    inter = data.interactions.reset_index(drop=True)
+    key = _tie_key(len(inter), seed)
     users = inter["user"].to_numpy()
     counts = np.bincount(users, minlength=data.n_users)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # Interactions are sorted by (user, timestamp, item): position within a user's block is
-    # time order.
-    pos = np.arange(len(inter)) - starts[users]
     small = int(((counts > 0) & (counts < 3)).sum())
     if small:
         logger.info(
@@ -172,24 +184,50 @@ def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -
             protocol,
             small,
         )
+    if protocol == "random":  # drawn over the loaded order: the same sets as before the tie rule
+        label = _random_labels(counts, np.random.default_rng(seed))
+        return Split(protocol, seed, data.n_users, data.n_items,
+                     *(_tie_order(inter[label == i], key) for i in range(3)))  # fmt: skip
+    inter = _tie_order(inter, key)  # leave-last-out: the last by (time, seeded tie order)
+    users = inter["user"].to_numpy()
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(len(inter)) - starts[users]  # position within a user's block: time order
+    n_u = counts[users]
+    ok = n_u >= 3
     label = np.zeros(len(inter), dtype=np.int8)  # 0 train, 1 valid, 2 test
-    if protocol == "random":
-        for u in np.flatnonzero(counts >= 3):
-            s, n = starts[u], counts[u]
-            perm = rng.permutation(n)
-            n_test = max(1, int(round(0.1 * n)))
-            n_valid = max(1, int(round(0.1 * n)))
-            lab = np.zeros(n, dtype=np.int8)
-            lab[perm[:n_test]] = 2
-            lab[perm[n_test : n_test + n_valid]] = 1
-            label[s : s + n] = lab
-    else:
-        n_u = counts[users]
-        ok = n_u >= 3
-        label[ok & (pos == n_u - 1)] = 2
-        label[ok & (pos == n_u - 2)] = 1
+    label[ok & (pos == n_u - 1)] = 2
+    label[ok & (pos == n_u - 2)] = 1
     parts = [inter[label == i].reset_index(drop=True) for i in range(3)]
     return Split(protocol, seed, data.n_users, data.n_items, *parts)
+
+
+def _random_labels(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per user (rows grouped by user), a seeded 80/10/10: 0 train, 1 valid, 2 test."""
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    label = np.zeros(int(counts.sum()), dtype=np.int8)
+    for u in np.flatnonzero(counts >= 3):
+        s, n = starts[u], counts[u]
+        perm = rng.permutation(n)
+        n_test = max(1, int(round(0.1 * n)))
+        n_valid = max(1, int(round(0.1 * n)))
+        lab = np.zeros(n, dtype=np.int8)
+        lab[perm[:n_test]] = 2
+        lab[perm[n_test : n_test + n_valid]] = 1
+        label[s : s + n] = lab
+    return label
+
+
+def _tie_key(n: int, seed: int) -> np.ndarray:
+    """[n] float64: the seeded tie order of the loaded rows (:data:`TIE_RULE`)."""
+    return np.random.default_rng([seed, TIE_STREAM]).random(n)
+
+
+def _tie_order(frame: pd.DataFrame, key: np.ndarray) -> pd.DataFrame:
+    """``frame`` (rows of the loaded interactions, their index kept) by (user, timestamp, tie
+    key): within a second, the seeded shuffle instead of the item id."""
+    k = key[frame.index.to_numpy()]
+    order = np.lexsort((k, frame["timestamp"].to_numpy(), frame["user"].to_numpy()))
+    return frame.iloc[order].reset_index(drop=True)
 
 
 def _cold_items_split(data: InteractionData, seed: int) -> Split:
@@ -198,7 +236,8 @@ def _cold_items_split(data: InteractionData, seed: int) -> Split:
     n_cold = int(round(COLD_FRACTION * data.n_items))
     cold = perm[:n_cold]
     cold_valid_items, cold_test_items = np.sort(cold[: n_cold // 2]), np.sort(cold[n_cold // 2 :])
-    inter = data.interactions
+    inter = data.interactions.reset_index(drop=True)
+    key = _tie_key(len(inter), seed)
     item = inter["item"].to_numpy()
     is_cold = np.zeros(data.n_items, dtype=bool)
     is_cold[cold] = True
@@ -209,17 +248,17 @@ def _cold_items_split(data: InteractionData, seed: int) -> Split:
     n_new = int(round(NEW_USER_FRACTION * len(eligible)))
     new_users = np.sort(np.random.default_rng([seed, 1]).choice(eligible, n_new, replace=False))
     is_new = np.isin(user, new_users)
-    new_warm = inter[is_new & ~is_cold[item]]  # sorted by (user, timestamp, item)
+    new_warm = _tie_order(inter[is_new & ~is_cold[item]], key)  # the first 5: by time, ties seeded
     pos = new_warm.groupby("user").cumcount().to_numpy()
     kept = inter[~is_new]
     k_item = kept["item"].to_numpy()
     warm = replace(data, interactions=kept[~is_cold[k_item]].reset_index(drop=True))
-    s = make_split(warm, "random", seed)
+    s = make_split(warm, "random", seed)  # its parts in its own seeded tie order
     return replace(
         s,
         protocol="cold_items",
-        cold_valid=kept[np.isin(k_item, cold_valid_items)].reset_index(drop=True),
-        cold_test=kept[np.isin(k_item, cold_test_items)].reset_index(drop=True),
+        cold_valid=_tie_order(kept[np.isin(k_item, cold_valid_items)], key),
+        cold_test=_tie_order(kept[np.isin(k_item, cold_test_items)], key),
         cold_valid_items=cold_valid_items,
         cold_test_items=cold_test_items,
         new_history=new_warm[pos < NEW_USER_HISTORY].reset_index(drop=True),
@@ -245,15 +284,17 @@ def to_csr(frame: pd.DataFrame, n_users: int, n_items: int, binary: bool = True)
 def histories(train: pd.DataFrame, n_users: int, max_len: int, pad: int) -> np.ndarray:
     """[n_users, max_len] int64 item indices, most recent first, padded with ``pad``.
 
-    ``train``: interactions (user, item, timestamp); ordered by (user, timestamp, item) here
-    unless they already are (split parts are). No loop per user: 20M rows take seconds."""
+    ``train``: interactions (user, item, timestamp), read in (user, timestamp) order with the
+    rows of one second in the order given (split parts: the split's tie order); sorted here,
+    stably, only when (user, timestamp) is out of order. No loop per user: 20M rows take
+    seconds."""
     out = np.full((n_users, max_len), pad, dtype=np.int64)
     users = train["user"].to_numpy()
     ts = train["timestamp"].to_numpy()
     items = train["item"].to_numpy()
-    du, dt, di = np.diff(users), np.diff(ts), np.diff(items)
-    if not ((du > 0) | ((du == 0) & ((dt > 0) | ((dt == 0) & (di >= 0))))).all():
-        order = np.lexsort((items, ts, users))  # stable, as sort_values(kind="stable")
+    du, dt = np.diff(users), np.diff(ts)
+    if not ((du > 0) | ((du == 0) & (dt >= 0))).all():
+        order = np.lexsort((ts, users))  # stable: a second's rows keep their given order
         users, items = users[order], items[order]
     end = np.cumsum(np.bincount(users, minlength=n_users))
     back = end[users] - 1 - np.arange(len(users))  # 0 for a user's most recent interaction

@@ -32,8 +32,8 @@ from pipelines.baselines.popularity import Popularity
 from pipelines.baselines.transition import fit_transition
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
-from pipelines.core.metrics import paired_bootstrap, per_user_metrics, topk_overlap
-from pipelines.data import histories, load_dataset, make_split
+from pipelines.core.metrics import RANKING_TIES, paired_bootstrap, per_user_metrics, topk_overlap
+from pipelines.data import histories, load_dataset, make_split, to_csr
 from pipelines.data.args import DataArgs
 from pipelines.evaluation.report import (
     cold_comparisons,
@@ -99,6 +99,9 @@ class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
         },
     )
     eval_seed: int = field(default=0, metadata={"help": "seed of the --eval-users sample"})
+    tie_seed: int = field(
+        default=0, metadata={"help": "seed of the random item order that breaks score ties"}
+    )
     collab_cache: str | None = field(
         default=None,
         metadata={
@@ -171,6 +174,7 @@ def run(config: BenchmarkConfig) -> dict:
         "dataset": {**data.stats(), "split": _split_info(split, segments)},
         "protocol": c.protocol,
         "evaluation": _evaluation(segments, results, c.eval_seed),
+        "ranking_ties": {"rule": RANKING_TIES, "seed": c.tie_seed},
         "models": models,
         "indexes": indexes,
         "comparisons": _comparisons(segments, results, models, c.bootstrap),
@@ -217,13 +221,14 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
     train = split.matrix("train")
     pop = Scorer("popularity", Popularity(train), params=train.shape[1], timed=True,
                  nbytes=4 * train.shape[1])  # fmt: skip
-    collab, info = fit_collab(split, cache=c.collab_cache)
+    collab, info = fit_collab(split, cache=c.collab_cache)  # fit on train only
     extra = {"lambda": info["lambda"]} if collab.kind == "ease" else {}
     trans, t_info = fit_transition(split)  # fit on train; at test it reads train + valid
+    known = to_csr(split.known_before("test"), split.n_users, split.n_items)  # train + valid
     return [
         pop,
-        Scorer(collab.kind, collab, params=collab.params, nbytes=collab.nbytes, timed=True,
-               info=extra | {"collab": info}),
+        Scorer(collab.kind, collab.from_histories(known), params=collab.params,
+               nbytes=collab.nbytes, timed=True, info=extra | {"collab": info}),
         Scorer("transition", trans.from_sequences(split.known_before("test")), params=trans.params,
                nbytes=trans.nbytes, timed=True, info={"transition": t_info}),
     ]  # fmt: skip
@@ -247,20 +252,19 @@ def _load_students(c: BenchmarkConfig, data, split) -> tuple[dict, set[str]]:
 def _student_scorers(
     students: dict, unchecked: set[str], data, split, segments: list[Segment]
 ) -> list[Scorer]:
-    """Each student over its train histories; new users from their query-time histories;
-    ``unchecked`` ones are marked ``"provenance": "unchecked"`` in the report."""
+    """Each student on train + valid histories, new users on theirs; ``unchecked`` ones marked."""
     from student.compress import measure_latency
     from student.model import count_parameters, model_bytes
     from student.scoring import score_fn
 
     need_new = any("new_users" in seg.needs for seg in segments)
-    out = []
+    out, known = [], split.known_before("test")
     for name, model in students.items():
         length = model.config.history_len
-        hist = torch.as_tensor(histories(split.train, data.n_users, length, data.n_items))
+        hist = torch.as_tensor(histories(known, data.n_users, length, data.n_items))
         new_fn = None
         if need_new:
-            new_hist = histories(split.new_history, data.n_users, length, data.n_items)
+            new_hist = histories(split.known_before("new_test"), data.n_users, length, data.n_items)
             new_fn = score_fn(model, torch.as_tensor(new_hist), new_users=True)
         info = {"provenance": "unchecked"} if name in unchecked else {}
         ms = measure_latency(model, (1,), ("user",), num_threads=1)  # one user, one thread
@@ -274,6 +278,7 @@ def _student_scorers(
 
 def _score(s: Scorer, segments: list[Segment], c: BenchmarkConfig) -> dict[str, Scored | None]:
     """segment name -> the scorer's result there (None: it cannot score it)."""
+    s.tie_seed = c.tie_seed  # the order of equal scores in every ranking of the report
     res = {seg.name: s.score(seg, c.bootstrap) for seg in segments}
     if len(segments) == 1:
         logger.info("%s: ndcg@10 %.4f", s.name, res[segments[0].name].means["ndcg@10"])
@@ -327,7 +332,8 @@ def _teacher_overlap(models: dict, results: dict, head: Segment) -> None:
 
 
 def _split_info(split, segments: list[Segment]) -> dict:
-    out = {"protocol": split.protocol, "seed": split.seed, "fingerprint": split.fingerprint()}
+    out = {"protocol": split.protocol, "seed": split.seed, "ties": split.ties,
+           "fingerprint": split.fingerprint()}  # fmt: skip
     if not split.is_cold:
         (seg,) = segments
         return out | {"test_users": seg.of, "test_interactions": int(seg.truth.nnz)}
@@ -382,18 +388,18 @@ def _scale(c: BenchmarkConfig) -> dict | None:
 
 def bench_indexes(model, split, data, seg: Segment, c: BenchmarkConfig) -> dict:
     """The student's item embeddings in each index kind of ``c.indexes``: recall against exact
-    search, speed, size, and NDCG@10 through the index for ``seg``'s users (seen filtered)."""
+    search, speed, size, and NDCG@10 through the index for ``seg``'s users (read from train +
+    valid, seen filtered)."""
     from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep
     from student.serving import IndexConfig, ItemIndex, Retriever
 
-    hist = torch.as_tensor(
-        histories(split.train, data.n_users, model.config.history_len, data.n_items)
-    )
+    known = split.known_before("test")
+    hist = torch.as_tensor(histories(known, data.n_users, model.config.history_len, data.n_items))
     users = torch.as_tensor(seg.users)
     with torch.no_grad():
         items = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
         queries = model.index_queries(model.encode_users(users, hist[users])).numpy()
-    _, exact = exact_topk(items, queries, 10)
+    _, exact = exact_topk(items, queries, 10, tie_seed=c.tie_seed)
     timing = {"k": 10, "n_single": c.n_single, "threads": c.threads}
     pos = {iid: j for j, iid in enumerate(data.items.item_id)}
     out = {}

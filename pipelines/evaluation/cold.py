@@ -17,9 +17,10 @@ Reference scorers beside the teacher and the students: random, genre profile, ze
 (``pipelines.baselines.content_map``), and popularity / the collaborative model (EASE^R, or ALS
 past EASE^R's memory budget: ``pipelines.baselines.collab``, named after its kind), which cannot
 score a cold item (``"cold": null``) but can score a new user from a history (ALS: the
-history folded into a user vector). Every reference scorer reads a user's profile from train
-plus the new users' histories (fitting reads train only; a new user has no train row, so the
-other segments are unchanged). The teacher (``pipelines.evaluation.teacher``) has labels for
+history folded into a user vector). Every reference scorer reads a user's profile from what
+is known before test, train plus validation (``Split.known_before("test")``), and a new
+user's from its query-time history; fitting (and the choices made on validation) reads
+train only. The teacher (``pipelines.evaluation.teacher``) has labels for
 training users only (``"new_users": null``); the students score new users with
 ``encode_users(None, history)``.
 """
@@ -29,10 +30,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.baselines.content_map import content_features, fit_content_map
 from pipelines.core.metrics import paired_bootstrap
+from pipelines.data import to_csr
 from pipelines.data.features import item_features
 from pipelines.evaluation.segments import Scored, Scorer
 
@@ -40,13 +43,10 @@ logger = logging.getLogger(__name__)
 
 
 def profile_matrix(split) -> sp.csr_matrix:
-    """Train plus the new users' query-time histories: what a scorer reads a user from."""
-    return (
-        (split.matrix("train") + split.matrix("new_history"))
-        .astype(bool)
-        .astype(np.float32)
-        .tocsr()
-    )
+    """[U, I] binary: what a scorer reads a user from at test time, the interactions known
+    before test (train + validation) and the new users' query-time histories."""
+    known = pd.concat([split.known_before("test"), split.known_before("new_test")])
+    return to_csr(known, split.n_users, split.n_items).astype(bool).astype(np.float32).tocsr()
 
 
 def reference_scorers(
@@ -78,12 +78,14 @@ def reference_scorers(
     out.append(Scorer("popularity", Popularity(train), can=warm_only))
     collab, _ = fit_collab(split, cache=cache)
     collab_fn = collab.from_histories(prof)  # each user read from its profile row
+    reps = collab.user_vectors(prof)  # the same, as the content map reads users
     out.append(Scorer(collab.kind, collab_fn, can=warm_only))
     feats = item_features(data)
     for name, emb in (("content_map", text_emb), ("content_map_no_text", None)):
         if name == "content_map" and emb is None:
             continue
         cm, info = fit_content_map(split, collab, content_features(feats, emb))
+        cm = cm.with_users(reps)  # fit on train; a test user read from its profile
         out.append(Scorer(name, _with_collab(cm, collab_fn)))
         logger.info("%s: lambda %g (cold-valid)", name, info["lambda"])
     return out

@@ -24,32 +24,30 @@ ANN_RECALL_TARGET = 0.95
 
 # ------------------------------------------------------------------------ oracle
 def exact_topk(
-    items: np.ndarray, queries: np.ndarray, k: int, batch: int = 64
+    items: np.ndarray, queries: np.ndarray, k: int, batch: int = 64, tie_seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product (numpy BLAS), the recall oracle.
 
-    items [N, D], queries [B, D] -> (scores [B, k] float32, rows [B, k] int64), ties broken by
-    the lower row.
+    items [N, D], queries [B, D] -> (scores [B, k] float32, rows [B, k] int64), equal scores
+    in the seeded tie order of the rows (``pipelines.core.metrics.topk``, ``tie_seed``), as
+    every ranking of the benchmark.
     """
+    from pipelines.core.metrics import topk
+
     items = np.ascontiguousarray(items, dtype=np.float32)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if items.ndim != 2 or queries.ndim != 2 or items.shape[1] != queries.shape[1]:
         raise ValueError(
             f"exact_topk: items {items.shape} and queries {queries.shape} must be [N, D], [B, D]"
         )
-    n = len(items)
-    k_eff = min(k, n)
+    k_eff = min(k, len(items))
     scores = np.empty((len(queries), k_eff), np.float32)
     rows = np.empty((len(queries), k_eff), np.int64)
     for start in range(0, len(queries), batch):
         s = queries[start : start + batch] @ items.T
-        part = np.argpartition(-s, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n else None
-        if part is None:
-            part = np.broadcast_to(np.arange(n), s.shape)
-        ps = np.take_along_axis(s, part, axis=1)
-        order = np.lexsort((part, -ps), axis=1)
-        rows[start : start + batch] = np.take_along_axis(part, order, axis=1)
-        scores[start : start + batch] = np.take_along_axis(ps, order, axis=1)
+        top = topk(s, k_eff, overwrite=True, tie_seed=tie_seed)  # nothing excluded: s kept
+        rows[start : start + batch] = top
+        scores[start : start + batch] = np.take_along_axis(s, top, axis=1)
     return scores, rows
 
 

@@ -77,7 +77,8 @@ class Scorer:
     """A model the benchmark ranks with: ``fn`` scores users, ``new_fn`` scores new users from
     their query-time history (default ``fn``); ``can`` what it can score; ``params``/``nbytes``
     its size (None: not counted); ``timed``: batch-1 latency measured; ``info``: extra report
-    fields (teacher parts and mix, the collaborative fit)."""
+    fields (teacher parts and mix, the collaborative fit); ``tie_seed``: the order of equal
+    scores (``pipelines.core.metrics.topk``)."""
 
     name: str
     fn: ScoreFn | None
@@ -87,9 +88,11 @@ class Scorer:
     nbytes: int | None = None
     timed: bool = False
     info: dict = field(default_factory=dict)
+    tie_seed: int = 0
 
     def score(self, seg: Segment, bootstrap: int) -> Scored | None:
-        """Rank ``seg``'s candidates for its users; None when ``seg`` needs what it cannot."""
+        """Rank ``seg``'s candidates for its users (equal scores in the seeded tie order of
+        ``tie_seed``: ``pipelines.core.metrics.topk``); None when ``seg`` needs what it cannot."""
         if not seg.needs <= self.can:
             return None
         fn = self.new_fn if "new_users" in seg.needs and self.new_fn is not None else self.fn
@@ -101,6 +104,7 @@ class Scorer:
             return_per_user=True,
             return_topk=True,
             users=seg.users,
+            tie_seed=self.tie_seed,
         )
         per = m["per_user"][seg.ci_metric]
         _, lo, hi = bootstrap_ci(per, n=bootstrap)

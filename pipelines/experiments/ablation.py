@@ -28,7 +28,7 @@ from pipelines.core.args import ThreadArgs
 from pipelines.core.config import make_config
 from pipelines.core.layout import RunLayout
 from pipelines.core.metrics import evaluate, paired_bootstrap, per_user_metrics, topk_overlap
-from pipelines.data import histories, load_dataset, make_split
+from pipelines.data import histories, load_dataset, make_split, to_csr
 from pipelines.experiments.steps import Step, StepGraph
 from pipelines.labels.config import TeacherName
 from pipelines.labels.generate_labels import GenerateLabelsConfig
@@ -77,9 +77,8 @@ def _test_eval(model_dir: Path, data, split) -> dict:
     from student.model import TwoTower
 
     model = TwoTower.from_pretrained(model_dir)
-    hist = torch.as_tensor(
-        histories(split.train, data.n_users, model.config.history_len, data.n_items)
-    )
+    known = split.known_before("test")  # train + validation: all that precedes a test item
+    hist = torch.as_tensor(histories(known, data.n_users, model.config.history_len, data.n_items))
     return evaluate(
         score_fn(model, hist),
         split.matrix("test"),
@@ -186,8 +185,10 @@ def _protocol(c: AblationConfig, graph: StepGraph, run: RunLayout, protocol: str
     teacher_top = None
     if meta.get("teacher_topk"):
         rows["teacher"], teacher_top = _teacher_row(meta, run.labels, users, truth, seen)
-    collab = fit_collab(split)[0]  # EASE^R, or ALS past EASE^R's memory budget
-    for name, model in (("popularity", Popularity(split.matrix("train"))), (collab.kind, collab)):
+    collab = fit_collab(split)[0]  # EASE^R, or ALS past EASE^R's memory budget; fit on train
+    known = to_csr(split.known_before("test"), split.n_users, split.n_items)
+    pop = Popularity(split.matrix("train"))
+    for name, model in (("popularity", pop), (collab.kind, collab.from_histories(known))):
         m = evaluate(model, truth, seen)
         rows[name] = {k: {"mean": m[k], "std": 0.0} for k in METRICS}
     student_rows, per_user = _students(c, graph, run, protocol, data, split, teacher_top)

@@ -208,7 +208,8 @@ def teacher_topk(
 ) -> np.ndarray:
     """[U, k] int32: the teacher's best items over the full catalogue (or only ``items``),
     ``seen`` [n_users, I] excluded (default: train; the test ranking passes
-    ``split.seen_for("test")``), for the report's teacher metrics and top-10 agreement, one row per
+    ``split.seen_for("test")``), for the report's teacher metrics and top-10 agreement, equal
+    scores in the seeded tie order of every ranking (``topk``, tie seed 0), one row per
     user of ``users`` (default: all ``n_users``). Blocks of at most ``batch`` users and
     ``max_cells`` scores (``block_users``): memory bounded whatever the catalogue; a user's
     row does not depend on the other users."""

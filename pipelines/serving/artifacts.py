@@ -310,7 +310,8 @@ def make_batch_independent(model) -> int:
 def load_engine(
     source: RunSource, index_kind: str = "flat", batch_independent: bool = True
 ) -> Engine:
-    """Load model, data, histories and index of ``source``; check they belong together.
+    """Load model, data, histories and index of ``source``; check they belong together. A
+    known user's history and seen items: its train + valid rows (``Split.known_before``).
 
     ``batch_independent``: see :func:`make_batch_independent`.
 
@@ -321,7 +322,7 @@ def load_engine(
     """
     import torch
 
-    from pipelines.data import histories
+    from pipelines.data import histories, to_csr
     from student.serving import Retriever
 
     model = _load_model(source.model)
@@ -332,9 +333,10 @@ def load_engine(
     with torch.no_grad():
         item_emb = model.encode_items(torch.arange(data.n_items)).numpy().astype(np.float32)
     index, kind = _item_index(source, cfg, item_emb, item_ids, index_kind)
-    hist = histories(split.train, data.n_users, cfg.history_len, data.n_items)
-    seen = split.matrix("train")
-    counts = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items)
+    known = split.known_before("test")  # a served run knows its train and validation
+    hist = histories(known, data.n_users, cfg.history_len, data.n_items)
+    seen = to_csr(known, data.n_users, data.n_items)
+    counts = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items)  # its training
     user_ids = data.users["user_id"].to_numpy().astype(str)
     engine = Engine(
         source=source,

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pipelines.cli import main as cli_main
+from pipelines.core.metrics import tie_ranks
 from pipelines.evaluation import index_eval as ie
 from pipelines.evaluation import index_scale as isc
 from pipelines.evaluation.report import (
@@ -68,7 +69,7 @@ def test_synthetic_embeddings_reject_bad_arguments(kwargs: dict, name: str) -> N
 
 
 # ---------------------------------------------------------------------- oracle
-def test_exact_topk_matches_faiss_flat_and_breaks_ties_by_row() -> None:
+def test_exact_topk_matches_faiss_flat_and_breaks_ties_in_the_seeded_order() -> None:
     items, queries = isc.synthetic_embeddings(1500, dim=16, n_queries=70, intrinsic_dim=4, seed=1)
     scores, rows = ie.exact_topk(items, queries, 10, batch=32)
     flat = faiss.IndexFlatIP(16)
@@ -78,7 +79,12 @@ def test_exact_topk_matches_faiss_flat_and_breaks_ties_by_row() -> None:
     np.testing.assert_allclose(scores, d_ref, atol=1e-5)
     tied = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]], np.float32)
     _, r = ie.exact_topk(tied, np.array([[1.0, 0.0]], np.float32), 3)
-    assert r.tolist() == [[0, 2, 3]]
+    ranks = tie_ranks(4)  # rows 0, 2, 3 tie: the seeded tie order of the rows, as topk's
+    assert r.tolist() == [sorted([0, 2, 3], key=lambda j: ranks[j])]
+    many = np.tile([[1.0, 0.0]], (50, 1)).astype(np.float32)  # 50 equal rows
+    assert ie.exact_topk(many, np.array([[1.0, 0.0]], np.float32), 5)[1].tolist() != [
+        [0, 1, 2, 3, 4]
+    ]
     _, r = ie.exact_topk(tied, np.array([[0.0, 1.0]], np.float32), 9)  # k > N
     assert r.shape == (1, 4) and r[0, 0] == 1
 

@@ -13,6 +13,7 @@ from pipelines.core.metrics import (
     evaluate,
     paired_bootstrap,
     per_user_metrics,
+    tie_ranks,
     topk,
     topk_overlap,
 )
@@ -38,8 +39,9 @@ def test_topk_excludes_and_orders():
 
 @pytest.mark.parametrize("n_items", [60, 300, 20_000])  # 60: k=50 sorts whole rows
 def test_topk_matches_a_full_stable_sort(n_items):
-    # many ties (scores rounded to 1 decimal): best first, equal scores by the lower item index,
-    # as a full stable sort of -score gives; excluded items never appear; the input is kept
+    # many ties (scores rounded to 1 decimal): best first, equal scores in the seeded tie
+    # order, as a full stable sort of -score over the items in that order gives; excluded
+    # items never appear; the input is kept
     rng = np.random.default_rng(3)
     scores = np.round(rng.normal(size=(7, n_items)), 1).astype(np.float32)
     ex = sp.random(7, n_items, density=0.2, random_state=4, format="csr")
@@ -50,7 +52,8 @@ def test_topk_matches_a_full_stable_sort(n_items):
     for k in (1, 20, 50):
         top = topk(scores, k, ex)
         masked = np.where(ex.toarray() > 0, -np.inf, scores)
-        full = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        perm = np.argsort(tie_ranks(n_items))  # the items in tie order
+        full = perm[np.argsort(-masked[:, perm], axis=1, kind="stable")[:, :k]]
         assert top.dtype == np.int64
         assert np.array_equal(top, full), k
     assert np.array_equal(scores, before)
@@ -59,6 +62,45 @@ def test_topk_matches_a_full_stable_sort(n_items):
     assert np.array_equal(topk(own, 20, ex, overwrite=True), topk(scores, 20, ex))
     # k past the row length returns the whole row
     assert topk(np.array([[0.5, 0.2, 0.9]], dtype=np.float32), 5).tolist() == [[2, 0, 1]]
+
+
+@pytest.mark.parametrize("n_items", [12, 1000])  # 12: whole rows sorted
+def test_equal_scores_rank_like_random_not_by_index(n_items):
+    # a scorer of all-equal scores: its top-k is a seeded draw, not the lowest indices
+    flat = np.zeros((3, n_items), dtype=np.float32)
+    top = topk(flat, 5)
+    assert top.tolist() != [[0, 1, 2, 3, 4]] * 3
+    assert (top == top[0]).all()  # one order for every user
+    assert np.array_equal(np.sort(tie_ranks(n_items)), np.arange(n_items))
+    assert not np.array_equal(topk(flat, 5, tie_seed=1), top)
+
+
+def test_all_equal_scorer_has_the_random_expectation():
+    # targets among the 100 lowest ids (a popular head, as a low index is in MovieLens):
+    # index ties would score the head; the tie order scores like a random ranking
+    rng = np.random.default_rng(0)
+    n_users, n_items = 400, 1000
+    truth = sp.csr_matrix(
+        (np.ones(n_users), (np.arange(n_users), rng.integers(0, 100, n_users))),
+        shape=(n_users, n_items),
+    )
+    flat = np.zeros((n_users, n_items), dtype=np.float32)
+    rel = [np.asarray(r) for r in truth.tolil().rows]
+    by_index = per_user_metrics(np.tile(np.arange(10), (n_users, 1)), rel, ks=(10,))
+    ndcg = [evaluate(lambda u: flat[u], truth, None, tie_seed=t)["ndcg@10"] for t in range(20)]
+    expected = (1 / np.log2(np.arange(2, 12))).sum() / n_items  # one target among n_items
+    assert by_index["ndcg@10"].mean() > 5 * expected
+    assert np.mean(ndcg) == pytest.approx(expected, rel=0.5)
+    assert max(ndcg) < by_index["ndcg@10"].mean()
+
+
+def test_tie_free_scores_do_not_depend_on_the_tie_seed():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(50, 300)).astype(np.float32)
+    truth = sp.random(50, 300, density=0.05, random_state=2, format="csr")
+    a = evaluate(lambda u: scores[u], truth, None, tie_seed=0, return_topk=True)
+    b = evaluate(lambda u: scores[u], truth, None, tie_seed=7, return_topk=True)
+    assert np.array_equal(a["topk"], b["topk"]) and a["ndcg@10"] == b["ndcg@10"]
 
 
 def test_metrics_agree_with_ranx():
