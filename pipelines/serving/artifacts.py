@@ -289,31 +289,13 @@ def _load_model(model_dir: Path):
         raise ServeError(f"{model_dir}: cannot load the student: {exc}") from None
 
 
-def make_batch_independent(model) -> int:
-    """Switch int8 Linear layers from the ``qlinear`` kernel to ``dequant``; returns how many.
-
-    ``qlinear`` (fbgemm ``linear_dynamic``) quantizes the activations with one scale per call,
-    so a user's embedding depends on the other users in its batch: behind a micro-batcher the
-    answer would depend on the traffic. ``dequant`` multiplies by the same int8 weights
-    dequantized, one row at a time in effect, so answers do not depend on the batch.
-    """
-    from student.compress.int8 import Int8Linear
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, Int8Linear) and m.kernel != "dequant":
-            m.kernel = "dequant"
-            n += 1
-    return n
-
-
 def load_engine(
     source: RunSource, index_kind: str = "flat", batch_independent: bool = True
 ) -> Engine:
     """Load model, data, histories and index of ``source``; check they belong together. A
     known user's history and seen items: its train + valid rows (``Split.known_before``).
 
-    ``batch_independent``: see :func:`make_batch_independent`.
+    ``batch_independent``: see :func:`student.compress.int8.make_batch_independent`.
 
     Checks: the model's users and items match the dataset; the dataset and split fingerprints
     match those the model recorded; a stored index has the model's dimension, the dataset's
@@ -326,6 +308,8 @@ def load_engine(
     from student.serving import Retriever
 
     model = _load_model(source.model)
+    from student.compress.int8 import make_batch_independent
+
     switched = make_batch_independent(model) if batch_independent else 0
     cfg = model.config
     data, split = _load_data(source, cfg)

@@ -296,3 +296,19 @@ def _size_record(before: nn.Module, after: nn.Module) -> dict[str, int]:
 def _new_model(config: TwoTowerConfig) -> TwoTower:
     with torch.random.fork_rng(devices=[]):  # building must not move the caller's RNG
         return TwoTower(config)
+
+
+def make_batch_independent(model) -> int:
+    """Switch int8 Linear layers from the ``qlinear`` kernel to ``dequant``; returns how many.
+
+    ``qlinear`` (fbgemm ``linear_dynamic``) quantizes the activations with one scale per call,
+    so a user's embedding depends on the other users in its batch: behind a micro-batcher the
+    answer would depend on the traffic. ``dequant`` multiplies by the same int8 weights
+    dequantized, one row at a time in effect, so answers do not depend on the batch.
+    """
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Int8Linear) and m.kernel != "dequant":
+            m.kernel = "dequant"
+            n += 1
+    return n
