@@ -253,14 +253,17 @@ def _students(c: DemoConfig, run: RunLayout, kind: str) -> tuple[Step, Step]:
     )
 
 
-def chain(c: DemoConfig, run: RunLayout, kind: str = "main") -> list[Step]:
+def chain(
+    c: DemoConfig, run: RunLayout, kind: str = "main", cache: Path | None = None
+) -> list[Step]:
     """The steps of one chain under ``run``: labels, two students, compress, benchmark; the
     cold chain (``kind="cold"``, step names ``cold_*``) runs them on the ``cold_items``
     protocol, the temporal one (``temporal_*``) on ``temporal`` with sequential students.
-    Labels and benchmark read the collaborative fit from ``run.collab_cache``."""
+    Labels and benchmark read the collaborative fit from ``cache`` (default
+    ``run.collab_cache``: the temporal chain shares the main one's, where prepare fit it)."""
     p, cold = CHAINS[kind], kind == "cold"
     common = dict(dataset=c.dataset, protocol=_protocol(c, kind))
-    cache = str(run.collab_cache)
+    cache = str(cache or run.collab_cache)
     labels_cfg = generate_labels.GenerateLabelsConfig(
         **common,
         teacher=c.teacher,
@@ -324,7 +327,7 @@ def run(config: DemoConfig) -> dict:
             cold = graph.run(s).result
         report["cold"] = cold
     if c.temporal_chain and c.protocol != "temporal":
-        for s in chain(c, run_dir.temporal, "temporal"):
+        for s in chain(c, run_dir.temporal, "temporal", cache=run_dir.collab_cache):
             temporal = graph.run(s).result
         report["temporal"] = temporal
     timings = {name: r.seconds for name, r in graph.runs.items()}

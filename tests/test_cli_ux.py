@@ -247,7 +247,11 @@ def test_demo_fits_the_collaborative_model_once_per_split(
         dataset=DATASET,
         teacher_model=str(tiny_st_dir),
         epochs=1,
-        overrides={"labels": small, "cold_labels": {**small, "cold_negatives": 5}},
+        overrides={
+            "labels": small,
+            "cold_labels": {**small, "cold_negatives": 5},
+            "temporal_labels": small,
+        },  # fmt: skip
         out=str(tmp_path / "demo"),
     )
     caplog.set_level(logging.INFO, logger="pipelines.experiments.steps")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,14 +15,12 @@ from pipelines.core.metrics import per_user_metrics
 from pipelines.data import histories
 from pipelines.evaluation.segments import Segment
 
-if TYPE_CHECKING:
-    from pipelines.evaluation.benchmark import BenchmarkConfig
-
 logger = logging.getLogger(__name__)
 
 
-def bench_indexes(model, split, data, seg: Segment, c: BenchmarkConfig) -> dict:
-    """The student's item embeddings in each index kind of ``c.indexes``: recall against exact
+def bench_indexes(model, split, data, seg: Segment, c: Any) -> dict:
+    """The student's item embeddings in each index kind of ``c.indexes`` (``c``: the
+    benchmark's config: ``indexes``, ``n_single``, ``threads``, ``tie_seed``): recall against exact
     search, speed, size, and NDCG@10 through the index for ``seg``'s users (read from train +
     valid, seen filtered)."""
     from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep

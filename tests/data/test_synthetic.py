@@ -183,7 +183,7 @@ def test_render_item_texts_equals_row_by_row():
 
 def _histories_by_loop(train, n_users, max_len, pad):
     out = np.full((n_users, max_len), pad, dtype=np.int64)
-    f = train.sort_values(["user", "timestamp", "item"], kind="stable")
+    f = train.sort_values(["user", "timestamp"], kind="stable")  # a second keeps its order
     for u, g in f.groupby("user"):
         recent = g["item"].to_numpy()[::-1][:max_len]
         out[u, : len(recent)] = recent
@@ -198,10 +198,12 @@ def test_histories_equal_a_loop_per_user(max_len):
         {
             "user": rng.integers(0, 25, n).astype(np.int32),  # some users have none
             "item": rng.integers(0, 50, n).astype(np.int32),
-            "timestamp": rng.integers(0, 20, n),  # many ties, broken by item
+            "timestamp": rng.integers(0, 20, n),  # many ties: kept in the given order
         }
     )
     expected = _histories_by_loop(train, 30, max_len, pad=50)
     assert np.array_equal(histories(train, 30, max_len, pad=50), expected)
+    # a frame already in (user, timestamp) order is read as given: its seconds keep their order
     ordered = train.sort_values(["user", "timestamp", "item"]).reset_index(drop=True)
-    assert np.array_equal(histories(ordered, 30, max_len, pad=50), expected)
+    by_item = _histories_by_loop(ordered, 30, max_len, pad=50)
+    assert np.array_equal(histories(ordered, 30, max_len, pad=50), by_item)

@@ -140,6 +140,7 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
         dataset=DATASET,
         teacher_model=str(tiny_st_dir),
         epochs=1,
+        temporal_chain=False,  # its own test: tests/experiments/test_demo_temporal.py
         overrides={
             "labels": SMALL_LABELS,
             "student_hard": {"user_hidden": [32], "item_hidden": [32]},

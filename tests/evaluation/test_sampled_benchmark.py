@@ -96,7 +96,15 @@ def test_sample_of_all_users_is_the_full_benchmark(chain):
     b = _bench(tmp, "big", "full", eval_users=10_000, eval_seed=3)
     validate_report(b)
     assert not a["evaluation"]["sampled"] and a["evaluation"]["text"].startswith("all ")
-    drop = ("latency_ms_batch1", "qps_batch1", "qps_batch256", "p50_ms", "p99_ms", "sweep")
+    drop = (
+        "latency_ms_batch1",
+        "user_encode_ms_batch1",
+        "qps_batch1",
+        "qps_batch256",
+        "p50_ms",
+        "p99_ms",
+        "sweep",
+    )
     for name, m in a["models"].items():
         assert {k: v for k, v in m.items() if k not in drop} == {
             k: v for k, v in b["models"][name].items() if k not in drop

@@ -60,8 +60,10 @@ def test_benchmark_students_score_test_from_train_and_validation(temporal, monke
 def test_index_benchmark_reads_train_and_validation(temporal, monkeypatch):
     data, split = temporal
     seen = []
-    real = bench.histories
-    monkeypatch.setattr(bench, "histories", lambda f, *a: seen.append(f) or real(f, *a))
+    from pipelines.evaluation import index_part
+
+    real = index_part.histories
+    monkeypatch.setattr(index_part, "histories", lambda f, *a: seen.append(f) or real(f, *a))
     c = bench.BenchmarkConfig(dataset=DATASET, protocol="temporal", indexes=("flat",),
                               n_single=2)  # fmt: skip
     seg = make_segments(split, 0, 0)[0]
@@ -73,7 +75,7 @@ def test_index_benchmark_reads_train_and_validation(temporal, monkeypatch):
 def test_ease_is_fit_on_train_and_scores_test_from_train_and_validation(temporal):
     data, split = temporal
     c = bench.BenchmarkConfig(dataset=DATASET, protocol="temporal")
-    pop, ease = bench._references(c, split, data, None)
+    pop, ease, *_ = bench._references(c, split, data, None)
     assert ease.name == "ease"
     from pipelines.baselines.collab import fit_collab
 

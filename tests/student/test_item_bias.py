@@ -173,6 +173,6 @@ def test_the_benchmarks_index_part_queries_the_bias_column(tmp_path):
     c = make_config(BenchmarkConfig, indexes=("flat",), n_single=2, out=str(tmp_path))
     entry = bench_indexes(model, split, data, seg, c)["flat"]
     assert entry["recall@10_vs_exact"] == 1.0 and entry["config"]["bias"] is True
-    hist = torch.as_tensor(histories(split.train, data.n_users, L, data.n_items))
+    hist = torch.as_tensor(histories(split.known_before("test"), data.n_users, L, data.n_items))
     want = evaluate(score_fn(model, hist), seg.truth, seg.exclude, users=seg.users, ks=(10,))
     assert entry["ndcg@10"] == pytest.approx(want["ndcg@10"], abs=1e-6)
