@@ -88,6 +88,9 @@ SPECIAL_OF = {
     "BenchScaleConfig": {"sizes": ("300x200x10", "600x400x10")},
     # --replicas/--ray-address go with --engine ray, which serves with one process per replica
     "ServeConfig": {"engine": "ray", "workers": 1},
+    # the sample sets --no-teacher, and a --distill-scales grid needs --labels: no grid here
+    # (tests/training/test_select.py parses one)
+    "TrainStudentConfig": {"distill_scales": (), "temperatures": ()},
 }
 
 

@@ -53,6 +53,7 @@ from pipelines.evaluation.segments import (
     test_segment,
 )
 from pipelines.evaluation.teacher import teacher_scorers
+from pipelines.evaluation.warm import warm_sections
 from student.serving.config import INDEX_KINDS, IndexKind
 
 logger = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ def run(config: BenchmarkConfig) -> dict:
         "comparisons": _comparisons(segments, results, models, c.bootstrap),
         "teacher_quality": None if meta is None else meta.get("teacher_quality"),
     }
+    report |= warm_sections(c, models, results, segments, split, scorers)  # head/tail, teacher
     if split.is_cold:
         report["teacher_cold"] = None if meta is None else meta.get("cold")
     else:

@@ -225,12 +225,75 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}].",
             "",
         ]
+    parts += teacher_vs_hard_lines(report) + head_tail_section(report)
     parts += _teacher_section(report) + _index_sections(report)
     if plots:
         parts += ["## Plots", ""]
         parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
         parts.append("")
     return "\n".join(parts)
+
+
+HEAD_TAIL_COLUMNS = (
+    ("head NDCG@10", "head", "ndcg@10"),
+    ("head Recall@10", "head", "recall@10"),
+    ("tail NDCG@10", "tail", "ndcg@10"),
+    ("tail Recall@10", "tail", "recall@10"),
+)
+
+
+def head_tail_section(report: dict[str, Any]) -> list[str]:
+    """The warm test targets split by train popularity (``report["head_tail"]``)."""
+    ht = report.get("head_tail")
+    if not ht or not report["models"]:
+        return []
+    return [
+        "## Head and tail",
+        "",
+        f"The {ht['segment']} targets split by train popularity: head = the "
+        f"{ht['head_items']} items that hold the top {ht['head_share']:.0%} of the train "
+        f"interactions ({ht['head_train_interactions']} of {ht['train_interactions']}), tail = "
+        f"the other {ht['tail_items']} items; {ht['head_targets']} head and "
+        f"{ht['tail_targets']} tail targets. Each model ranks the whole catalogue as above; "
+        "only which targets count changes (users with a target on that side).",
+        "",
+        segment_table(report, HEAD_TAIL_COLUMNS),
+        "",
+    ]
+
+
+def teacher_vs_hard_lines(report: dict[str, Any]) -> list[str]:
+    """A plain statement of the teacher against the hard student on validation, and the
+    distilled student's grid choice (``report["teacher_vs_hard"]``)."""
+    tv = report.get("teacher_vs_hard")
+    if not tv:
+        return []
+    t, h, lines = tv.get("teacher"), tv.get("student_hard"), ["## Teacher vs hard student", ""]
+    if t and h:
+        verdict = "WEAKER than" if tv["teacher_weaker"] else "at least as strong as"
+        lines.append(
+            f"On validation the teacher is {verdict} the hard student: NDCG@10 "
+            f"{fmt_float(t['ndcg@10'])} ({t['users']} users, its saved top-k) vs "
+            f"{fmt_float(h['ndcg@10'])} ({h['users']} users, the hard student's metrics.json); "
+            "both over the whole catalogue, train items excluded."
+        )
+    else:
+        lines.append("Teacher vs hard student on validation: not measured (no teacher top-k "
+                     "or no hard student metrics.json).")  # fmt: skip
+    sel = tv.get("selection")
+    if sel:
+        ch = sel["chosen"]
+        grid = ", ".join(
+            f"{g['scale']:g}/T{g['temperature']:g}: {fmt_float(g['valid_ndcg@10'])}"
+            for g in sel["grid"]
+        )
+        won = (" Scale 0 won: the distilled student is the hard student (the teacher did not "
+               "help on validation).") if sel["zero_won"] else ""  # fmt: skip
+        lines.append(
+            f"\nDistillation chosen on validation NDCG@10 (scale/temperature: NDCG@10): {grid}; "
+            f"chosen scale {ch['scale']:g}, temperature {ch['temperature']:g}.{won}"
+        )
+    return lines + [""]
 
 
 def _cold_sections(report: dict[str, Any]) -> list[str]:

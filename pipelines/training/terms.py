@@ -23,6 +23,7 @@ from student.losses import (
     embedding_distill_loss,
     listwise_kl_loss,
     margin_mse_loss,
+    pair_importance,
     rank_distill_loss,
     sampled_softmax_loss,
     soft_bce_loss,
@@ -44,6 +45,7 @@ class TermSettings:
     soft_users: int = 128  # users whose lists enter each step's soft terms
     out_dim: int = 64  # the student's embedding size
     teacher_dim: int = 0  # the teacher's item embedding size (0 = none)
+    teacher_confidence: bool = False  # DLLM2Rec-style importance weights of the teacher's pairs
 
 
 class Term:
@@ -188,10 +190,20 @@ class MarginMSETerm(Term):
 
     name = "margin_mse"
 
+    def __init__(self, confidence: bool = False, rank_k: int = 10) -> None:
+        self.confidence, self.rank_k = confidence, rank_k
+
+    @classmethod
+    def from_config(cls, weights: DistillLossWeights, settings: TermSettings) -> MarginMSETerm:
+        return cls(settings.teacher_confidence, settings.rank_k)
+
     def __call__(self, step: Step) -> torch.Tensor:
         # column 0 is the teacher's best: lists are sorted by teacher rank
         s, t, mask = step.soft.scores, step.soft.teacher, step.soft.mask
-        return margin_mse_loss(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask=mask[:, 1:])
+        w = None
+        if self.confidence:  # position decay over the teacher's top-K, its margin, agreement
+            w = pair_importance(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask[:, 1:], self.rank_k)
+        return margin_mse_loss(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask=mask[:, 1:], weight=w)
 
 
 @register
@@ -200,12 +212,13 @@ class RankTerm(Term):
 
     name = "rank"
 
-    def __init__(self, rank_k: int = 10) -> None:
+    def __init__(self, rank_k: int = 10, confidence: bool = False) -> None:
         self.rank_k = rank_k
+        self.consistency = 1.0 if confidence else 0.0  # DLLM2Rec's consistency-aware weight
 
     @classmethod
     def from_config(cls, weights: DistillLossWeights, settings: TermSettings) -> RankTerm:
-        return cls(settings.rank_k)
+        return cls(settings.rank_k, settings.teacher_confidence)
 
     def __call__(self, step: Step) -> torch.Tensor:
         b = step.soft
@@ -218,7 +231,7 @@ class RankTerm(Term):
         # positives (DLLM2Rec samples negatives among items the user did not interact with)
         rest = torch.arange(k, length).expand(n, -1).clone()
         rest[~(b.mask[:, k:] & ~torch.as_tensor(b.lists.observed[b.users][:, k:]))] = -1
-        return rank_distill_loss(b.scores, top, conf, neg_idx=rest)
+        return rank_distill_loss(b.scores, top, conf, neg_idx=rest, consistency=self.consistency)
 
 
 @register

@@ -39,6 +39,7 @@ from pipelines.training.loop import Schedule, cold_valid, train_epochs
 from pipelines.training.objective import Objective
 from pipelines.training.optim import make_optimizer
 from pipelines.training.prior import fit_prior
+from pipelines.training.select import check_grid, has_grid, run_grid
 from pipelines.training.soft_lists import SoftLists, label_item_embeddings, soft_lists
 from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
 from student.losses import DistillLossWeights
@@ -144,6 +145,30 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             "bias on their validation; 0 = the learned bias alone"
         },
     )
+    distill_scales: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": "choose the distillation on validation: one student per scale (every soft-"
+            "label weight, --w-* but --w-hard, times it) and --temperatures value, same seed and "
+            "split; scale 0 (the hard student) is always in the grid; the best validation "
+            "NDCG@10 is kept (ties: the smaller scale); () = off"
+        },
+    )
+    temperatures: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": "the temperatures of the --distill-scales grid (() = --temperature alone; "
+            "given alone, the scales are 0 and 1)"
+        },
+    )
+    teacher_confidence: bool = field(
+        default=False,
+        metadata={
+            "help": "DLLM2Rec-style importance weights on the teacher's ranked pairs "
+            "(margin-MSE and rank terms): by teacher rank, teacher margin and whether the "
+            "student already agrees (README, the student)"
+        },
+    )
     valid_users: int = field(
         default=0,
         metadata={
@@ -185,6 +210,7 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             raise ValueError(
                 "TrainStudentConfig: give --labels <folder> from generate-labels, or --no-teacher"
             )
+        check_grid(self)
 
     def weights(self) -> DistillLossWeights:
         """The loss weights in force: with ``no_teacher`` the hard loss alone."""
@@ -229,6 +255,8 @@ def run(config: TrainStudentConfig) -> dict:
                  only=MODEL_FILES)  # fmt: skip
     claim_output(out, ("metrics.json", "model/config.json"), overwrite=c.overwrite,
                  what="a trained student", only=STUDENT_FILES)  # fmt: skip
+    if has_grid(c):  # one student per grid point, the best on validation kept (select.py)
+        return run_grid(c, run)
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed)
     lists, meta, text, cold_lists = teacher_inputs(c, data, split)
@@ -334,6 +362,7 @@ def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSetting
         soft_users=c.soft_users,
         out_dim=c.model.out_dim,
         teacher_dim=0 if emb is None else emb.shape[1],
+        teacher_confidence=c.teacher_confidence,
     )
 
 

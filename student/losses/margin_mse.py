@@ -13,8 +13,10 @@ def margin_mse_loss(
     teacher_pos: torch.Tensor,
     teacher_neg: torch.Tensor,
     mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean of ``((s_pos - s_neg) - (t_pos - t_neg))^2`` over valid (user, negative) pairs.
+    """Mean of ``((s_pos - s_neg) - (t_pos - t_neg))^2`` over valid (user, negative) pairs;
+    with ``weight`` the weighted mean ``sum(w * sq) / sum(w)`` over them.
 
     Labels: the teacher's margin ``t_pos - t_neg`` between a user's positive and negative item.
     Only differences are matched, so teacher and student may have different offsets but must
@@ -26,6 +28,8 @@ def margin_mse_loss(
         teacher_pos: [B] teacher scores of the same positives.
         teacher_neg: same shape as ``student_neg``.
         mask: same shape as ``student_neg``, True = valid pair.
+        weight: same shape as ``student_neg``, finite and >= 0 (e.g. ``pair_importance``);
+            None = every pair counts the same (exactly the plain mean).
     """
     s_pos = check_tensor(student_pos, "student_pos")
     s_neg = check_tensor(student_neg, "student_neg")
@@ -49,9 +53,25 @@ def margin_mse_loss(
     if s_neg.dim() == 2:
         s_pos, t_pos = s_pos.unsqueeze(1), t_pos.unsqueeze(1)
     sq = ((s_pos - s_neg) - (t_pos - t_neg)) ** 2
+    if weight is not None:
+        return _weighted(sq, weight, mask)
     if mask is None:
         return sq.mean()
     valid = check_mask(mask, sq.shape, "mask")
     if not valid.any():
         raise ValueError("mask: no valid pair; at least one entry must be True")
     return sq[valid].mean()
+
+
+def _weighted(sq: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    w = check_tensor(weight, "weight")
+    check_same_shape(sq, w, "student_neg", "weight")
+    check_finite(w, "weight", "give finite pair weights")
+    if (w < 0).any():
+        raise ValueError("weight: pair weights must be >= 0")
+    if mask is not None:
+        w = w * check_mask(mask, sq.shape, "mask").to(w.dtype)
+    total = w.sum()
+    if total <= 0:
+        raise ValueError("weight/mask: no valid pair has a positive weight")
+    return (w * sq).sum() / total

@@ -115,8 +115,12 @@ def test_cold_report_schema(chain):
             "popularity", "ease", "teacher", "student_hard", "student_distilled"} <= names  # fmt: skip
     for name, m in report["models"].items():
         segs = m["segments"]
-        assert set(segs) == {"cold", "warm", "all", "new_users"}, name
+        # head and tail: the warm segment split by train popularity (evaluation/warm.py)
+        assert set(segs) == {"cold", "warm", "all", "new_users", "head", "tail"}, name
+        assert {"ndcg@10", "recall@10", "users"} <= set(segs["head"]), name
         for seg, v in segs.items():
+            if seg in ("head", "tail"):
+                continue
             if v is None:  # popularity and EASE^R cannot score a cold item, nor the teacher's
                 # labels a new user
                 assert (seg, name) in {("cold", "popularity"), ("cold", "ease"),
