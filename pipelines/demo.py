@@ -3,7 +3,9 @@ your own data (``--dataset ratings.csv --items movies.csv --columns ...``: the o
 of every job, or a ``data:`` section in ``--config``).
 
 The dataset -> embedding teacher (+ EASE^R) soft labels -> hard-only and distilled
-students -> pruned and int8 student -> FAISS indexes -> benchmark report, all under ``out``.
+students -> pruned and int8 student -> FAISS indexes -> benchmark report, all under ``out``;
+then the same chain on the ``cold_items`` protocol under ``out/cold`` and on ``temporal``
+(leave-last-out, students with a sequential user encoder) under ``out/temporal``.
 ``threads`` reaches every step but the benchmark, which times on its own default (1 thread)
 unless ``--overrides '{benchmark: {threads: N}}'`` says otherwise. The collaborative model
 (EASE^R or ALS) is fit once per chain: prepare, labels and benchmark share the chain's
