@@ -40,8 +40,12 @@ def teacher_scorers(labels_dir, meta: dict | None, data, split) -> list[Scorer]:
                 "teacher_topk_test (labels made before it); regenerate them for train + valid"
             )
         info = {"teacher_top10_overlap": 1.0} | info | {"test_input": TEST_INPUT[key]}
+        valid = None  # the ranking a validation score must use: input train, train excluded
+        if key == "teacher_topk_test":
+            v_ranked, v_users = load_teacher_topk(labels_dir, meta, data.n_users)
+            valid = RankedTeacher("teacher", None, frozenset(), ranked=v_ranked, users=v_users)
         return [RankedTeacher("teacher", None, frozenset(), info=info, ranked=ranked, users=users,
-                              input_note=note)]  # fmt: skip
+                              input_note=note, valid=valid)]  # fmt: skip
     return []
 
 
@@ -56,6 +60,7 @@ class RankedTeacher(Scorer):
     ranked: np.ndarray | None = None
     users: np.ndarray | None = None
     input_note: str | None = None  # the ranking reads less than the segment's known input
+    valid: RankedTeacher | None = None  # the train-input ranking, for validation (None: self)
 
     def score(self, seg: Segment, bootstrap: int) -> Scored | None:
         if seg.items is not None:

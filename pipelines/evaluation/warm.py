@@ -101,6 +101,9 @@ def teacher_vs_hard(c, split, scorers: list, bootstrap: int) -> dict | None:
         return None
     out: dict = {"teacher": None, "student_hard": None, "teacher_weaker": None}
     if teacher is not None:
+        # the test ranking reads train + valid and excludes the validation items: validation
+        # is scored with the ranking that read train only
+        teacher = getattr(teacher, "valid", None) or teacher
         truth = split.matrix("valid")
         users = sample_users(truth, c.eval_users, c.eval_seed)
         of = int((np.diff(truth.indptr) > 0).sum())

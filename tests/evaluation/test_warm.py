@@ -142,6 +142,8 @@ def test_benchmark_reports_head_tail_and_teacher_vs_hard(tmp_path, tiny_st_dir):
         assert set(report["models"][name]["segments"]) == {"head", "tail"}, name
     tv = report["teacher_vs_hard"]
     assert tv["teacher"] is not None and tv["student_hard"] is not None
+    # scored with the ranking that read train only (the test one excludes the validation items)
+    assert tv["teacher"]["ndcg@10"] > 0
     assert isinstance(tv["teacher_weaker"], bool) and tv["selection"]["chosen"]["scale"] in (0, 1)
     md = (tmp_path / "bench" / "report.md").read_text()
     assert "## Head and tail" in md and "tail NDCG@10" in md and "## Teacher vs hard student" in md
