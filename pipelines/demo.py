@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -51,7 +51,7 @@ from student.model_config import UserEncoder
 
 logger = logging.getLogger(__name__)
 
-COLD_KL = 1.0  # the cold chain's distilled student: weight of the KL over cold candidates
+COLD_KL = 1.0  # the transductive distilled student: weight of the KL over cold candidates
 # the temporal chain's distilled student: users whose lists enter each step's soft terms. A
 # sequence step is ~10 users, so 128 lists a step cost 3.5x the hard steps; on ML-100K
 # (split 0, seed 0) 32 gave validation NDCG@10 0.1181 in 103 s against 0.1203 in 247 s
@@ -95,6 +95,15 @@ class DemoConfig:
             "content-map teacher, content-tower students with id dropout, int8, cold report"
         },
     )
+    cold_transductive: bool = field(
+        default=True,
+        metadata={
+            "help": "cold chain: also make labels, the distilled student and its int8 form with "
+            "the cold-test items known to the label job (--cold-setting transductive) under "
+            "<out>/cold/transductive, for the report's cold_transductive segment; the cold "
+            "chain itself is inductive"
+        },
+    )
     temporal_chain: bool = field(
         default=True,
         metadata={
@@ -131,7 +140,9 @@ class DemoConfig:
             "help": "per-step config fields, YAML/JSON: '{labels: {n_negatives: 10}, "
             "student_hard: {user_hidden: [64]}}' (steps: prepare, labels, student_hard, "
             "student_distilled, compress, benchmark and the cold chain's cold_labels, "
-            "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark, and "
+            "cold_student_hard, cold_student_distilled, cold_compress, cold_benchmark, "
+            "cold_transductive_labels, cold_transductive_student_distilled, "
+            "cold_transductive_compress, and "
             "the temporal chain's temporal_labels, ..., temporal_benchmark); a mapping in "
             "--config files"
         },
@@ -207,6 +218,10 @@ STEPS |= {
     "cold_compress": STEPS["compress"],
     "cold_benchmark": STEPS["benchmark"],
 }  # fmt: skip
+# the cold chain's transductive steps (cold_setting transductive, under cold/transductive)
+STEPS |= {f"cold_transductive_{name}": (STEPS[f"cold_{name}"][0],
+                                        STEPS[f"cold_{name}"][1] | {"cold_setting"})
+          for name in ("labels", "student_distilled", "compress")}  # fmt: skip
 # the sequential chain's steps (same configs, protocol temporal)
 STEPS |= {f"temporal_{name}": STEPS[name] for name in
           ("labels", "student_hard", "student_distilled", "compress", "benchmark")}  # fmt: skip
@@ -248,18 +263,22 @@ def _students(c: DemoConfig, run: RunLayout, kind: str) -> tuple[Step, Step]:
     p, protocol = CHAINS[kind], _protocol(c, kind)
     extra: dict = {"labels": str(run.labels)}
     if kind == "cold":
-        extra |= dict(use_text=True, item_id_dropout=c.item_id_dropout,
-                      user_id_dropout=c.user_id_dropout)  # fmt: skip
+        extra |= _cold_student_fields(c)
     if protocol == "temporal":
         extra["user_encoder"] = c.user_encoder
     hard_extra = {k: v for k, v in extra.items() if kind == "cold" or k != "labels"}
-    dist_extra = extra | ({"w_cold_kl": COLD_KL} if kind == "cold" else {})
+    dist_extra = dict(extra)  # the inductive cold chain's labels hold no cold candidates
     if protocol == "temporal":
         dist_extra["soft_users"] = TEMPORAL_SOFT_USERS
     return (
         _student(c, run, f"{p}student_hard", protocol, {**hard_extra, "no_teacher": True}),
         _student(c, run, f"{p}student_distilled", protocol, dist_extra),
     )
+
+
+def _cold_student_fields(c: DemoConfig) -> dict:
+    """What the cold chain's students add: the content tower and id dropout."""
+    return dict(use_text=True, item_id_dropout=c.item_id_dropout, user_id_dropout=c.user_id_dropout)
 
 
 def chain(
@@ -291,6 +310,11 @@ def chain(
     models = {"student_int8": str(run.int8)}
     if not cold:
         models |= {"student_pruned": str(run.pruned), "student_int8_fast": str(run.int8_fast)}
+    extra = []
+    if cold and c.cold_transductive:
+        extra = _transductive_steps(c, run, labels_cfg, comp_cfg)
+        models |= {"transductive_distilled": str(run.transductive.model("student_distilled")),
+                   "transductive_int8": str(run.transductive.int8)}  # fmt: skip
     bench_cfg = benchmark.BenchmarkConfig(
         **common,
         labels=str(run.labels),
@@ -307,14 +331,39 @@ def chain(
         Step(
             f"{p}compress", compress.run, comp_cfg, run.compressed, (dist.name,), "compression.json"
         ),
+        *extra,
         Step(
             f"{p}benchmark",
             benchmark.run,
             bench_cfg,
             run.benchmark,
-            (f"{p}labels", hard.name, dist.name, f"{p}compress"),
+            (f"{p}labels", hard.name, dist.name, f"{p}compress", *(s.name for s in extra)),
             "report.json",
         ),
+    ]
+
+
+def _transductive_steps(c: DemoConfig, run: RunLayout, labels_cfg, comp_cfg) -> list:
+    """The cold chain's labels, distilled student and compression again with the cold-test
+    items known to the label job (``cold_setting="transductive"``), under
+    ``run.transductive``: the report's ``cold_transductive`` segment."""
+    t = run.transductive
+    names = [f"cold_transductive_{n}" for n in ("labels", "student_distilled", "compress")]
+    lab = replace(labels_cfg, cold_setting="transductive", out=str(t.labels),
+                  **c.step_overrides(names[0]))  # fmt: skip
+    stu = make_config(
+        train_student.TrainStudentConfig,
+        dataset=c.dataset, protocol="cold_items", cold_setting="transductive", seed=c.seed,
+        epochs=c.epochs, labels=str(t.labels), out=str(t.student_distilled),
+        **{"threads": c.threads, **_cold_student_fields(c), "w_cold_kl": COLD_KL,
+           **c.step_overrides(names[1])},
+    )  # fmt: skip
+    com = replace(comp_cfg, cold_setting="transductive", model=str(t.model("student_distilled")),
+                  out=str(t.compressed), **c.step_overrides(names[2]))  # fmt: skip
+    return [
+        Step(names[0], generate_labels.run, lab, t.labels, (), META_FILE),
+        Step(names[1], train_student.run, stu, t.student_distilled, (names[0],), "metrics.json"),
+        Step(names[2], compress.run, com, t.compressed, (names[1],), "compression.json"),
     ]
 
 

@@ -1,5 +1,5 @@
-"""The two-tower model's building blocks: the MLP of each tower and the check of the
-static side features copied into its buffers."""
+"""The two-tower model's building blocks: the MLP of each tower, the check of the static side
+features copied into its buffers and of the index tensors it is given."""
 
 from __future__ import annotations
 
@@ -38,3 +38,15 @@ def as_float_tensor(value: Any, name: str, shape: tuple[int, int]) -> torch.Tens
             "missing values before building the model"
         )
     return tensor
+
+
+def check_idx(idx: torch.Tensor, name: str, upper: int, hint: str) -> None:
+    """Refuse ``idx`` unless an integer tensor with values in [0, upper)."""
+    if not torch.is_tensor(idx) or idx.dtype not in (torch.int64, torch.int32):
+        got = idx.dtype if torch.is_tensor(idx) else type(idx).__name__
+        raise ValueError(f"{name}: expected an integer (int64) tensor, got {got}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= upper):
+        raise ValueError(
+            f"{name}: ids must lie in [0, {upper - 1}] ({hint}); got min {int(idx.min())}, "
+            f"max {int(idx.max())}"
+        )

@@ -7,7 +7,8 @@ item tower's id table; ``encode_users_every`` gives the state at every position)
 and the features, so ``user_id_dropout`` in training teaches the tower to score from a history
 alone. Item tower: ``concat[item id emb, item dense features, Linear(text emb)]``
 -> MLP -> ``out_dim``; with ``item_bias`` a learned scalar per item rides along as one extra
-column (see :meth:`TwoTower.score`). Static side features (dense features, frozen teacher text embeddings)
+column (see :meth:`TwoTower.score`); with ``content_head`` an item without an id is encoded by
+a linear map of its content fit after training (:mod:`student.content_head`). Static side features (dense features, frozen teacher text embeddings)
 are registered buffers, so ``forward`` takes only indices and the features travel with the
 weights. The model never computes its own loss (see :mod:`student.losses`).
 
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from student.layers import as_float_tensor, mlp
+from student.layers import as_float_tensor, check_idx, mlp
 from student.model_config import TwoTowerConfig
 from student.model_io import (
     COMPRESSION_NAME,
@@ -104,6 +105,9 @@ class TwoTower(nn.Module):
             # the bias's weight for known users (new users: 1); 1 in training, then chosen on
             # validation by the prior fit (pipelines.training.prior)
             self.register_buffer("known_bias_weight", torch.ones(()))
+        if c.content_head:  # fit after training (student.content_head); unused until then
+            self.content_head = nn.Linear(c.content_dim, c.item_dim)
+            self.register_buffer("content_head_ready", torch.zeros(()))
         self._init_embeddings()
         self.set_features(user_features, item_features, item_text)
 
@@ -187,16 +191,6 @@ class TwoTower(nn.Module):
         getattr(self, f"{side}_id_mask").copy_(mask)
 
     # ---- encoding -------------------------------------------------------------------------
-    def _check_idx(self, idx: torch.Tensor, name: str, upper: int, hint: str) -> None:
-        if not torch.is_tensor(idx) or idx.dtype not in (torch.int64, torch.int32):
-            got = idx.dtype if torch.is_tensor(idx) else type(idx).__name__
-            raise ValueError(f"{name}: expected an integer (int64) tensor, got {got}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= upper):
-            raise ValueError(
-                f"{name}: ids must lie in [0, {upper - 1}] ({hint}); got min {int(idx.min())}, "
-                f"max {int(idx.max())}"
-            )
-
     def encode_users(
         self, user_idx: torch.Tensor | None, history: torch.Tensor | None
     ) -> torch.Tensor:
@@ -245,7 +239,7 @@ class TwoTower(nn.Module):
                 )
             batch = int(history.shape[0]) if history.dim() == 2 else -1
         else:
-            self._check_idx(user_idx, "user_idx", c.n_users, "n_users")
+            check_idx(user_idx, "user_idx", c.n_users, "n_users")
             if user_idx.dim() != 1:
                 raise ValueError(f"user_idx: expected shape [B], got {list(user_idx.shape)}")
             batch = int(user_idx.shape[0])
@@ -255,7 +249,7 @@ class TwoTower(nn.Module):
                     "history is None but config.history_len > 0; pass [B, L] item ids padded "
                     f"with {c.n_items}"
                 )
-            self._check_idx(history, "history", c.n_items + 1, f"padding id = {c.n_items}")
+            check_idx(history, "history", c.n_items + 1, f"padding id = {c.n_items}")
             if history.dim() != 2 or history.shape[0] != batch:
                 raise ValueError(
                     f"history: expected shape [B={batch}, L], got {list(history.shape)}"
@@ -324,7 +318,7 @@ class TwoTower(nn.Module):
         (zero where the id is dropped or masked, like the id embedding).
         """
         c = self.config
-        self._check_idx(item_idx, "item_idx", c.n_items, "n_items")
+        check_idx(item_idx, "item_idx", c.n_items, "n_items")
         flat = item_idx.reshape(-1)
         ids = self.item_id_emb(flat)
         keep = None
@@ -344,7 +338,17 @@ class TwoTower(nn.Module):
         if c.item_bias:
             bias = self.item_bias[flat] if keep is None else self.item_bias[flat] * keep
             out = torch.cat([out, bias[:, None]], dim=-1)
+        if c.content_head and not self.training and bool(self.content_head_ready):
+            no_id = self.item_id_mask[flat] == 0  # scored from content by the fitted map
+            out = torch.where(no_id[:, None], self.content_head(self.item_content(flat)), out)
         return out.reshape(*item_idx.shape, c.item_dim)
+
+    def item_content(self, item_idx: torch.Tensor) -> torch.Tensor:
+        """[N] -> [N, content_dim]: the items' dense features, then their text embedding."""
+        parts = [self.item_features[item_idx]] if self.config.n_item_features else []
+        if self.config.text_dim:
+            parts.append(self.item_text[item_idx])
+        return torch.cat(parts, dim=-1)
 
     def scale(self) -> torch.Tensor:
         """Score multiplier: ``exp(clamp(log_scale, max=log(max_scale)))``; 1 if not normalize."""

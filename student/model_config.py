@@ -118,6 +118,17 @@ class TwoTowerConfig(ConfigMixin):
         },
     )
 
+    content_head: bool = field(
+        default=False,
+        metadata={
+            "help": "Items without a train interaction (no id) are encoded by a linear map from "
+            "their content (item features, text embedding) onto the item vectors, fit in "
+            "closed form after training on the items with an id (ridge, CB2CF: "
+            "student.content_head), instead of the item MLP with a dropped id. Needs "
+            "item_id_dropout > 0 and item content."
+        },
+    )
+
     def __post_init__(self) -> None:
         self.user_hidden = self._hidden("user_hidden", self.user_hidden)
         self.item_hidden = self._hidden("item_hidden", self.item_hidden)
@@ -144,7 +155,7 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.user_id_dropout={self.user_id_dropout!r} needs use_user_id=True "
                 "(without a user id there is nothing to drop)"
             )
-        for name in ["normalize", "use_user_id", "item_bias"]:
+        for name in ["normalize", "use_user_id", "item_bias", "content_head"]:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(
                     f"TwoTowerConfig.{name}={getattr(self, name)!r}: expected true or false"
@@ -158,12 +169,23 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.max_scale={self.max_scale!r}: expected a float >= init_scale "
                 f"({self.init_scale})"
             )
+        if self.content_head and (self.item_id_dropout <= 0 or self.content_dim == 0):
+            raise ValueError(
+                "TwoTowerConfig.content_head=True needs item_id_dropout > 0 (items without an "
+                f"id; got {self.item_id_dropout}) and item content (n_item_features + text_dim "
+                f"> 0; got {self.content_dim})"
+            )
         self._check_encoder()
         if not self.use_user_id and self.history_len == 0 and self.n_user_features == 0:
             raise ValueError(
                 "TwoTowerConfig: the user tower has no input (use_user_id=False, history_len=0, "
                 "n_user_features=0); enable at least one of them"
             )
+
+    @property
+    def content_dim(self) -> int:
+        """Width of an item's content (dense features, then the text embedding)."""
+        return self.n_item_features + self.text_dim
 
     @property
     def item_dim(self) -> int:

@@ -250,6 +250,7 @@ def test_demo_fits_the_collaborative_model_once_per_split(
         overrides={
             "labels": small,
             "cold_labels": {**small, "cold_negatives": 5},
+            "cold_transductive_labels": {**small, "cold_negatives": 5},
             "temporal_labels": small,
         },  # fmt: skip
         out=str(tmp_path / "demo"),

@@ -135,13 +135,15 @@ def distill_finetune(
 
     With more than ``max_items`` items, each step ranks a fresh seeded uniform sample of
     ``max_items`` of them instead (both towers encode only those): the step's cost stays
-    bounded as the catalogue grows, and the KL is over a sampled sub-list."""
+    bounded as the catalogue grows, and the KL is over a sampled sub-list. Only the items the
+    training side knows are ranked (``Split.training_items``: under the inductive cold
+    setting not the cold-test items)."""
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     users = np.unique(split.train["user"].to_numpy())
-    n_items = student.config.n_items
-    sample = max_items is not None and n_items > max_items
-    items = torch.arange(n_items)
+    pool = split.training_items()  # the catalogue the training side knows (cold setting)
+    sample = max_items is not None and len(pool) > max_items
+    items = torch.as_tensor(pool)
     teacher.eval()
     losses = []
     n_batches = max(1, len(users) // 64)
@@ -152,7 +154,7 @@ def distill_finetune(
         for b in np.array_split(rng.permutation(users), n_batches):
             u = torch.as_tensor(b)
             if sample:
-                items = torch.as_tensor(np.sort(rng.choice(n_items, max_items, replace=False)))
+                items = torch.as_tensor(np.sort(rng.choice(pool, max_items, replace=False)))
             with torch.no_grad():
                 t = teacher.score(teacher.encode_users(u, hist[u]), teacher.encode_items(items))
             s = student.score(student.encode_users(u, hist[u]), student.encode_items(items))
@@ -181,7 +183,7 @@ def run(config: CompressConfig) -> dict:
     claim_output(c.out, ("compression.json", "pruned/config.json"), overwrite=c.overwrite,
                  what="compressed students", only=COMPRESSED_FILES)  # fmt: skip
     data = load_dataset(c.dataset)
-    split = training_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed, c.cold_setting)
     base, checked = load_base(c, data, split)
     # a student taken unchecked (--allow-unchecked) passes on no provenance: its compressed
     # students are unchecked too (the benchmark refuses or marks them)
@@ -256,6 +258,12 @@ def prune_and_finetune(c: CompressConfig, base, split, hist, quality, steps: dic
         losses = distill_finetune(model, base, split, hist, c.finetune_epochs, c.finetune_lr,
                                   c.temperature, c.seed, max_items=c.finetune_items)  # fmt: skip
         steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
+    if model.config.content_head:  # the pruned item vectors moved: refit the map onto them
+        from pipelines.training.head import fit_head
+
+        steps["finetune" if c.finetune_epochs else "structured_prune"]["content_head"] = fit_head(
+            model, hist, split
+        )
     return model
 
 

@@ -87,6 +87,12 @@ class RunLayout:
         return RunLayout(self.root / "cold")
 
     @property
+    def transductive(self) -> RunLayout:
+        """The cold chain's transductive students (the cold-test items known to their label
+        job): the same layout under ``transductive/``."""
+        return RunLayout(self.root / "transductive")
+
+    @property
     def temporal(self) -> RunLayout:
         """The demo's sequential chain (temporal protocol): the same layout under
         ``temporal/``."""

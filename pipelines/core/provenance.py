@@ -16,15 +16,12 @@ logger = logging.getLogger(__name__)
 
 def stamp(data, split) -> dict[str, Any]:
     """``{"dataset": {name, fingerprint}, "split": {protocol, seed, fingerprint}}`` of an
-    ``InteractionData`` and a ``Split`` (either view: the fingerprint is the same)."""
-    return {
-        "dataset": {"name": data.name, "fingerprint": data.fingerprint()},
-        "split": {
-            "protocol": split.protocol,
-            "seed": split.seed,
-            "fingerprint": split.fingerprint(),
-        },
-    }
+    ``InteractionData`` and a ``Split`` (either view: the fingerprint is the same); under
+    ``cold_items`` the split also names its ``cold_setting``."""
+    s = {"protocol": split.protocol, "seed": split.seed, "fingerprint": split.fingerprint()}
+    if split.is_cold:
+        s["cold_setting"] = split.cold_setting
+    return {"dataset": {"name": data.name, "fingerprint": data.fingerprint()}, "split": s}
 
 
 def check(
@@ -60,8 +57,14 @@ def check(
     if s and s.get("fingerprint") != now["split"]["fingerprint"]:
         raise ArtifactError(
             f"{where}: {what} was made for the {s.get('protocol')} split with seed "
-            f"{s.get('seed')} (fingerprint {s.get('fingerprint')}), but this run uses the "
-            f"{now['split']['protocol']} split with seed {now['split']['seed']} (fingerprint "
-            f"{now['split']['fingerprint']}); pass the same --protocol and --split-seed, or remake it"
+            f"{s.get('seed')}{_setting(s)} (fingerprint {s.get('fingerprint')}), but this run uses "
+            f"the {now['split']['protocol']} split with seed {now['split']['seed']}"
+            f"{_setting(now['split'])} (fingerprint {now['split']['fingerprint']}); pass the same "
+            "--protocol, --split-seed and --cold-setting, or remake it"
         )
     return True
+
+
+def _setting(split_record: dict) -> str:
+    setting = split_record.get("cold_setting")
+    return f" ({setting} cold items)" if setting else ""

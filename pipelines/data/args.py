@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from common.config import check_int
 from pipelines.core.args import JobArgs
-from pipelines.data.splits import ProtocolName
+from pipelines.data.splits import ColdSetting, ProtocolName
 
 
 @dataclass(kw_only=True)
@@ -25,6 +25,15 @@ class DataArgs(JobArgs):
     )
     protocol: ProtocolName = field(default="random", metadata={"help": "split protocol"})
     split_seed: int = field(default=0, metadata={"help": "split seed"})
+    cold_setting: ColdSetting = field(
+        default="inductive",
+        metadata={
+            "help": "cold_items only: inductive (the cold-test items arrive after training: no "
+            "label, candidate or negative holds them, they are scored from content at test "
+            "time) or transductive (known to the label job and the student, without "
+            "interactions); part of the split fingerprint"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

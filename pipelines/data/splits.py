@@ -13,6 +13,13 @@
   history given at query time (part ``new_history``), the rest of their warm interactions
   are the targets (part ``new_test``). Their interactions with cold items are dropped, so
   the two cold cases are measured apart.
+  Two settings say what the training side knows of the cold-test items (``cold_setting``):
+  ``inductive`` (the default: they arrive after training, so no label, candidate, negative or
+  fine-tune of the training side holds them; a model scores them from content at test time)
+  and ``transductive`` (they are in the catalogue at training time, without interactions, so
+  the label job may score them). :meth:`Split.training_items` is the catalogue the training
+  side may draw from: every item, or under ``inductive`` the items with a train interaction
+  (the cold-validation items then serve model selection only, as in ALDI's code).
 Users with fewer than 3 interactions keep them all in train. No interaction is in two parts.
 
 Ties: interactions of one user in the same second are ordered by a seeded shuffle (seeded
@@ -46,6 +53,8 @@ from pipelines.data.dataset import InteractionData
 
 ProtocolName = Literal["random", "temporal", "cold_items"]
 PROTOCOLS: tuple[str, ...] = get_args(ProtocolName)
+ColdSetting = Literal["inductive", "transductive"]
+COLD_SETTINGS: tuple[str, ...] = get_args(ColdSetting)
 logger = logging.getLogger(__name__)
 PARTS = ("train", "valid", "test", "cold_valid", "cold_test", "new_history", "new_test")
 COLD_FRACTION = 0.2
@@ -84,6 +93,7 @@ class Split:
     new_history: pd.DataFrame | None = None
     new_test: pd.DataFrame | None = None
     new_users: np.ndarray | None = None
+    cold_setting: str = "inductive"  # cold_items only: what training knows of cold-test items
 
     @property
     def ties(self) -> str:
@@ -109,6 +119,17 @@ class Split:
             new_test=None,
             new_users=None,
         )
+
+    def training_items(self) -> np.ndarray:
+        """Sorted item indices the training side may draw from (candidates, negatives,
+        samples): all items, or under ``cold_items`` with the ``inductive`` setting the items
+        with a train interaction only. The cold-test items are unknown until test time, and
+        the cold-validation items, like them, reach training only through model selection
+        (their validation interactions), so a cold ranking of both (ALDI's rule) compares
+        items the model never trained on."""
+        if not (self.is_cold and self.cold_setting == "inductive"):
+            return np.arange(self.n_items)
+        return np.flatnonzero(np.bincount(self.train["item"].to_numpy(), minlength=self.n_items))
 
     def cold_items(self, name: str) -> np.ndarray:
         """Sorted item indices of the cold part ``name`` ("cold_valid" or "cold_test")."""
@@ -153,9 +174,10 @@ class Split:
         raise ValueError(f"known_before({name!r}); expected one of {PARTS}")
 
     def fingerprint(self) -> str:
-        """Hash of protocol, seed, tie rule, train and validation (the test part follows from
-        the dataset, protocol and seed, and the training view has none)."""
-        h = hashlib.sha256(f"{self.protocol}:{self.seed}:ties={self.ties}".encode())
+        """Hash of protocol, seed, tie rule (and the cold setting), train and validation (the
+        test part follows from the dataset, protocol and seed; the training view has none)."""
+        setting = f":cold={self.cold_setting}" if self.is_cold else ""
+        h = hashlib.sha256(f"{self.protocol}:{self.seed}:ties={self.ties}{setting}".encode())
         for name in ("train", "valid", "cold_valid"):
             if name == "cold_valid" and not self.is_cold:
                 continue
@@ -167,11 +189,17 @@ class Split:
         return h.hexdigest()[:16]
 
 
-def make_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:
+def make_split(
+    data: InteractionData, protocol: str = "random", seed: int = 0, cold_setting: str = "inductive"
+) -> Split:
+    """The split of ``data`` by ``protocol`` and ``seed``; ``cold_setting`` (``cold_items``
+    only) what the training side knows of the cold-test items (see the module docstring)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r}; expected one of {PROTOCOLS}")
+    if cold_setting not in COLD_SETTINGS:
+        raise ValueError(f"cold_setting={cold_setting!r}; expected one of {COLD_SETTINGS}")
     if protocol == "cold_items":
-        return _cold_items_split(data, seed)
+        return replace(_cold_items_split(data, seed), cold_setting=cold_setting)
     inter = data.interactions.reset_index(drop=True)
     key = _tie_key(len(inter), seed)
     users = inter["user"].to_numpy()
@@ -267,9 +295,11 @@ def _cold_items_split(data: InteractionData, seed: int) -> Split:
     )
 
 
-def training_split(data: InteractionData, protocol: str = "random", seed: int = 0) -> Split:
+def training_split(
+    data: InteractionData, protocol: str = "random", seed: int = 0, cold_setting: str = "inductive"
+) -> Split:
     """The split as the training side sees it: train and validation, no test part."""
-    return make_split(data, protocol, seed).training_view()
+    return make_split(data, protocol, seed, cold_setting).training_view()
 
 
 def to_csr(frame: pd.DataFrame, n_users: int, n_items: int, binary: bool = True) -> sp.csr_matrix:

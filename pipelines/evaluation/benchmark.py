@@ -30,10 +30,9 @@ from common.io import (
 from pipelines.baselines.collab import fit_collab
 from pipelines.baselines.popularity import Popularity
 from pipelines.baselines.transition import fit_transition
-from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import RANKING_TIES, paired_bootstrap, topk_overlap
-from pipelines.data import histories, load_dataset, make_split, to_csr
+from pipelines.data import load_dataset, make_split, to_csr
 from pipelines.data.args import DataArgs
 from pipelines.evaluation.index_part import bench_indexes
 from pipelines.evaluation.report import (
@@ -46,11 +45,19 @@ from pipelines.evaluation.report import (
 )
 from pipelines.evaluation.segments import (
     TEST_KEYS,
+    ColdRule,
     Scored,
     Scorer,
     Segment,
     make_segments,
     test_segment,
+)
+from pipelines.evaluation.students import (
+    STUDENTS,
+    TRANSDUCTIVE,
+    load_students,
+    student_scorers,
+    transductive,
 )
 from pipelines.evaluation.teacher import teacher_scorers
 from pipelines.evaluation.warm import warm_sections
@@ -60,8 +67,6 @@ logger = logging.getLogger(__name__)
 
 # the benchmark's default index kinds (INDEX_KINDS lists every kind it accepts)
 BENCH_INDEXES: tuple[IndexKind, ...] = ("flat", "sq8", "ivf_sq8", "hnsw_sq8")
-STUDENTS = ("student_hard", "student_distilled", "student_pruned", "student_int8",
-            "student_int8_fast")  # fmt: skip
 REPORT_FILES = frozenset(
     {"report.json", "report.md", "*.png", "scale.json"}
 )  # all a report folder holds
@@ -84,6 +89,25 @@ class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
     )
     student_int8_fast: str | None = field(
         default=None, metadata={"help": "latency-aware int8 student folder (compress --int8 auto)"}
+    )
+    transductive_distilled: str | None = field(
+        default=None,
+        metadata={
+            "help": "cold_items: a distilled student trained with --cold-setting transductive "
+            "(its cold score is student_distilled's segments.cold_transductive)"
+        },
+    )
+    transductive_int8: str | None = field(
+        default=None,
+        metadata={"help": "cold_items: the int8 form of --transductive-distilled (compress)"},
+    )
+    cold_rule: ColdRule = field(
+        default="aldi",
+        metadata={
+            "help": "cold_items: what the cold segment ranks: aldi (as ALDI's code: the "
+            "cold-validation and cold-test items together, the user's other known positives "
+            "excluded) or cold_test_only (the cold-test items alone, nothing excluded)"
+        },
     )
     indexes: tuple[IndexKind, ...] = field(
         default=BENCH_INDEXES, metadata={"help": f"index kinds, from {INDEX_KINDS}"}
@@ -149,20 +173,23 @@ def run(config: BenchmarkConfig) -> dict:
     """Every scorer on each of the protocol's segments, then the indexes; writes the report."""
     c = config
     torch.set_num_threads(c.threads)
-    inputs = {f"--{n.replace('_', '-')}": getattr(c, n) for n in ("labels", *STUDENTS)}
+    inputs = {f"--{n.replace('_', '-')}": getattr(c, n)
+              for n in ("labels", *STUDENTS, *TRANSDUCTIVE)}  # fmt: skip
     refuse_out_inside(c.out, inputs | {"--collab-cache": c.collab_cache})
     claim_output(c.out, "report.json", overwrite=c.overwrite, what="a benchmark report",
                  only=REPORT_FILES)  # fmt: skip
     t0 = time.perf_counter()
     data = load_dataset(c.dataset)
-    split = make_split(data, c.protocol, c.split_seed)
-    segments = make_segments(split, c.eval_users, c.eval_seed)  # the same users for every model
+    split = make_split(data, c.protocol, c.split_seed, c.cold_setting)
+    segments = make_segments(split, c.eval_users, c.eval_seed, c.cold_rule)  # same users for all
     meta, text_emb = _load_labels(c, data, split)
     scorers = _references(c, split, data, text_emb)
     scorers += teacher_scorers(c.labels, meta, data, split)
-    students, unchecked = _load_students(c, data, split)
-    scorers += _student_scorers(students, unchecked, data, split, segments)
+    students, unchecked = load_students(c, data, split)
+    scorers += student_scorers(students, unchecked, data, split, segments)
     results = {s.name: _score(s, segments, c) for s in scorers}
+    t_seg = transductive(c, data, split, segments, results) if split.is_cold else None
+    segments = segments + ([t_seg] if t_seg else [])
     head = next(seg for seg in segments if seg.headline)
     models = {
         s.name: _model_entry(s, results[s.name], segments, _latency(s, head, c)) for s in scorers
@@ -185,9 +212,12 @@ def run(config: BenchmarkConfig) -> dict:
     report |= warm_sections(c, models, results, segments, split, scorers)  # head/tail, teacher
     if split.is_cold:
         report["teacher_cold"] = None if meta is None else meta.get("cold")
+        report["cold_protocol"] = {"rule": c.cold_rule, "setting": split.cold_setting,
+                                   "transductive_models": sorted(TRANSDUCTIVE[k] for k in
+                                                                 TRANSDUCTIVE if getattr(c, k))}  # fmt: skip
     else:
         report["scale"] = _scale(c)
-    inputs = ("labels", "collab_cache", *STUDENTS)  # relative to out where inside its run
+    inputs = ("labels", "collab_cache", *STUDENTS, *TRANSDUCTIVE)  # relative to out in its run
     report |= {
         "config": portable_paths(to_dict(c), c.out, inputs),
         "seconds": time.perf_counter() - t0,
@@ -235,48 +265,6 @@ def _references(c: BenchmarkConfig, split, data, text_emb) -> list[Scorer]:
         Scorer("transition", trans.from_sequences(split.known_before("test")), params=trans.params,
                nbytes=trans.nbytes, timed=True, info={"transition": t_info}),
     ]  # fmt: skip
-
-
-def _load_students(c: BenchmarkConfig, data, split) -> tuple[dict, set[str]]:
-    """name -> the student model of each given folder, checked against the data and split,
-    and the names of those taken unchecked (no provenance, ``--allow-unchecked``)."""
-    from student.loading import load_student
-
-    out, unchecked = {}, set()
-    for name in (n for n in STUDENTS if getattr(c, n)):
-        out[name] = load_student(getattr(c, name))
-        what, allow = f"the {name} model", c.allow_unchecked
-        if not provenance.check(getattr(c, name), out[name].provenance, data, split, what=what,
-                                allow_unchecked=allow):  # fmt: skip
-            unchecked.add(name)
-    return out, unchecked
-
-
-def _student_scorers(
-    students: dict, unchecked: set[str], data, split, segments: list[Segment]
-) -> list[Scorer]:
-    """Each student on train + valid histories, new users on theirs; ``unchecked`` ones marked."""
-    from student.compress import measure_latency
-    from student.model import count_parameters, model_bytes
-    from student.scoring import score_fn
-
-    need_new = any("new_users" in seg.needs for seg in segments)
-    out, known = [], split.known_before("test")
-    for name, model in students.items():
-        length = model.config.history_len
-        hist = torch.as_tensor(histories(known, data.n_users, length, data.n_items))
-        new_fn = None
-        if need_new:
-            new_hist = histories(split.known_before("new_test"), data.n_users, length, data.n_items)
-            new_fn = score_fn(model, torch.as_tensor(new_hist), new_users=True)
-        info = {"provenance": "unchecked"} if name in unchecked else {}
-        ms = measure_latency(model, (1,), ("user",), num_threads=1)  # one user, one thread
-        info["user_encode_ms_batch1"] = ms["user"]["1"]
-        out.append(
-            Scorer(name, score_fn(model, hist), new_fn=new_fn, params=count_parameters(model),
-                   nbytes=model_bytes(model), timed=True, info=info)
-        )  # fmt: skip
-    return out
 
 
 def _score(s: Scorer, segments: list[Segment], c: BenchmarkConfig) -> dict[str, Scored | None]:
@@ -391,7 +379,8 @@ def _scale(c: BenchmarkConfig) -> dict | None:
 
 def format_summary(report: dict) -> str:
     if report.get("protocol") == "cold_items":
-        lines = [cold_table(report), *cold_comparisons(report), "", new_users_table(report)]
+        lines = [cold_table(report), *cold_comparisons(report),
+                 *cold_comparisons(report, "cold_transductive"), "", new_users_table(report)]  # fmt: skip
         lines += cold_comparisons(report, "new_users")
         lines.append(f"report: {Path(report['config']['out']) / 'report.md'}")
         return "\n".join(lines)

@@ -3,8 +3,18 @@
 Segments (``pipelines.evaluation.segments.cold_segments``), each with a 95% bootstrap interval
 over users, at K = 10 and 20:
 
-- **cold**: each user with a cold-test interaction (and a warm train interaction) ranks the
-  cold-test items only; targets are that user's cold-test items;
+- **cold**: each user with a cold-test interaction (and a warm train interaction) ranks, by
+  the benchmark's ``--cold-rule``, either (``aldi``, the default, as ALDI's public code) the
+  cold-validation and cold-test items together with the user's other known positives (train,
+  validation, cold-validation) excluded, or (``cold_test_only``) the cold-test items alone;
+  targets are that user's cold-test items. The students given as ``--student-*`` are trained
+  in the split's cold setting (``--cold-setting``, default ``inductive``: the cold-test items
+  were in no label, candidate or negative);
+- **cold_transductive**: the same ranking for the students given as ``--transductive-*``,
+  trained with the cold-test items in their catalogue (``--cold-setting transductive``: known
+  to the label job without interactions); a reference scorer or the teacher, which no
+  training catalogue changes, keeps its ``cold`` result there, a student without a
+  transductive counterpart has None;
 - **warm**: the warm test part, ranked over the warm items (train and validation excluded);
 - **all**: the warm test part plus the cold-test items, ranked over the whole catalogue (the
   user's train, validation and cold-validation items excluded);
@@ -109,6 +119,11 @@ COLD_PAIRS = (
     ("student_int8", "student_distilled"),
     ("content_map", "content_map_no_text"),
 )
+TRANSDUCTIVE_PAIRS = (  # the cold segment again, the students' catalogue holding the items
+    ("student_distilled", "teacher"),
+    ("student_distilled", "content_map"),
+    ("student_int8", "student_distilled"),
+)
 NEW_USER_PAIRS = (
     ("student_distilled", "ease"),
     ("student_distilled", "als"),  # the collaborative model is one of these two
@@ -119,12 +134,14 @@ NEW_USER_PAIRS = (
 
 
 def comparisons(results: dict[str, dict[str, Scored | None]], bootstrap: int) -> dict:
-    """NDCG@20 ratios and paired intervals on the cold segment (keys ``a_vs_b``) and on the
-    new-user segment (keys ``new_users:a_vs_b``), the pairs the targets are stated in;
-    ``results``: scorer -> segment -> its result (None: cannot score it)."""
+    """NDCG@20 ratios and paired intervals on the cold segment (keys ``a_vs_b``), on its
+    transductive form (keys ``cold_transductive:a_vs_b``) and on the new-user segment (keys
+    ``new_users:a_vs_b``), the pairs the targets are stated in; ``results``: scorer ->
+    segment -> its result (None: cannot score it)."""
     out = {}
     for segment, pairs, prefix in (
         ("cold", COLD_PAIRS, ""),
+        ("cold_transductive", TRANSDUCTIVE_PAIRS, "cold_transductive:"),
         ("new_users", NEW_USER_PAIRS, "new_users:"),
     ):
         for a, b in pairs:

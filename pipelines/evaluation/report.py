@@ -105,6 +105,7 @@ COLD_COLUMNS = (
     ("95% CI", "cold", "ndcg@20_ci"),
     ("cold Recall@20", "cold", "recall@20"),
     ("cold NDCG@10", "cold", "ndcg@10"),
+    ("cold transductive NDCG@20", "cold_transductive", "ndcg@20"),
     ("warm NDCG@10", "warm", "ndcg@10"),
     ("all NDCG@10", "all", "ndcg@10"),
     ("all NDCG@20", "all", "ndcg@20"),
@@ -144,8 +145,11 @@ def segment_table(
 
 
 def cold_table(report: dict[str, Any]) -> str:
-    """A ``cold_items`` report's models on the cold, warm and all segments."""
-    return segment_table(report, COLD_COLUMNS, cost=True)
+    """A ``cold_items`` report's models on the cold, warm and all segments (and the
+    transductive cold segment where any transductive student was given)."""
+    given = (report.get("cold_protocol") or {}).get("transductive_models")
+    cols = tuple(col for col in COLD_COLUMNS if given or col[1] != "cold_transductive")
+    return segment_table(report, cols, cost=True)
 
 
 def new_users_table(report: dict[str, Any]) -> str:
@@ -157,7 +161,8 @@ def cold_comparisons(report: dict[str, Any], segment: str = "cold") -> list[str]
     """One line per comparison on ``segment`` ("cold" or "new_users"): ratio, paired
     difference and its interval."""
     lines = []
-    label = {"cold": "cold", "new_users": "new-user"}[segment]
+    label = {"cold": "cold", "cold_transductive": "transductive cold", "new_users": "new-user"}
+    label = label[segment]
     for name, v in (report.get("comparisons") or {}).items():
         if f"{segment}_ndcg@20_ratio" not in v:
             continue
@@ -299,14 +304,14 @@ def teacher_vs_hard_lines(report: dict[str, Any]) -> list[str]:
 def _cold_sections(report: dict[str, Any]) -> list[str]:
     parts = ["## Cold start: cold, warm and all segments", ""]
     parts += [
-        "cold: each user ranks the cold-test items only (items no training interaction "
-        "touched); warm: the warm test part over the warm items; all: both over the whole "
-        "catalogue. Intervals: 95% bootstrap over users.",
+        f"{cold_rule_text(report.get('cold_protocol') or {})} warm: the warm test part over "
+        "the warm items; all: both over the whole catalogue. Intervals: 95% bootstrap over "
+        "users.",
         "",
         cold_table(report),
         "",
     ]
-    parts += cold_comparisons(report) + [""]
+    parts += cold_comparisons(report) + cold_comparisons(report, "cold_transductive") + [""]
     if any((m.get("segments") or {}).get("new_users") for m in report["models"].values()):
         parts += ["## Cold start: new users", ""]
         parts += [
@@ -320,6 +325,24 @@ def _cold_sections(report: dict[str, Any]) -> list[str]:
         ]
         parts += cold_comparisons(report, "new_users") + [""]
     return parts
+
+
+def cold_rule_text(proto: dict[str, Any]) -> str:
+    """What the cold columns of a ``cold_items`` report measure (its ``cold_protocol``)."""
+    if proto.get("rule", "aldi") == "aldi":
+        ranked = ("each user ranks the cold-validation and cold-test items together, its "
+                  "other known positives excluded (ALDI's rule)")  # fmt: skip
+    else:
+        ranked = "each user ranks the cold-test items alone (rule cold_test_only)"
+    setting = proto.get("setting", "inductive")
+    text = (f"cold: {ranked}; targets: its cold-test items; the students are {setting}: "
+            + ("the cold-test items were in no label, candidate or negative of their training."
+               if setting == "inductive" else
+               "the cold-test items were known to the label job, without interactions."))  # fmt: skip
+    if proto.get("transductive_models"):
+        text += (" cold transductive: the same ranking by students trained with the cold-test "
+                 "items in their catalogue (references and the teacher keep their cold score).")  # fmt: skip
+    return text
 
 
 def _teacher_section(report: dict[str, Any]) -> list[str]:

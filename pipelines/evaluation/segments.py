@@ -5,7 +5,10 @@ what a scorer must be able to do to rank them. The split's protocol decides the 
 
 - ``random`` / ``temporal``: one segment, ``test`` (the test part over the whole catalogue,
   train and validation items excluded);
-- ``cold_items``: ``cold``, ``warm``, ``all`` and ``new_users`` (see ``pipelines.evaluation.cold``).
+- ``cold_items``: ``cold``, ``warm``, ``all`` and ``new_users`` (see ``pipelines.evaluation.cold``);
+  ``cold`` follows a named rule (:data:`COLD_RULES`): ``aldi`` (the default, as ALDI's public
+  code ranks: the cold-validation and cold-test items together, the user's other known
+  positives excluded) or ``cold_test_only`` (the cold-test items alone, nothing excluded).
 
 A **scorer** (a baseline, the teacher, a student) says what it can score (``cold_items``,
 ``new_users``); a segment that needs more than that is reported as None for it.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -25,6 +29,8 @@ from pipelines.core.metrics import bootstrap_ci, evaluate, sample_users
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # users [B] -> scores [B, I]
 
 CAN_ALL = frozenset({"cold_items", "new_users"})
+ColdRule = Literal["aldi", "cold_test_only"]
+COLD_RULES: tuple[str, ...] = get_args(ColdRule)
 TEST_KEYS = ("ndcg@10", "recall@10", "mrr@10", "hit_rate@10", "ndcg@20", "recall@20")
 COLD_KEYS = ("ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10")
 
@@ -120,11 +126,11 @@ def sample_info(n: int, of: int, seed: int, what: str) -> dict:
     return {"users": int(n), "of": int(of), "seed": int(seed), "sampled": sampled, "text": text}
 
 
-def make_segments(split, n: int, seed: int) -> list[Segment]:
+def make_segments(split, n: int, seed: int, cold_rule: str = "aldi") -> list[Segment]:
     """The protocol's segments, each with a seeded sample of ``n`` users (0 = all), the same
-    for every scorer."""
+    for every scorer; ``cold_rule`` what the ``cold`` segment ranks (:data:`COLD_RULES`)."""
     if split.is_cold:
-        return cold_segments(split, n, seed)
+        return cold_segments(split, n, seed, cold_rule)
     return [test_segment(split, n, seed, headline=True)]
 
 
@@ -136,17 +142,23 @@ def test_segment(split, n: int, seed: int, headline: bool = False) -> Segment:
     return Segment("test", truth, split.seen_for("test"), None, users, of, headline=headline)
 
 
-def cold_segments(split, n: int, seed: int) -> list[Segment]:
-    """``cold`` (the cold-test items only), ``warm`` (the warm items), ``all`` (the whole
-    catalogue) and ``new_users`` (users with no train row, scored from a history)."""
-    cold = np.r_[split.cold_valid_items, split.cold_test_items]
+def cold_segments(split, n: int, seed: int, rule: str = "aldi") -> list[Segment]:
+    """``cold`` (targets: the cold-test interactions; candidates by ``rule``: ``aldi`` the
+    cold-validation and cold-test items, the user's train, validation and cold-validation
+    items excluded; ``cold_test_only`` the cold-test items, nothing excluded), ``warm`` (the
+    warm items), ``all`` (the whole catalogue) and ``new_users`` (users with no train row,
+    scored from a history)."""
+    if rule not in COLD_RULES:
+        raise ValueError(f"cold rule {rule!r}; expected one of {COLD_RULES}")
+    cold = np.sort(np.r_[split.cold_valid_items, split.cold_test_items])
     warm_items = np.setdiff1d(np.arange(split.n_items), cold)
     seen = split.seen_for("test")
     seen_all = (seen + split.matrix("cold_valid")).astype(bool).astype(np.float32).tocsr()
+    cold_items, cold_exclude = (cold, seen_all) if rule == "aldi" else (split.cold_test_items, None)
     has_train = sp.diags((np.diff(split.matrix("train").indptr) > 0).astype(np.float32))
     all_truth = (has_train @ (split.matrix("test") + split.matrix("cold_test"))).tocsr()
     parts = (
-        ("cold", cold_truth(split, "cold_test"), None, split.cold_test_items, {"cold_items"}),
+        ("cold", cold_truth(split, "cold_test"), cold_exclude, cold_items, {"cold_items"}),
         ("warm", split.matrix("test"), seen, warm_items, set()),
         ("all", all_truth.astype(bool).astype(np.float32).tocsr(), seen_all, None, set()),
         ("new_users", split.matrix("new_test"), split.matrix("new_history"), warm_items,

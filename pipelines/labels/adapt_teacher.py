@@ -99,7 +99,8 @@ def _examples(c: AdaptTeacherConfig, data, split, rng):
     users = by_user.index.to_numpy()
     if c.max_users and c.max_users < len(users):
         users = np.sort(rng.choice(users, c.max_users, replace=False))
-    blocked = split.matrix("train")  # negatives: anything not in the user's train part
+    # negatives: any item training knows (Split.training_items) outside the user's train part
+    blocked = split.matrix("train")
     out = []
     for u in users:
         items = by_user[u]
@@ -112,7 +113,7 @@ def _examples(c: AdaptTeacherConfig, data, split, rng):
             seen = set(blocked.indices[blocked.indptr[u] : blocked.indptr[u + 1]])
             negs = [
                 j
-                for j in rng.permutation(data.n_items)[: 4 * c.negatives_per_user]
+                for j in rng.permutation(split.training_items())[: 4 * c.negatives_per_user]
                 if j not in seen
             ]
             for j in negs[: c.negatives_per_user]:
@@ -137,7 +138,7 @@ def run(config: AdaptTeacherConfig) -> dict:
     )
     rng = np.random.default_rng(c.seed)
     data = load_dataset(c.dataset)
-    split = training_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed, c.cold_setting)
     examples = _examples(c, data, split, rng)
     logger.info("%d adaptation examples from the train split", len(examples))
     out = Path(c.out)

@@ -8,6 +8,10 @@ Per user: observed train positives (up to ``max_positives``, most recent first) 
 - ``mixed``: a third of each.
 Plus ``n_cold`` items drawn uniformly from the items with no train interactions at all (new
 items: under the ``cold_items`` protocol their only supervision is the teacher's scores).
+Every draw is from the catalogue the training side knows (``Split.training_items``): under the
+``inductive`` cold setting no item without a train interaction is in a list (so there are no
+cold candidates), under ``transductive`` the cold-validation and cold-test items are the cold
+candidates.
 Seeded. Negatives exclude only the user's train items: which items a user will interact with
 later is unknown at training time, so validation and test items may be drawn like any other.
 
@@ -143,7 +147,12 @@ def iter_candidates(split: Split, config: CandidateConfig, chunks) -> Iterator[p
     exact = plan["sampling"] == "exact"
     logger.info("candidates: %s", plan)
     pop = np.asarray(train.sum(0)).ravel()
-    cold_pool = np.flatnonzero(pop == 0) if c.n_cold else np.zeros(0, dtype=np.int64)
+    # the catalogue the training side knows (Split.training_items): under the inductive
+    # cold setting the cold-test items are in no list, as a negative or a cold candidate
+    known = np.zeros(n_items, dtype=bool)
+    known[split.training_items()] = True
+    unknown = np.flatnonzero(~known)
+    cold_pool = np.flatnonzero((pop == 0) & known) if c.n_cold else np.zeros(0, dtype=np.int64)
     p_pop = (pop + 1.0) ** c.popularity_alpha
     pop_cdf = None if exact else np.cumsum(p_pop)
     graph = None
@@ -162,7 +171,7 @@ def iter_candidates(split: Split, config: CandidateConfig, chunks) -> Iterator[p
                 pos = f_item[lo : min(hi, lo + c.max_positives)]
             else:
                 pos = np.zeros(0, np.int32)
-            banned = np.unique(train.indices[train.indptr[u] : train.indptr[u + 1]])
+            banned = np.unique(np.r_[train.indices[train.indptr[u] : train.indptr[u + 1]], unknown])
             sampler.start(banned)
             n_neg = min(c.n_negatives, n_items - len(banned))
             neg: list[np.ndarray] = []

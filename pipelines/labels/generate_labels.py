@@ -86,7 +86,7 @@ def run(config: GenerateLabelsConfig) -> dict:
     refuse_out_inside(out, {"--adapter": c.adapter, "--collab-cache": c.collab_cache})
     # the data first (cheap): the job hash covers its fingerprints, so edited data is redone
     data = load_dataset(c.dataset)
-    split = training_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed, c.cold_setting)
     job_hash = c.job_hash(data.fingerprint(), split.fingerprint())
     check_adapter(c.adapter, data, split)
     meta = reusable_labels(out, job_hash, data.fingerprint(), c.overwrite)

@@ -140,9 +140,12 @@ def load_labels(
         )
     got = meta.get("split", {}).get("fingerprint")
     if split_fingerprint is not None and got != split_fingerprint:
+        setting = meta.get("split", {}).get("cold_setting")
+        made = f" ({setting} cold items)" if setting else ""
         raise LabelError(
-            f"{path}: labels were made for split fingerprint {got!r}, but this split has "
-            f"{split_fingerprint!r} (another protocol or seed?); regenerate the labels"
+            f"{path}: labels were made for split fingerprint {got!r}{made}, but this split has "
+            f"{split_fingerprint!r} (another protocol, seed or --cold-setting?); regenerate the "
+            "labels"
         )
     try:
         ds = load_from_disk(str(path))

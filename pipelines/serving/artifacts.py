@@ -48,6 +48,7 @@ class RunSource:
     provenance: list[str]
     index: Path | None = None
     run: Path | None = None
+    cold_setting: str = "inductive"  # cold_items only (pipelines.data.splits)
 
 
 def _read(path: Path) -> dict:
@@ -82,8 +83,9 @@ def _from_provenance(model_dir: Path, record: Path, prov: dict) -> dict:
             "split_seed": int(prov["split"]["seed"]),
             "dataset_fingerprint": prov["dataset"]["fingerprint"],
             "split_fingerprint": prov["split"]["fingerprint"],
+            "cold_setting": prov["split"].get("cold_setting", "inductive"),
         }
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise ServeError(
             f"{where} / {record}: expected provenance.dataset.fingerprint, provenance.split"
             ".protocol/seed/fingerprint (written with the model) and config.dataset in "
@@ -109,6 +111,7 @@ def _from_training_metrics(model_dir: Path, run: Path | None) -> dict:
             "split_seed": int(cfg["split_seed"]),
             "dataset_fingerprint": metrics["dataset"]["fingerprint"],
             "split_fingerprint": metrics["split"]["fingerprint"],
+            "cold_setting": cfg.get("cold_setting", "inductive"),
             "provenance": provenance,
         }
     except (KeyError, TypeError, ValueError):
@@ -379,7 +382,7 @@ def _load_data(source: RunSource, cfg):
             f"{source.model}: model has {cfg.n_users} users / {cfg.n_items} items, dataset "
             f"{source.dataset!r} has {data.n_users} / {data.n_items}"
         )
-    split = training_split(data, source.protocol, source.split_seed)
+    split = training_split(data, source.protocol, source.split_seed, source.cold_setting)
     if split.fingerprint() != source.split_fingerprint:
         raise ServeError(
             f"split {source.protocol}/{source.split_seed} has fingerprint {split.fingerprint()}, "

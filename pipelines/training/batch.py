@@ -22,6 +22,7 @@ class ObjectiveInputs:
     lists: SoftLists | None = None  # the teacher's candidate lists (None: hard labels only)
     cold_lists: SoftLists | None = None  # the cold-item candidates only
     teacher_emb: torch.Tensor | None = None  # [I, D_t] the teacher's item embeddings
+    items: np.ndarray | None = None  # the items training may sample (None: the catalogue)
 
 
 @dataclass

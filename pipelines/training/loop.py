@@ -147,7 +147,8 @@ def train_epochs(
         data = torch.as_tensor(seqs)
     for epoch in range(1, c.epochs + 1):
         sums, steps = train_epoch(c, model, objective, opt, inputs, data, neg_cdf, rng, epoch)
-        metrics = evaluate(score_fn(model, inputs.hist), valid_truth, valid_seen, users=v_users)
+        metrics = evaluate(score_fn(model, inputs.hist), valid_truth, valid_seen, users=v_users,
+                           items=inputs.items)  # fmt: skip
         row = {
             "epoch": epoch,
             **{f"loss_{k}": v / steps for k, v in sums.items()},

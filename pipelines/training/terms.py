@@ -255,8 +255,10 @@ class EmbedTerm(Term):
         return list(self.proj.parameters())
 
     def __call__(self, step: Step) -> torch.Tensor:
-        n_items = step.model.config.n_items
-        idx = torch.as_tensor(step.rng.choice(n_items, min(self.sample, n_items), replace=False))
+        pool = step.inputs.items
+        n = step.model.config.n_items if pool is None else len(pool)
+        idx = torch.as_tensor(step.rng.choice(n if pool is None else pool, min(self.sample, n),
+                                              replace=False))  # fmt: skip
         teacher = step.inputs.teacher_emb[idx]
         vectors = step.model.encode_items(idx)[:, : step.model.config.out_dim]  # not the bias
         return embedding_distill_loss(vectors, teacher, self.proj)

@@ -35,6 +35,7 @@ from pipelines.data import (
 from pipelines.data.args import DataArgs
 from pipelines.data.features import student_features
 from pipelines.training.batch import ObjectiveInputs
+from pipelines.training.head import fit_head
 from pipelines.training.loop import Schedule, cold_valid, train_epochs
 from pipelines.training.objective import Objective
 from pipelines.training.optim import make_optimizer
@@ -258,7 +259,7 @@ def run(config: TrainStudentConfig) -> dict:
     if has_grid(c):  # one student per grid point, the best on validation kept (select.py)
         return run_grid(c, run)
     data = load_dataset(c.dataset)
-    split = training_split(data, c.protocol, c.split_seed)
+    split = training_split(data, c.protocol, c.split_seed, c.cold_setting)
     lists, meta, text, cold_lists = teacher_inputs(c, data, split)
     model = build_student(c, data, text)
     set_id_masks(model, c, data, split)
@@ -283,6 +284,7 @@ def run(config: TrainStudentConfig) -> dict:
         valid = fit.best_metrics
     model.eval()
     train_seconds = time.perf_counter() - t_start
+    head = fit_head(model, inputs.hist, split) if c.model.content_head else None
     prior = fit_prior(model, split, c.prior_history, v_users) if c.prior_history else None
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
@@ -304,6 +306,7 @@ def run(config: TrainStudentConfig) -> dict:
             "seed": c.seed,
         },
         "cold_valid": cold,
+        "content_head": head,
         "popularity_prior": prior,
         "history": fit.history,
     }
@@ -374,14 +377,18 @@ def objective_inputs(
     cold_lists: SoftLists | None,
     teacher_emb: bool,
 ) -> ObjectiveInputs:
-    """Train histories, the popularity of the logQ and of the negatives, and the labels."""
+    """Train histories, the popularity of the logQ and of the negatives (drawn from the items
+    the training side knows, ``Split.training_items``), and the labels."""
     hist = torch.as_tensor(histories(split.train, data.n_users, c.model.history_len, data.n_items))
     pop = np.bincount(split.train["item"].to_numpy().astype(np.int64), minlength=data.n_items)
     pop = pop.astype(np.float64)
-    p_neg = (pop + 1) ** 0.5
+    items = split.training_items()  # the catalogue training knows (inductive: no cold-test)
+    p_neg = np.zeros(data.n_items)
+    p_neg[items] = (pop[items] + 1) ** 0.5
     p_neg /= p_neg.sum()
     emb = torch.as_tensor(lists.item_embeddings) if teacher_emb else None
-    return ObjectiveInputs(hist, pop / pop.sum(), p_neg, lists, cold_lists, emb)
+    known = None if len(items) == data.n_items else items
+    return ObjectiveInputs(hist, pop / pop.sum(), p_neg, lists, cold_lists, emb, known)
 
 
 def _metrics(m: dict) -> dict:

@@ -27,35 +27,38 @@ SMALL = dict(epochs=2, batch_size=64, id_dim=8, user_hidden=(16,), item_hidden=(
              n_negatives=16, soft_users=16, threads=1)  # fmt: skip
 
 
-def _labels(out: Path, model: Path) -> dict:
-    return generate(
-        GenerateLabelsConfig(
-            dataset=DATASET,
-            protocol="cold_items",
-            model=str(model),
-            n_negatives=10,
-            max_positives=5,
-            cold_negatives=6,
-            eval_users=40,
-            eval_negatives=8,
-            threads=1,
-            max_seq_length=32,
-            out=str(out),
-        )
+def _labels_config(out: Path, model: Path) -> GenerateLabelsConfig:
+    return GenerateLabelsConfig(
+        dataset=DATASET,
+        protocol="cold_items",
+        model=str(model),
+        n_negatives=10,
+        max_positives=5,
+        cold_negatives=6,
+        eval_users=40,
+        eval_negatives=8,
+        threads=1,
+        max_seq_length=32,
+        out=str(out),
     )
 
 
-def _student(out: Path, labels: Path, hard: bool) -> None:
+def _labels(out: Path, model: Path) -> dict:
+    return generate(_labels_config(out, model))
+
+
+def _student(out: Path, labels: Path, hard: bool, cold_setting: str = "inductive") -> None:
     train(
         make_config(
             TrainStudentConfig,
             dataset=DATASET,
             protocol="cold_items",
+            cold_setting=cold_setting,
             labels=str(labels),
             no_teacher=hard,
             use_text=True,
             item_id_dropout=0.5,
-            w_cold_kl=0.0 if hard else 1.0,
+            w_cold_kl=0.0 if hard or cold_setting == "inductive" else 1.0,
             out=str(out),
             **SMALL,
         )
@@ -94,11 +97,8 @@ def test_labels_score_cold_items_and_say_how(chain):
     split = splits.make_split(splits_data(), "cold_items", 0)
     assert set(split.cold_test_items) <= set(cold_items)  # no train interaction: cold
     ds, _ = load_labels(tmp / "labels")
-    t = columns(ds)
-    is_cold = t["source"] == "cold"
-    assert is_cold.any() and set(t["item"][is_cold]) <= set(cold_items)
-    users_with_train = np.unique(split.train["user"].to_numpy())
-    assert set(t["user"][is_cold]) == set(users_with_train)  # every training user gets some
+    # inductive (the default): no item without a train interaction is a candidate
+    assert not np.isin(columns(ds)["item"], cold_items).any()
 
 
 def splits_data():
@@ -200,3 +200,63 @@ def test_cold_items_never_shape_training(monkeypatch, tmp_path, tiny_st_dir):
     (c0, w0), (c1, w1) = got
     assert all(np.array_equal(c0[n], c1[n]) for n in c0)
     assert all(torch.equal(w0[n], w1[n]) for n in w0)
+
+
+def test_inductive_training_never_holds_the_cold_test_items(chain):
+    # the default setting: the cold-test items arrive after training, so no label row, cold
+    # candidate or negative of the training side is one of them
+    from pipelines.data import load_dataset, training_split
+    from pipelines.training.train_student import objective_inputs
+
+    tmp, meta, _ = chain
+    assert meta["split"]["cold_setting"] == "inductive"
+    full = splits.make_split(splits_data(), "cold_items", 0)
+    t = columns(load_labels(tmp / "labels")[0])
+    assert not np.isin(t["item"], full.cold_test_items).any()
+    assert not np.isin(t["item"], full.cold_valid_items).any() and "cold" not in set(t["source"])
+    view = training_split(load_dataset(DATASET), "cold_items", 0)
+    assert not np.isin(view.training_items(), full.cold_test_items).any()
+    c = make_config(
+        TrainStudentConfig, dataset=DATASET, protocol="cold_items", no_teacher=True, **SMALL
+    )
+    inputs = objective_inputs(c, splits_data(), view, None, None, False)
+    assert (inputs.p_neg[full.cold_test_items] == 0).all() and inputs.p_neg.sum() > 0.99
+    assert not np.isin(inputs.items, full.cold_test_items).any()
+
+
+def test_transductive_students_give_the_cold_transductive_segment(chain, tiny_st_dir):
+    from common.io import ArtifactError
+
+    tmp, _, _ = chain
+    t = tmp / "transductive"
+    generate(replace(_labels_config(t / "labels", tiny_st_dir), cold_setting="transductive"))
+    full = splits.make_split(splits_data(), "cold_items", 0)
+    rows = columns(load_labels(t / "labels")[0])
+    is_cold = rows["source"] == "cold"
+    no_train = np.flatnonzero(np.bincount(full.train["item"], minlength=full.n_items) == 0)
+    assert is_cold.any() and set(rows["item"][is_cold]) <= set(no_train)
+    assert np.isin(rows["item"][is_cold], full.cold_test_items).any()
+    users_with_train = np.unique(full.train["user"].to_numpy())
+    assert set(rows["user"][is_cold]) == set(users_with_train)  # every training user gets some
+    _student(t / "distilled", t / "labels", hard=False, cold_setting="transductive")
+    cfg = BenchmarkConfig(dataset=DATASET, protocol="cold_items", labels=str(tmp / "labels"),
+                          student_distilled=str(tmp / "distilled" / "model"),
+                          transductive_distilled=str(t / "distilled" / "model"), indexes=(),
+                          n_single=3, bootstrap=50, out=str(t / "bench"))  # fmt: skip
+    report = bench(cfg)
+    models = report["models"]
+    seg = models["student_distilled"]["segments"]
+    assert seg["cold_transductive"] is not None and seg["cold"] is not None
+    assert (
+        models["content_map"]["segments"]["cold_transductive"]
+        == models["content_map"]["segments"]["cold"]
+    )
+    assert "cold_transductive:student_distilled_vs_teacher" in report["comparisons"]
+    assert report["cold_protocol"] == {"rule": "aldi", "setting": "inductive",
+                                       "transductive_models": ["student_distilled"]}  # fmt: skip
+    assert "cold transductive NDCG@20" in (t / "bench" / "report.md").read_text()
+    # a student of the other setting is refused where this one is expected
+    swapped = replace(cfg, student_distilled=cfg.transductive_distilled, transductive_distilled=None,
+                      out=str(t / "bench2"))  # fmt: skip
+    with pytest.raises(ArtifactError, match="--cold-setting"):
+        bench(swapped)

@@ -146,6 +146,8 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
             "student_hard": {"user_hidden": [32], "item_hidden": [32]},
             "cold_labels": {**SMALL_LABELS, "cold_negatives": 5},
             "cold_student_distilled": {"user_hidden": [32], "item_hidden": [32]},
+            "cold_transductive_labels": {**SMALL_LABELS, "cold_negatives": 5},
+            "cold_transductive_student_distilled": {"user_hidden": [32], "item_hidden": [32]},
         },
         out=str(tmp_path / "demo"),
     )
@@ -157,6 +159,14 @@ def test_demo_chain_reuses_unchanged_steps(tmp_path, tiny_st_dir):
     assert cold["protocol"] == "cold_items"
     assert {"teacher", "student_hard", "student_distilled", "student_int8"} <= set(cold["models"])
     assert cold["models"]["student_int8"]["segments"]["cold"]["ndcg@20"] >= 0
+    # and its transductive students (the cold-test items known to their label job)
+    assert cold["cold_protocol"]["setting"] == "inductive"
+    assert cold["cold_protocol"]["transductive_models"] == ["student_distilled", "student_int8"]
+    assert cold["models"]["student_int8"]["segments"]["cold_transductive"]["ndcg@20"] >= 0
+    t_dist = tmp_path / "demo" / "cold" / "transductive" / "student_distilled" / "metrics.json"
+    t_cfg = json.loads(t_dist.read_text())["config"]
+    assert t_cfg["cold_setting"] == "transductive" and t_cfg["loss"]["cold_kl"] == 1.0
+    assert t_cfg["model"]["user_hidden"] == [32]
     cold_dist = tmp_path / "demo" / "cold" / "student_distilled" / "metrics.json"
     assert json.loads(cold_dist.read_text())["config"]["model"]["user_hidden"] == [32]
     labels = json.loads((tmp_path / "demo" / "labels" / "recdistill_labels.json").read_text())

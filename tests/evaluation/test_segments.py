@@ -30,7 +30,8 @@ def test_cold_items_has_four_segments_and_scorers_say_what_they_can_score():
     assert list(segs) == ["cold", "warm", "all", "new_users"]
     assert [s.name for s in segs.values() if s.headline] == ["all"]
     assert segs["cold"].needs == {"cold_items"} and segs["new_users"].needs == {"new_users"}
-    np.testing.assert_array_equal(segs["cold"].items, split.cold_test_items)
+    both = np.sort(np.r_[split.cold_valid_items, split.cold_test_items])  # ALDI's rule
+    np.testing.assert_array_equal(segs["cold"].items, both)
     rng = np.random.default_rng(0)
     scores = rng.random((split.n_users, split.n_items)).astype(np.float32)
     called = []
@@ -51,3 +52,28 @@ def test_cold_items_has_four_segments_and_scorers_say_what_they_can_score():
     entry = segs["new_users"].entry(new, with_users=True)
     assert list(entry) == ["ndcg@10", "ndcg@20", "recall@10", "recall@20", "mrr@10",
                            "ndcg@20_ci", "users"]  # fmt: skip
+
+
+def test_cold_rules_aldi_ranks_both_cold_parts_and_excludes_known_positives():
+    data = make_synthetic(DATA)
+    split = make_split(data, "cold_items", 0)
+    aldi = {s.name: s for s in make_segments(split, 0, 0)}["cold"]
+    today = {s.name: s for s in make_segments(split, 0, 0, "cold_test_only")}["cold"]
+    np.testing.assert_array_equal(today.items, split.cold_test_items)
+    assert today.exclude is None
+    cv = split.matrix("cold_valid").tocsr()
+    u = int(np.flatnonzero(np.diff(cv.indptr) > 0)[0])  # a user with a cold-valid positive
+    assert set(cv[u].indices) <= set(aldi.exclude[u].indices)
+    # a scorer that puts the user's cold-valid positives first: excluded, they cost nothing
+    scores = np.zeros((split.n_users, split.n_items), dtype=np.float32)
+    scores[cv.nonzero()] = 10.0
+    truth = aldi.truth.tocsr()
+    scores[truth.nonzero()] = 5.0
+    got = Scorer("s", lambda users: scores[users]).score(aldi, bootstrap=10)
+    assert got.means["recall@20"] == 1.0
+    # the same scorer that ranks every cold-valid item above the targets loses under ALDI's rule
+    worse = scores.copy()
+    worse[:, split.cold_valid_items] = 20.0
+    w = Scorer("w", lambda users: worse[users]).score(aldi, bootstrap=10)
+    t = Scorer("w", lambda users: worse[users]).score(today, bootstrap=10)
+    assert w.means["ndcg@10"] < t.means["ndcg@10"] == 1.0

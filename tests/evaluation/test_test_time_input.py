@@ -9,6 +9,8 @@ import torch
 
 from pipelines.data import histories, load_dataset, make_split, to_csr
 from pipelines.evaluation import benchmark as bench
+from pipelines.evaluation import students
+from pipelines.evaluation.students import student_scorers
 from pipelines.evaluation.segments import make_segments
 from student.model import TwoTower, TwoTowerConfig
 from student.scoring import score_fn
@@ -45,10 +47,10 @@ def test_benchmark_students_score_test_from_train_and_validation(temporal, monke
     data, split = temporal
     model = _history_student(data)
     seen = []
-    real = bench.histories
-    monkeypatch.setattr(bench, "histories", lambda f, *a: seen.append(f) or real(f, *a))
+    real = students.histories
+    monkeypatch.setattr(students, "histories", lambda f, *a: seen.append(f) or real(f, *a))
     segments = make_segments(split, 0, 0)
-    (s,) = bench._student_scorers({"student_distilled": model}, set(), data, split, segments)
+    (s,) = student_scorers({"student_distilled": model}, set(), data, split, segments)
     assert _valid_pairs(split) <= set(zip(seen[0]["user"].tolist(), seen[0]["item"].tolist()))
     users = split.valid["user"].to_numpy().copy()
     known = torch.as_tensor(histories(split.known_before("test"), data.n_users, 4, data.n_items))
