@@ -370,7 +370,6 @@ def run(config: ReportReadmeConfig) -> dict[str, Any]:
 
 
 def format_summary(result: dict[str, Any]) -> str:
-    verb = "checked" if result["check"] else "rewrote"
-    changed = result["changed"]
-    done = f"{verb} {len(changed)} of {len(result['blocks'])} tables" if changed else "up to date"
+    changed = result["changed"]  # never under --check: a stale block exits 1 first
+    done = f"rewrote {len(changed)} of {len(result['blocks'])} tables" if changed else "up to date"
     return f"{result['readme']}: {done} (run {result['run']}, commit {result['commit']})"
