@@ -77,6 +77,11 @@ JOBS: dict[str, tuple[str, str, str]] = {
         "the whole chain in one command, on ml-100k or your own data (--items, --columns, ...),"
         " reusing finished steps",
     ),
+    "report-readme": (
+        "pipelines.evaluation.readme_tables",
+        "ReportReadmeConfig",
+        "rewrite the README's result tables from one make demo run (--check: exit 1 if stale)",
+    ),
     "index-bench": (
         "pipelines.evaluation.index_bench",
         "IndexBenchConfig",

@@ -35,6 +35,7 @@ import yaml
 
 from common.config import check_int
 from common.io import write_json
+from common.versions import source_commit
 from pipelines.baselines import prepare
 from pipelines.compression import compress
 from pipelines.core.config import config_fields, make_config
@@ -393,6 +394,7 @@ def run(config: DemoConfig) -> dict:
         "seconds": time.perf_counter() - t0,
         "step_seconds": timings,
         "out": str(run_dir.root),
+        "commit": source_commit(),  # the README's tables name it (recdistill report-readme)
     }
     report["prepare"] = prep.result
     write_json(run_dir.root / "demo.json", report["demo"])

@@ -204,18 +204,20 @@ def test_yaml_is_typed_exactly_like_flags(job, tmp_path):
         assert type(value) is type(values[name]), name
     # flags override the file
     name = _field_of(cls, lambda opt, h: h is int and not opt)
-    again = _parse(job, ["--config", str(cfg), f"--{name}", "7"])
-    assert getattr(again, name) == 7
+    flag, value = (f"--{name}", 7) if name else ("--" + config_fields(cls)[0], "other")
+    again = _parse(job, ["--config", str(cfg), flag, str(value)])
+    assert getattr(again, flag[2:]) == value
 
 
 @pytest.mark.parametrize("job", list(JOBS))
 def test_unknown_yaml_keys_and_flags_are_refused_with_the_valid_names(job, tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("colour: blue\n")
+    first = "out" if "out" in config_fields(_cls(job)) else config_fields(_cls(job))[0]
     err = _error(job, ["--config", str(cfg)], capsys)
-    assert "colour" in err and "out" in err and str(cfg) in err
+    assert "colour" in err and first in err and str(cfg) in err
     err = _error(job, ["--colour", "blue"], capsys)
-    assert "--colour" in err and "--out" in err and "valid flags" in err
+    assert "--colour" in err and f"--{first.replace('_', '-')}" in err and "valid flags" in err
     err = _error(job, ["--ou", "x"], capsys)  # no abbreviations
     assert "--ou" in err
 
@@ -224,6 +226,8 @@ def test_unknown_yaml_keys_and_flags_are_refused_with_the_valid_names(job, tmp_p
 def test_bad_values_are_one_line_errors_from_yaml_as_from_flags(job, tmp_path, capsys):
     cls = _cls(job)
     name = _field_of(cls, lambda opt, h: h is int and not opt)
+    if name is None:
+        pytest.skip(f"{cls.__name__} has no int field")
     flag = "--" + name.replace("_", "-")
     err = _error(job, [flag, "many"], capsys)
     assert "invalid int value: 'many'" in err and flag in err

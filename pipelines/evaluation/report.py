@@ -223,13 +223,9 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
             "checked against this data (--allow-unchecked).",
             "",
         ]
-    comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
+    comp = distilled_minus_hard_line(report)
     if comp:
-        parts += [
-            f"Distilled minus hard-only NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
-            f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}].",
-            "",
-        ]
+        parts += [comp, ""]
     parts += teacher_vs_hard_lines(report) + head_tail_section(report)
     parts += _teacher_section(report) + _index_sections(report)
     if plots:
@@ -237,6 +233,17 @@ def render_markdown(report: dict[str, Any], plots: list[str] | None = None) -> s
         parts += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
         parts.append("")
     return "\n".join(parts)
+
+
+def distilled_minus_hard_line(report: dict[str, Any]) -> str | None:
+    """The distilled student against the hard one (``comparisons``), or None."""
+    comp = (report.get("comparisons") or {}).get("distilled_minus_hard_ndcg@10")
+    if not comp:
+        return None
+    return (
+        f"Distilled minus hard-only NDCG@10: {comp['mean']:+.4f} ({comp['relative']:+.1%}), "
+        f"95% paired bootstrap over users [{comp['ci'][0]:+.4f}, {comp['ci'][1]:+.4f}]."
+    )
 
 
 HEAD_TAIL_COLUMNS = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from common.versions import source_commit
 from pipelines.cli import main
 from pipelines.data import make_synthetic
 from pipelines.data.synthetic import SyntheticConfig
@@ -48,6 +49,8 @@ def test_a_demo_rerun_on_changed_data_redoes_its_steps(tmp_path, tiny_st_dir):
     argv = ["demo", "--dataset", str(data), "--teacher-model", str(tiny_st_dir), "--epochs", "1",
             "--no-cold-start", "--no-temporal-chain", "--overrides", json.dumps(OVERRIDES), "--out", str(out)]  # fmt: skip
     main(argv)
+    # the commit that made the run, which the README's tables name (recdistill report-readme)
+    assert json.loads((out / "demo.json").read_text())["commit"] == source_commit()
     keys = {s: _key(out / s) for s in ("prepare", "student_hard")}
     _export(data, seed=2)  # the same path, other rows
     second = main(argv)
