@@ -259,12 +259,15 @@ def _students(c: DemoConfig, run: RunLayout, kind: str) -> tuple[Step, Step]:
     protocol both read the history in order (``user_encoder``). In the cold chain both see
     the items' content (genres, year, the teacher's frozen text embedding) and drop item ids
     with ``item_id_dropout`` and user ids with ``user_id_dropout`` (so they also serve new
-    users from a history); only the distilled one learns from the teacher's soft labels, the
-    only supervision the cold items have."""
+    users from a history); only the distilled one learns from the teacher's soft labels. The
+    cold chain is inductive (no item without a train interaction is in a label or negative),
+    so both score a cold item with their content head, fit after training
+    (``student.content_head``); the transductive students (``_transductive_steps``) keep the
+    item MLP and learn the cold items from the teacher's scores of them."""
     p, protocol = CHAINS[kind], _protocol(c, kind)
     extra: dict = {"labels": str(run.labels)}
-    if kind == "cold":
-        extra |= _cold_student_fields(c)
+    if kind == "cold":  # inductive: a cold item is scored by the content head (fit after training)
+        extra |= _cold_student_fields(c) | {"content_head": True}
     if protocol == "temporal":
         extra["user_encoder"] = c.user_encoder
     hard_extra = {k: v for k, v in extra.items() if kind == "cold" or k != "labels"}

@@ -105,6 +105,7 @@ class TwoTower(nn.Module):
             # the bias's weight for known users (new users: 1); 1 in training, then chosen on
             # validation by the prior fit (pipelines.training.prior)
             self.register_buffer("known_bias_weight", torch.ones(()))
+        c.check_content()
         if c.content_head:  # fit after training (student.content_head); unused until then
             self.content_head = nn.Linear(c.content_dim, c.item_dim)
             self.register_buffer("content_head_ready", torch.zeros(()))

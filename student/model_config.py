@@ -169,17 +169,25 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.max_scale={self.max_scale!r}: expected a float >= init_scale "
                 f"({self.init_scale})"
             )
-        if self.content_head and (self.item_id_dropout <= 0 or self.content_dim == 0):
+        if self.content_head and self.item_id_dropout <= 0:
             raise ValueError(
                 "TwoTowerConfig.content_head=True needs item_id_dropout > 0 (items without an "
-                f"id; got {self.item_id_dropout}) and item content (n_item_features + text_dim "
-                f"> 0; got {self.content_dim})"
+                f"id); got {self.item_id_dropout}"
             )
         self._check_encoder()
         if not self.use_user_id and self.history_len == 0 and self.n_user_features == 0:
             raise ValueError(
                 "TwoTowerConfig: the user tower has no input (use_user_id=False, history_len=0, "
                 "n_user_features=0); enable at least one of them"
+            )
+
+    def check_content(self) -> None:
+        """A content head needs content: checked when the model is built (the job fills
+        n_item_features and text_dim from the data after the flags are read)."""
+        if self.content_head and self.content_dim == 0:
+            raise ValueError(
+                "TwoTowerConfig.content_head=True needs item content (n_item_features + "
+                "text_dim > 0, e.g. train-student --use-features/--use-text); got none"
             )
 
     @property

@@ -25,8 +25,8 @@ def _model(**kw) -> TwoTower:
 
 
 def test_config_refuses_a_head_without_content_or_id_dropout():
-    with pytest.raises(ValueError, match="content_head=True needs"):
-        TwoTowerConfig(n_users=2, n_items=3, item_id_dropout=0.5, content_head=True)
+    with pytest.raises(ValueError, match="content_head=True needs item content"):
+        TwoTower(TwoTowerConfig(n_users=2, n_items=3, item_id_dropout=0.5, content_head=True))
     with pytest.raises(ValueError, match="content_head=True needs"):
         TwoTowerConfig(n_users=2, n_items=3, n_item_features=2, content_head=True)
 
