@@ -169,11 +169,6 @@ class TwoTowerConfig(ConfigMixin):
                 f"TwoTowerConfig.max_scale={self.max_scale!r}: expected a float >= init_scale "
                 f"({self.init_scale})"
             )
-        if self.content_head and self.item_id_dropout <= 0:
-            raise ValueError(
-                "TwoTowerConfig.content_head=True needs item_id_dropout > 0 (items without an "
-                f"id); got {self.item_id_dropout}"
-            )
         self._check_encoder()
         if not self.use_user_id and self.history_len == 0 and self.n_user_features == 0:
             raise ValueError(
@@ -182,8 +177,14 @@ class TwoTowerConfig(ConfigMixin):
             )
 
     def check_content(self) -> None:
-        """A content head needs content: checked when the model is built (the job fills
-        n_item_features and text_dim from the data after the flags are read)."""
+        """A content head needs items without an id and their content: checked when the
+        model is built (the job fills n_item_features and text_dim from the data after the
+        flags are read)."""
+        if self.content_head and self.item_id_dropout <= 0:
+            raise ValueError(
+                "TwoTowerConfig.content_head=True needs item_id_dropout > 0 (items without an "
+                f"id); got {self.item_id_dropout}"
+            )
         if self.content_head and self.content_dim == 0:
             raise ValueError(
                 "TwoTowerConfig.content_head=True needs item content (n_item_features + "

@@ -29,6 +29,7 @@ import torch
 
 from common.config import to_dict
 from common.io import claim_output, portable_paths, refuse_out_inside, write_json
+from pipelines.compression.int8_guard import guarded_int8
 from pipelines.core import provenance
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import evaluate, sample_users
@@ -38,7 +39,6 @@ from pipelines.data.args import DataArgs
 from student.compress import (
     choose_int8_parts,
     magnitude_prune,
-    quantize_int8,
     save_quantized,
     structured_prune,
 )
@@ -73,6 +73,14 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
         default=20, metadata={"help": "distillation fine-tune epochs after pruning (0 = none)"}
     )
     finetune_lr: float = field(default=2e-3, metadata={"help": "fine-tune learning rate"})
+    int8_tolerance: float = field(
+        default=0.01,
+        metadata={
+            "help": "int8 quality guard: a module whose int8 alone loses more than this share "
+            "of the float model's validation quality (warm NDCG@10; cold-validation NDCG@20 "
+            "under cold_items) stays float32; int8_safe says whether the whole keeps 1 - this"
+        },
+    )
     finetune_items: int = field(
         default=20000,
         metadata={
@@ -112,6 +120,10 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
             )
         if self.valid_users < 0:
             raise ValueError(f"CompressConfig.valid_users={self.valid_users}; expected >= 0")
+        if not 0 < self.int8_tolerance < 1:
+            raise ValueError(
+                f"CompressConfig.int8_tolerance={self.int8_tolerance}; expected a float in (0, 1)"
+            )
         if self.finetune_items < 2:
             raise ValueError(f"CompressConfig.finetune_items={self.finetune_items}; expected >= 2")
         if self.finetune_epochs < 0:
@@ -232,19 +244,25 @@ def load_base(c: CompressConfig, data, split) -> tuple[TwoTower, bool]:
 
 
 class Quality:
-    """A step's record: validation NDCG@10 on the sampled users, parameters and bytes."""
+    """A step's record: validation NDCG@10 on the sampled users (under ``cold_items`` also the
+    cold-validation NDCG@20), parameters and bytes."""
 
     def __init__(self, split, hist: torch.Tensor, v_users: np.ndarray) -> None:
         self.truth, self.seen = split.matrix("valid"), split.seen_for("valid")
-        self.hist, self.users = hist, v_users
+        self.split, self.hist, self.users = split, hist, v_users
+
+    def validation(self, m: TwoTower) -> dict[str, float]:
+        """The metrics the int8 guard keeps (``pipelines.compression.int8_guard``)."""
+        v = evaluate(score_fn(m, self.hist), self.truth, self.seen, users=self.users)
+        out = {"valid_ndcg@10": v["ndcg@10"]}
+        if self.split.is_cold:
+            from pipelines.training.loop import cold_valid
+
+            out["cold_valid_ndcg@20"] = cold_valid(m, self.hist, self.split)["ndcg@20"]
+        return out
 
     def __call__(self, m: TwoTower) -> dict:
-        v = evaluate(score_fn(m, self.hist), self.truth, self.seen, users=self.users)
-        return {
-            "valid_ndcg@10": v["ndcg@10"],
-            "params": count_parameters(m),
-            "bytes": model_bytes(m),
-        }
+        return {**self.validation(m), "params": count_parameters(m), "bytes": model_bytes(m)}
 
 
 def prune_and_finetune(c: CompressConfig, base, split, hist, quality, steps: dict) -> TwoTower:
@@ -271,14 +289,25 @@ def quantize(c: CompressConfig, model, stamp: dict, out: Path, quality, steps: d
     """The int8 students ``c.int8`` asks for, saved and recorded; ``{name: folder}``."""
     outputs = {}
     if c.int8 in ("all", "both"):
-        q, rec = quantize_int8(model)
+        q, rec = guarded_int8(model, quality.validation, c.int8_tolerance)
         q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
         outputs["int8"] = "int8"
     if c.int8 in ("auto", "both"):
         q, rec = choose_int8_parts(model, num_threads=1)
-        q.provenance = stamp
+        q, guard = guarded_int8(model, quality.validation, c.int8_tolerance, rec["int8_parts"])
+        rec |= {
+            k: guard[k]
+            for k in (
+                "quality_guard",
+                "int8_linear",
+                "int8_embedding",
+                "fp32_modules",
+                "fp32_parameters",
+                "bytes_after",
+            )
+        }  # fmt: skip        q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
         outputs["int8_fast"] = "int8_fast"

@@ -4,7 +4,7 @@
   reports: about 10k test interactions on MovieLens-100K).
 - ``temporal``: leave-last-out per user: the last interaction is test, the second-to-last
   validation. Realistic, but one test item per user.
-- ``cold_items`` (ALDI's protocol): a seeded 20% of the items are cold and every interaction
+- ``cold_items`` (item cold start in the style of ALDI, Huang et al. 2023): a seeded 20% of the items are cold and every interaction
   with them leaves training; the cold items are split 50/50, by item, into cold-validation and
   cold-test items (parts ``cold_valid`` and ``cold_test``); the warm interactions are split per
   user 80/10/10 as in ``random``. Only the items' content reaches training for cold items.

@@ -115,6 +115,7 @@ def _with_collab(cm, collab):
 COLD_PAIRS = (
     ("teacher", "content_map"),
     ("student_distilled", "teacher"),
+    ("student_distilled", "content_map"),
     ("student_distilled", "student_hard"),
     ("student_int8", "student_distilled"),
     ("content_map", "content_map_no_text"),

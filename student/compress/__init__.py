@@ -11,6 +11,7 @@ from student.compress.int8 import (
     PARTS,
     Int8Embedding,
     Int8Linear,
+    int8_modules,
     quantize_int8,
 )
 from student.compress.int8_io import load_quantized, save_quantized
@@ -24,6 +25,7 @@ __all__ = [
     "Int8Embedding",
     "Int8Linear",
     "choose_int8_parts",
+    "int8_modules",
     "load_quantized",
     "magnitude_prune",
     "measure_latency",

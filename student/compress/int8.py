@@ -230,8 +230,11 @@ def quantize_int8(
     embeddings: bool = True,
     parts: Collection[str] | None = None,
     linear_kernel: str = "qlinear",
+    keep_fp32: Collection[str] = (),
 ) -> tuple[TwoTower, dict[str, Any]]:
     """int8 copy of the model for inference: Linear layers and/or embedding tables.
+
+    ``keep_fp32``: module names (``int8_modules``) left in float32 whatever their part.
 
     ``parts`` (a subset of ``PARTS``: user_linear, user_embedding, item_linear,
     item_embedding) overrides ``linear``/``embeddings`` for per-tower choices. The history
@@ -248,8 +251,12 @@ def quantize_int8(
     chosen = _resolve_parts(linear, embeddings, parts)
     new_model = copy.deepcopy(model).eval()
     names = _part_modules(new_model)
-    linear_names = [n for p in chosen if p.endswith("linear") for n in names[p]]
-    emb_names = [n for p in chosen if p.endswith("embedding") for n in names[p]]
+    unknown = sorted(set(keep_fp32) - {n for ns in names.values() for n in ns})
+    if unknown:
+        raise ValueError(f"keep_fp32: {unknown} are not quantizable modules of this model")
+    keep = set(keep_fp32)
+    linear_names = [n for p in chosen if p.endswith("linear") for n in names[p] if n not in keep]
+    emb_names = [n for p in chosen if p.endswith("embedding") for n in names[p] if n not in keep]
     quantizer = _quantize_linears(new_model, linear_names, linear_kernel)
     for name in emb_names:
         new_model.set_submodule(name, Int8Embedding.from_float(new_model.get_submodule(name)))
@@ -259,6 +266,7 @@ def quantize_int8(
         "fp32_parts": [p for p in PARTS if p not in chosen],
         "int8_linear": linear_names,
         "int8_embedding": emb_names,
+        "fp32_modules": sorted(keep),
         # left in float32: the score scale, the item bias and any part not chosen above
         "linear_quantizer": quantizer,
         "linear_kernel": sorted({new_model.get_submodule(n).kernel for n in linear_names}),
@@ -268,6 +276,12 @@ def quantize_int8(
     }
     logger.info("quantize_int8: bytes %d -> %d", record["bytes_before"], record["bytes_after"])
     return new_model, record
+
+
+def int8_modules(model: TwoTower, parts: Collection[str] | None = None) -> list[str]:
+    """The names of the modules ``quantize_int8`` converts in ``parts`` (default all)."""
+    names = _part_modules(model)
+    return [n for p in _resolve_parts(True, True, parts) for n in names[p]]
 
 
 def fp32_parameters(model: nn.Module) -> list[str]:

@@ -10,8 +10,8 @@ import torch
 from pipelines.data import histories, load_dataset, make_split, to_csr
 from pipelines.evaluation import benchmark as bench
 from pipelines.evaluation import students
-from pipelines.evaluation.students import student_scorers
 from pipelines.evaluation.segments import make_segments
+from pipelines.evaluation.students import student_scorers
 from student.model import TwoTower, TwoTowerConfig
 from student.scoring import score_fn
 

@@ -28,7 +28,7 @@ def test_config_refuses_a_head_without_content_or_id_dropout():
     with pytest.raises(ValueError, match="content_head=True needs item content"):
         TwoTower(TwoTowerConfig(n_users=2, n_items=3, item_id_dropout=0.5, content_head=True))
     with pytest.raises(ValueError, match="content_head=True needs"):
-        TwoTowerConfig(n_users=2, n_items=3, n_item_features=2, content_head=True)
+        TwoTower(TwoTowerConfig(n_users=2, n_items=3, n_item_features=2, content_head=True))
 
 
 @torch.no_grad()
@@ -64,7 +64,9 @@ def test_a_large_lambda_shrinks_cold_items_to_the_mean_vector():
     fit_content_head(m, 1e9)
     warm = torch.as_tensor(np.setdiff1d(np.arange(30), [3, 7, 11]))
     mean = m.encode_items(warm).mean(0)
-    np.testing.assert_allclose(m.encode_items(torch.tensor([3])).numpy()[0], mean.numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        m.encode_items(torch.tensor([3])).numpy()[0], mean.numpy(), atol=1e-4
+    )
 
 
 @torch.no_grad()
