@@ -288,26 +288,20 @@ def prune_and_finetune(c: CompressConfig, base, split, hist, quality, steps: dic
 def quantize(c: CompressConfig, model, stamp: dict, out: Path, quality, steps: dict) -> dict:
     """The int8 students ``c.int8`` asks for, saved and recorded; ``{name: folder}``."""
     outputs = {}
+    module_ratios = None  # each module's int8 measured alone: once for both outputs
     if c.int8 in ("all", "both"):
         q, rec = guarded_int8(model, quality.validation, c.int8_tolerance)
+        module_ratios = rec["quality_guard"]["module_ratios"]
         q.provenance = stamp
         save_quantized(q, out / "int8")
         steps["int8"] = {**quality(q), "mode": "all", "record": rec}
         outputs["int8"] = "int8"
     if c.int8 in ("auto", "both"):
-        q, rec = choose_int8_parts(model, num_threads=1)
-        q, guard = guarded_int8(model, quality.validation, c.int8_tolerance, rec["int8_parts"])
-        rec |= {
-            k: guard[k]
-            for k in (
-                "quality_guard",
-                "int8_linear",
-                "int8_embedding",
-                "fp32_modules",
-                "fp32_parameters",
-                "bytes_after",
-            )
-        }  # fmt: skip        q.provenance = stamp
+        _, timing = choose_int8_parts(model, num_threads=1)
+        q, rec = guarded_int8(model, quality.validation, c.int8_tolerance,
+                              timing["int8_parts"], module_ratios)  # fmt: skip
+        rec |= {"step": "choose_int8_parts", "decisions": timing["decisions"]}
+        q.provenance = stamp
         save_quantized(q, out / "int8_fast")
         steps["int8_fast"] = {**quality(q), "mode": "auto", "record": rec}
         outputs["int8_fast"] = "int8_fast"

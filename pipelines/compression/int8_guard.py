@@ -21,19 +21,24 @@ logger = logging.getLogger(__name__)
 
 def guarded_int8(
     model, score: Callable[..., dict[str, float]], tolerance: float,
-    parts: Collection[str] | None = None,
+    parts: Collection[str] | None = None, module_ratios: dict | None = None,
 ):  # fmt: skip
     """``(int8 model, record)``: ``score(model) -> {metric: value}`` (validation); ``parts``
-    the parts to convert (default all). The record holds every module's ratios, the modules
-    kept float32 (``reason: "quality"``), the final ratios and ``int8_safe``."""
+    the parts to convert (default all); ``module_ratios``: each module's ratios measured by an
+    earlier call on the same model (reused, not measured again). The record holds every
+    module's ratios, the modules kept float32 (``reason: "quality"``), the final ratios and
+    ``int8_safe``."""
     if not 0 < tolerance < 1:
         raise ValueError(f"int8_tolerance={tolerance!r}; expected a float in (0, 1)")
     base = score(model)
+    names = int8_modules(model, parts)
     ratios, kept = {}, []
-    for name in int8_modules(model, parts):
-        others = [n for n in int8_modules(model, parts) if n != name]
-        one, _ = quantize_int8(model, parts=parts, keep_fp32=others)
-        ratios[name] = _ratios(score(one), base)
+    for name in names:
+        if module_ratios is not None and name in module_ratios:
+            ratios[name] = module_ratios[name]
+        else:
+            one, _ = quantize_int8(model, parts=parts, keep_fp32=[n for n in names if n != name])
+            ratios[name] = _ratios(score(one), base)
         if min(ratios[name].values()) < 1 - tolerance:
             kept.append(name)
     q, rec = quantize_int8(model, parts=parts, keep_fp32=kept)

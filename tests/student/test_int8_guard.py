@@ -62,3 +62,19 @@ def test_a_loss_spread_over_every_module_is_refused_as_int8_safe(caplog):
 def test_tolerance_out_of_range_is_refused():
     with pytest.raises(ValueError, match="int8_tolerance"):
         guarded_int8(_model(), lambda _m: {"v": 1.0}, 0.0)
+
+
+def test_module_ratios_of_an_earlier_call_are_reused_not_measured_again():
+    m = _model()
+    calls = []
+
+    def score(model) -> dict:
+        calls.append(1)
+        return _score_hurt_by("item_mlp.0")(model)
+
+    _, first = guarded_int8(m, score, 0.01)
+    n_modules = len(first["quality_guard"]["module_ratios"])
+    assert len(calls) == n_modules + 2  # the float model, each module alone, the whole
+    calls.clear()
+    _, rec = guarded_int8(m, score, 0.01, ["item_linear"], first["quality_guard"]["module_ratios"])
+    assert len(calls) == 2 and rec["quality_guard"]["kept_fp32"] == {"item_mlp.0": "quality"}
