@@ -26,7 +26,8 @@ def _duration(s: float) -> str:
 
 class Progress:
     """``with Progress(total, desc, unit) as p: ... p.update(n)``; ``p.set_postfix(**kv)``
-    adds fields to the bar (and to the log line). ``tty`` None asks standard error."""
+    adds fields to the bar (and to the log line). ``tty`` None asks standard error; ``quiet``
+    shows nothing (e.g. the other processes of a data-parallel job)."""
 
     def __init__(
         self,
@@ -36,19 +37,23 @@ class Progress:
         every_s: float = LOG_EVERY_S,
         tty: bool | None = None,
         log: logging.Logger | None = None,
+        quiet: bool = False,
     ):
         self.tty = sys.stderr.isatty() if tty is None else tty
+        self.quiet = quiet
         self.total, self.desc, self.unit, self.every_s = total, desc, unit, every_s
         self.log = log or logger
         self.n, self.postfix = 0, {}
         self.t0 = self.last = time.monotonic()
-        self.bar = tqdm(total=total, desc=desc, unit=unit, leave=False, disable=not self.tty)
+        self.bar = tqdm(
+            total=total, desc=desc, unit=unit, leave=False, disable=quiet or not self.tty
+        )
 
     def update(self, n: int = 1) -> None:
         self.n += n
         self.bar.update(n)
         now = time.monotonic()
-        if not self.tty and now - self.last >= self.every_s:
+        if not self.tty and not self.quiet and now - self.last >= self.every_s:
             self.last = now
             self.log.info("%s", self.line(now))
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tqdm.auto import tqdm
 
 from common.config import from_dict
 from common.io import atomic_write
+from pipelines.core import ray_cluster
 from pipelines.data import InteractionData, Split
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
 from pipelines.labels.fit import FittedTeacher, build_text_part
@@ -48,14 +48,6 @@ from pipelines.labels.shards import STAMP_KEY, score_shard, shard_name
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'recdistill[ray]'  (or: pip install 'ray[data]==2.60.0')"
-# Environment a remote cluster's workers should share with the driver (offline mode, caches).
-PASS_ENV = (
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "HF_HOME",
-    "TOKENIZERS_PARALLELISM",
-)
 # Columns the actors add to each scored shard for the driver (shard id, wall-clock start and
 # end of its scoring, actor process id); never written.
 SHARD_COL, START_COL, END_COL, ACTOR_COL = "_shard", "_start", "_end", "_actor"
@@ -160,30 +152,14 @@ class ShardScorer:
 
 
 def connect(pool: RayPool) -> bool:
-    """Make sure Ray is initialised; returns True when this call started it (then the caller
-    shuts it down). Joins ``pool.address`` or ``$RAY_ADDRESS`` when set, else starts a local
-    Ray with at least the CPUs the actor pool asks for."""
-    ray = import_ray()
-    if ray.is_initialized():
-        return False
-    address = pool.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
-        logger.info("joining the Ray cluster at %s", address)
-        ray.init(address=address, runtime_env={"env_vars": env} if env else None)
-    else:
-        need, have = math.ceil(pool.concurrency * pool.num_cpus), os.cpu_count() or 1
-        if need > have:
-            logger.warning(
-                "ray_concurrency=%d x ray_num_cpus=%g asks for %d CPUs; this machine has %d: "
-                "the actors will share them",
-                pool.concurrency,
-                pool.num_cpus,
-                need,
-                have,
-            )
-        ray.init(address="local", num_cpus=max(have, need), include_dashboard=False)
-    return True
+    """Make sure Ray is initialised (``pipelines.core.ray_cluster.connect``) with at least the
+    CPUs the actor pool asks for; True when this call started it."""
+    return ray_cluster.connect(
+        import_ray(),
+        pool.address,
+        pool.concurrency * pool.num_cpus,
+        f"ray_concurrency={pool.concurrency} x ray_num_cpus={pool.num_cpus:g}",
+    )
 
 
 def _check_resources(ray, pool: RayPool, n_actors: int, started: bool) -> None:

@@ -41,7 +41,9 @@ class Objective:
         out = {t.name: t(step) for t in self.terms if not t.needs_labels}
         lists = step.inputs.lists
         if lists is not None:
-            step.soft = score_lists(step.model, lists, step.inputs.hist, step.rng, self.soft_users)
+            step.soft = score_lists(
+                step.model, lists, step.inputs.hist, step.rng, self.soft_users, step.shard
+            )
             out.update({t.name: t(step) for t in self.terms if t.needs_labels})
         return out
 

@@ -100,16 +100,25 @@ class HardTerm(Term):
 
     def __call__(self, step: Step) -> torch.Tensor:
         model = step.model
+        batch_pos, own = step.global_pos()  # the candidates: every positive of the global step
         if step.pos.dim() == 1:  # one interaction a row
-            return self.loss(step, model.encode_users(step.users, step.history), step.pos)
-        # a sequence step: every history position predicts its next item (step.pos [B, L],
-        # padded where a position has none); the rows are the real positions
-        every = model.encode_users_every(step.users, step.history)  # [B, L, D]
-        pos = step.pos[:, : every.shape[1]]
-        real = pos != model.config.n_items
-        return self.loss(step, every[real], pos[real])
+            user_emb, pos, cand = model.encode_users(step.users, step.history), step.pos, batch_pos
+        else:
+            # a sequence step: every history position predicts its next item (pos [B, L],
+            # padded where a position has none); the rows are the real positions
+            every = model.encode_users_every(step.users, step.history)  # [B, L, D]
+            width, pad = every.shape[1], model.config.n_items
+            pos = step.pos[:, :width]
+            real = pos != pad
+            user_emb, pos = every[real], pos[real]
+            g = batch_pos[:, :width]
+            g_real = g != pad
+            at = torch.full(g.shape, -1, dtype=torch.long)  # each real position's candidate
+            at[g_real] = torch.arange(int(g_real.sum()))
+            cand, own = g[g_real], at[own][real]
+        return self.loss(step, user_emb, pos, cand, own) * step.shard.share(len(pos), len(cand))
 
-    def _bpr(self, step: Step, user_emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _bpr(self, step: Step, user_emb, pos, cand, own) -> torch.Tensor:
         # every row against all N shared negatives (any N >= 1), accidental hits masked
         model, neg = step.model, step.neg
         s_pos = model.score(user_emb, model.encode_items(pos)[:, None, :])[:, 0]
@@ -117,19 +126,21 @@ class HardTerm(Term):
         valid = accidental_hit_mask(pos, neg)
         return bpr_loss(s_pos, s_neg, mask=valid if valid.any() else None)
 
-    def _softmax(self, step: Step, user_emb: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def _softmax(self, step: Step, user_emb, pos, batch_pos, own) -> torch.Tensor:
+        """Rows ``user_emb``/``pos`` against the global step's positives ``batch_pos`` (row
+        ``b``'s own at ``own[b]``) and the shared negatives."""
         model, p_data, p_neg = step.model, step.inputs.p_data, step.inputs.p_neg
-        cand = torch.cat([pos, step.neg])
-        scores = model.score(user_emb, model.encode_items(cand))  # [B, B + N]
-        B = len(pos)
+        cand = torch.cat([batch_pos, step.neg])
+        scores = model.score(user_emb, model.encode_items(cand))  # [b, B + N]
+        B = len(batch_pos)
         # logQ: expected count of each item in the step's candidate set (in-batch + sampled)
         c = cand.numpy()
         q = torch.as_tensor(
             np.log(B * p_data[c] + self.n_negatives * p_neg[c]), dtype=torch.float32
         )
-        s_pos = scores[torch.arange(B), torch.arange(B)]
+        s_pos = scores[torch.arange(len(pos)), own]
         mask = accidental_hit_mask(pos, cand)
-        return sampled_softmax_loss(s_pos, scores, log_q_pos=q[:B], log_q_neg=q, neg_mask=mask)
+        return sampled_softmax_loss(s_pos, scores, log_q_pos=q[own], log_q_neg=q, neg_mask=mask)
 
 
 @register
@@ -150,7 +161,7 @@ class ListwiseKLTerm(Term):
 
     def kl(self, b: SoftBatch) -> torch.Tensor:
         t = list_standardise(b.teacher, b.mask) if self.teacher_norm == "list" else b.teacher
-        return listwise_kl_loss(b.scores, t, self.temperature, mask=b.mask)
+        return listwise_kl_loss(b.scores, t, self.temperature, mask=b.mask) * b.share
 
 
 @register
@@ -181,7 +192,7 @@ class SoftBCETerm(Term):
             target = torch.sigmoid(b.teacher - mean) * m
         else:
             target = torch.as_tensor(b.lists.probs[b.users])
-        return soft_bce_loss(b.scores, target, mask=b.mask)
+        return soft_bce_loss(b.scores, target, mask=b.mask) * b.entry_share()
 
 
 @register
@@ -203,7 +214,8 @@ class MarginMSETerm(Term):
         w = None
         if self.confidence:  # position decay over the teacher's top-K, its margin, agreement
             w = pair_importance(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask[:, 1:], self.rank_k)
-        return margin_mse_loss(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask=mask[:, 1:], weight=w)
+        loss = margin_mse_loss(s[:, 0], s[:, 1:], t[:, 0], t[:, 1:], mask=mask[:, 1:], weight=w)
+        return loss * step.soft.entry_share(slice(1, None))  # exact unless weighted
 
 
 @register
@@ -231,7 +243,8 @@ class RankTerm(Term):
         # positives (DLLM2Rec samples negatives among items the user did not interact with)
         rest = torch.arange(k, length).expand(n, -1).clone()
         rest[~(b.mask[:, k:] & ~torch.as_tensor(b.lists.observed[b.users][:, k:]))] = -1
-        return rank_distill_loss(b.scores, top, conf, neg_idx=rest, consistency=self.consistency)
+        loss = rank_distill_loss(b.scores, top, conf, neg_idx=rest, consistency=self.consistency)
+        return loss * b.share
 
 
 @register
@@ -284,4 +297,6 @@ class ColdKLTerm(ListwiseKLTerm):
         cold = step.inputs.cold_lists
         if cold is None:
             raise ValueError("cold_kl: needs the cold-item candidate lists (ObjectiveInputs)")
-        return self.kl(score_lists(step.model, cold, step.inputs.hist, step.rng, self.soft_users))
+        return self.kl(
+            score_lists(step.model, cold, step.inputs.hist, step.rng, self.soft_users, step.shard)
+        )

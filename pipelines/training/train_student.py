@@ -27,21 +27,21 @@ from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.metrics import sample_users
 from pipelines.data import (
     InteractionData,
-    Split,
-    histories,
     load_dataset,
     training_split,
 )
 from pipelines.data.args import DataArgs
 from pipelines.data.features import student_features
-from pipelines.training.batch import ObjectiveInputs
+from pipelines.training.batch import ONE_PROCESS, Shard
+from pipelines.training.distributed import BACKEND, data_parallel, ddp_objective
 from pipelines.training.head import fit_head
+from pipelines.training.job_inputs import objective_inputs, set_id_masks, teacher_inputs
 from pipelines.training.loop import Schedule, cold_valid, train_epochs
 from pipelines.training.objective import Objective
 from pipelines.training.optim import make_optimizer
 from pipelines.training.prior import fit_prior
 from pipelines.training.select import check_grid, has_grid, run_grid
-from pipelines.training.soft_lists import SoftLists, label_item_embeddings, soft_lists
+from pipelines.training.soft_lists import SoftLists
 from pipelines.training.terms import HARD_LOSSES, HardLoss, TermSettings
 from student.losses import DistillLossWeights
 from student.model import TwoTower, TwoTowerConfig, count_parameters
@@ -170,6 +170,29 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             "student already agrees (README, the student)"
         },
     )
+    num_workers: int = field(
+        default=1,
+        metadata={
+            "help": "data-parallel workers: torch DDP (gloo) launched by Ray Train's "
+            "TorchTrainer, each on --threads CPUs, training on its share of every step; the id "
+            "tables are replicated in each (pipelines.training.distributed); 1 = this process"
+        },
+    )
+    ray_address: str | None = field(
+        default=None,
+        metadata={
+            "help": "with --num-workers > 1: the Ray cluster to join (default $RAY_ADDRESS, "
+            "else a local Ray started for the job)"
+        },
+    )
+    ray_storage: str | None = field(
+        default=None,
+        metadata={
+            "help": "with --num-workers > 1: Ray Train's storage, where the kept model travels "
+            "from worker 0 (a path every node sees, or a URI like s3://bucket/x); default a "
+            "temporary folder beside --out, removed after (one machine)"
+        },
+    )
     valid_users: int = field(
         default=0,
         metadata={
@@ -207,6 +230,20 @@ class TrainStudentConfig(DataArgs, OutputArgs, ThreadArgs):
             raise ValueError(
                 f"TrainStudentConfig.valid_users={self.valid_users}; expected >= 0 (0 = all)"
             )
+        if self.num_workers < 1:
+            raise ValueError(
+                f"TrainStudentConfig.num_workers={self.num_workers}; expected >= 1 (1 = this process)"
+            )
+        for name in ("batch_size", "soft_users"):  # every worker needs a row of every step
+            if self.num_workers > getattr(self, name):
+                raise ValueError(
+                    f"TrainStudentConfig.num_workers={self.num_workers} > {name}="
+                    f"{getattr(self, name)}: every worker takes a share of each step's {name}"
+                )
+        if self.num_workers == 1 and (self.ray_address or self.ray_storage):
+            raise ValueError(
+                "TrainStudentConfig.ray_address/ray_storage apply to --num-workers > 1 only"
+            )
         if not self.no_teacher and not self.labels:
             raise ValueError(
                 "TrainStudentConfig: give --labels <folder> from generate-labels, or --no-teacher"
@@ -243,10 +280,6 @@ def use_sparse(c: TrainStudentConfig, n_users: int, n_items: int) -> bool:
 def run(config: TrainStudentConfig) -> dict:
     """Train, validate after each epoch, save the kept weights; the metrics (metrics.json)."""
     c = config
-    torch.set_num_threads(c.threads)
-    torch.manual_seed(c.seed)
-    rng = np.random.default_rng(c.seed)
-    t_start = time.perf_counter()
     out = Path(c.out)
     # before any work: never replace what this job did not make, nor its own without --overwrite
     refuse_out_inside(
@@ -258,6 +291,19 @@ def run(config: TrainStudentConfig) -> dict:
                  what="a trained student", only=STUDENT_FILES)  # fmt: skip
     if has_grid(c):  # one student per grid point, the best on validation kept (select.py)
         return run_grid(c, run)
+    if c.num_workers > 1:
+        return data_parallel(c, train)
+    return train(c)
+
+
+def train(c: TrainStudentConfig, shard: Shard = ONE_PROCESS, folder: Path | None = None) -> dict:
+    """The job in this process (under ``shard``: its part of each step); the process that
+    validates (the only one, or worker 0) writes the model and metrics.json to ``folder``
+    (default ``c.out``; recorded paths stay relative to ``c.out``) and returns the metrics."""
+    torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    rng = np.random.default_rng(c.seed)
+    t_start = time.perf_counter()
     data = load_dataset(c.dataset)
     split = training_split(data, c.protocol, c.split_seed, c.cold_setting)
     lists, meta, text, cold_lists = teacher_inputs(c, data, split)
@@ -270,12 +316,15 @@ def run(config: TrainStudentConfig) -> dict:
     params = list(model.parameters()) + objective.parameters()
     sparse = use_sparse(c, data.n_users, data.n_items)
     opt = make_optimizer(model, params, c.lr, c.weight_decay, sparse)
+    step_loss = objective if shard.world == 1 else ddp_objective(model, objective)
     inputs = objective_inputs(c, data, split, lists, cold_lists, weights.embed > 0)
     valid_truth = split.matrix("valid")
     # all validation users unless --valid-users; the same users every epoch
     v_users = sample_users(valid_truth, c.valid_users, c.seed)
     schedule = Schedule(c.epochs, c.patience, c.batch_size, c.n_negatives)
-    fit = train_epochs(schedule, model, objective, opt, inputs, split, v_users, rng)
+    fit = train_epochs(schedule, model, step_loss, opt, inputs, split, v_users, rng, shard)
+    if shard.rank > 0:
+        return {}
     # the kept weights were validated at the end of their epoch (eval mode, the same users):
     # those metrics are the model's, without scoring the catalogue once more
     valid = fit.last_metrics
@@ -288,9 +337,10 @@ def run(config: TrainStudentConfig) -> dict:
     prior = fit_prior(model, split, c.prior_history, v_users) if c.prior_history else None
     cold = _metrics(cold_valid(model, inputs.hist, split)) if split.is_cold else None
     model.provenance = provenance.stamp(data, split)
-    model.save_pretrained(out / "model")
+    folder = Path(c.out) if folder is None else folder
+    model.save_pretrained(folder / "model")
     result = {  # the labels' path relative to ``out`` where it is inside its run
-        "config": portable_paths(to_dict(c), out, ("labels", "collab_cache")),
+        "config": portable_paths(to_dict(c), c.out, ("labels", "collab_cache")),
         "mode": "hard" if c.no_teacher else "distilled",
         **model.provenance,
         "teacher": None if meta is None else meta.get("teacher"),
@@ -299,6 +349,7 @@ def run(config: TrainStudentConfig) -> dict:
         "train_seconds": train_seconds,
         "params": count_parameters(model),
         "sparse_embeddings": sparse,
+        "data_parallel": _parallel_record(c, shard),
         "valid": _metrics(valid),
         "valid_users": {
             "users": int(len(v_users)),
@@ -310,48 +361,16 @@ def run(config: TrainStudentConfig) -> dict:
         "popularity_prior": prior,
         "history": fit.history,
     }
-    write_json(out / "metrics.json", result)
+    write_json(folder / "metrics.json", result)
     return result
 
 
-def teacher_inputs(c: TrainStudentConfig, data: InteractionData, split: Split) -> tuple:
-    """``(lists, label metadata, item text embeddings, cold lists)``; None where unused."""
-    lists, meta = (None, None)
-    if not c.no_teacher:
-        lists, meta = soft_lists(c.labels, data, split, keep_observed=c.soft_observed)
-    text = None
-    if c.use_text:
-        text = (
-            lists.item_embeddings
-            if lists is not None
-            else label_item_embeddings(c.labels, data.fingerprint())
-        )
-        if text is None:
-            raise ValueError(
-                f"{c.labels}: --use-text needs item embeddings in the labels (embedding teacher)"
-            )
-    cold_lists = None
-    if lists is not None and c.loss.cold_kl > 0:
-        cold_lists, _ = soft_lists(c.labels, data, split, source="cold")
-        if cold_lists.mask.shape[1] == 0:
-            raise ValueError(
-                f"{c.labels}: w_cold_kl > 0 needs cold candidates (labels made with a content "
-                "map, e.g. generate-labels --protocol cold_items)"
-            )
-    return lists, meta, text, cold_lists
-
-
-def set_id_masks(
-    model: TwoTower, c: TrainStudentConfig, data: InteractionData, split: Split
-) -> None:
-    """DropoutNet: items (users) without train interactions never use their id embedding."""
-    if c.model.item_id_dropout > 0:
-        has_id = np.bincount(split.train["item"].to_numpy(), minlength=data.n_items) > 0
-        model.set_item_id_mask(has_id)
-    if c.model.user_id_dropout > 0:
-        model.set_user_id_mask(
-            np.bincount(split.train["user"].to_numpy(), minlength=data.n_users) > 0
-        )
+def _parallel_record(c: TrainStudentConfig, shard: Shard) -> dict:
+    """How the job was spread: one process, or DDP workers on Ray Train."""
+    if shard.world == 1:
+        return {"workers": 1}
+    return {"workers": shard.world, "engine": "ray_train", "backend": BACKEND,
+            "threads_per_worker": c.threads, "id_tables": "replicated"}  # fmt: skip
 
 
 def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSettings:
@@ -367,28 +386,6 @@ def term_settings(c: TrainStudentConfig, lists: SoftLists | None) -> TermSetting
         teacher_dim=0 if emb is None else emb.shape[1],
         teacher_confidence=c.teacher_confidence,
     )
-
-
-def objective_inputs(
-    c: TrainStudentConfig,
-    data: InteractionData,
-    split: Split,
-    lists: SoftLists | None,
-    cold_lists: SoftLists | None,
-    teacher_emb: bool,
-) -> ObjectiveInputs:
-    """Train histories, the popularity of the logQ and of the negatives (drawn from the items
-    the training side knows, ``Split.training_items``), and the labels."""
-    hist = torch.as_tensor(histories(split.train, data.n_users, c.model.history_len, data.n_items))
-    pop = np.bincount(split.train["item"].to_numpy().astype(np.int64), minlength=data.n_items)
-    pop = pop.astype(np.float64)
-    items = split.training_items()  # the catalogue training knows (inductive: no cold-test)
-    p_neg = np.zeros(data.n_items)
-    p_neg[items] = (pop[items] + 1) ** 0.5
-    p_neg /= p_neg.sum()
-    emb = torch.as_tensor(lists.item_embeddings) if teacher_emb else None
-    known = None if len(items) == data.n_items else items
-    return ObjectiveInputs(hist, pop / pop.sum(), p_neg, lists, cold_lists, emb, known)
 
 
 def _metrics(m: dict) -> dict:

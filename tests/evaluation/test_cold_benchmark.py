@@ -206,7 +206,7 @@ def test_inductive_training_never_holds_the_cold_test_items(chain):
     # the default setting: the cold-test items arrive after training, so no label row, cold
     # candidate or negative of the training side is one of them
     from pipelines.data import load_dataset, training_split
-    from pipelines.training.train_student import objective_inputs
+    from pipelines.training.job_inputs import objective_inputs
 
     tmp, meta, _ = chain
     assert meta["split"]["cold_setting"] == "inductive"

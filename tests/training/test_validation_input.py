@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pipelines.core.config import make_config
 from pipelines.data import load_dataset, make_split
+from pipelines.training import job_inputs
 from pipelines.training import train_student as ts
 
 DATASET = "synthetic:users=30,items=60,per_user=10,seed=7"
@@ -12,8 +13,10 @@ DATASET = "synthetic:users=30,items=60,per_user=10,seed=7"
 
 def test_train_student_reads_train_histories_only(tmp_path, monkeypatch):
     seen = []
-    real = ts.histories
-    monkeypatch.setattr(ts, "histories", lambda f, *a, **k: seen.append(f) or real(f, *a, **k))
+    real = job_inputs.histories
+    monkeypatch.setattr(
+        job_inputs, "histories", lambda f, *a, **k: seen.append(f) or real(f, *a, **k)
+    )
     ts.run(
         make_config(
             ts.TrainStudentConfig, dataset=DATASET, protocol="temporal", no_teacher=True,
