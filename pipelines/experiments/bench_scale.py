@@ -105,6 +105,23 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
     finetune_epochs: int = field(
         default=2, metadata={"help": "compress: distillation fine-tune epochs after pruning"}
     )
+    label_engine: Literal["local", "ray"] = field(
+        default="local",
+        metadata={
+            "help": "generate-labels --engine: local (in-process) or ray (Ray Data actors, "
+            "--label-actors of them, --threads CPUs each)"
+        },
+    )
+    label_actors: int = field(
+        default=2, metadata={"help": "with --label-engine ray: the teacher actors"}
+    )
+    train_workers: int = field(
+        default=1,
+        metadata={
+            "help": "train-student --num-workers for both students (DDP on Ray Train, "
+            "--threads CPUs each; 1 = one process)"
+        },
+    )
     stage_timeout_s: int = field(
         default=3600, metadata={"help": "a stage running longer is stopped and recorded"}
     )
@@ -118,7 +135,8 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
             )
-        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s"):
+        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s", "label_actors",
+                     "train_workers"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchScaleConfig.{name}={getattr(self, name)}; expected >= 1")
 
@@ -154,8 +172,12 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         "--batch-size", str(c.student_batch_size),
         "--valid-users", str(c.eval_users),
         "--threads", str(c.threads),
+        "--num-workers", str(c.train_workers),
         "--overwrite",
     ]  # fmt: skip
+    engine = ["--engine", c.label_engine]
+    if c.label_engine == "ray":
+        engine += ["--ray-concurrency", str(c.label_actors), "--ray-num-cpus", str(c.threads)]
     return {
         "data": ["-c", f"from {__name__} import data_stage; data_stage({ds!r}, {c.protocol!r})"],
         "prepare": [
@@ -166,7 +188,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         "labels": [
             "generate-labels", *common, "--out", str(r.labels),
             "--n-negatives", str(c.n_negatives), "--topk-users", str(c.topk_users),
-            "--user-encoding", c.user_encoding, *cache,
+            "--user-encoding", c.user_encoding, *cache, *engine,
             "--threads", str(c.threads), "--overwrite",
         ],
         "student_hard": [

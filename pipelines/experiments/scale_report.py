@@ -15,8 +15,10 @@ STAGES: tuple[str, ...] = get_args(Stage)
 # the settings a size's stages ran with (a rerun of some sizes may use others)
 SIZE_SETTINGS = (
     "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
-    "finetune_epochs", "threads",
+    "finetune_epochs", "threads", "label_engine", "label_actors", "train_workers",
 )  # fmt: skip
+# what a size recorded before a setting existed ran with
+SETTING_BEFORE = {"label_engine": "local", "label_actors": 2, "train_workers": 1}
 
 
 def fit_exponent(x: list[float], y: list[float]) -> float | None:
@@ -31,9 +33,9 @@ def fit_exponent(x: list[float], y: list[float]) -> float | None:
 
 # the settings that change a stage's cost per interaction: a growth fit mixes no two of them
 STAGE_SETTINGS = {
-    "labels": ("topk_users", "n_negatives", "user_encoding"),
-    "student_hard": ("epochs", "student_batch_size"),
-    "student_distilled": ("epochs", "student_batch_size"),
+    "labels": ("topk_users", "n_negatives", "user_encoding", "label_engine", "label_actors"),
+    "student_hard": ("epochs", "student_batch_size", "train_workers"),
+    "student_distilled": ("epochs", "student_batch_size", "train_workers"),
     "compress": ("epochs", "student_batch_size", "finetune_epochs"),
     "benchmark": ("eval_users",),
     "prepare": ("eval_users",),
@@ -74,7 +76,8 @@ def growth(sizes: dict, size_config: dict | None = None) -> dict:
             continue
         keys = (*STAGE_SETTINGS.get(stage, ()), "threads")
         settings = {
-            size: tuple(size_config.get(size, {}).get(k) for k in keys) for _, size, _ in done
+            size: tuple(size_config.get(size, {}).get(k, SETTING_BEFORE.get(k)) for k in keys)
+            for _, size, _ in done
         }
         if stage in COLLAB_STAGES:
             keys = (*keys, "collaborative model")

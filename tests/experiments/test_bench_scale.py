@@ -54,6 +54,34 @@ def test_run_stage_accounts_the_child(tmp_path):
     assert slow["timed_out"] and slow["rc"] != 0
 
 
+def test_ray_labels_and_data_parallel_students_reach_their_jobs(tmp_path):
+    c = bs.BenchScaleConfig(sizes=("300x200x10",), out=str(tmp_path), label_engine="ray",
+                            label_actors=3, train_workers=2, threads=1)  # fmt: skip
+    cmds = bs.stage_commands(c, "300x200x10", tmp_path / "300x200x10")
+    labels = job_parser("generate-labels")[0].parse_config(cmds["labels"][1:])
+    assert (labels.engine, labels.ray_concurrency, labels.ray_num_cpus) == ("ray", 3, 1.0)
+    for stage in ("student_hard", "student_distilled"):
+        assert job_parser("train-student")[0].parse_config(cmds[stage][1:]).num_workers == 2
+    local = bs.stage_commands(bs.BenchScaleConfig(out=str(tmp_path)), "300x200x10", tmp_path)
+    assert job_parser("generate-labels")[0].parse_config(local["labels"][1:]).engine == "local"
+
+
+def test_growth_reads_a_size_recorded_before_the_engine_settings_as_local():
+    sizes = {
+        s: {
+            "data": {"rc": 0, "seconds": 1.0, "peak_rss_gb": 1.0, "outputs": {"interactions": n}},
+            "labels": {"rc": 0, "seconds": n / 100, "peak_rss_gb": 1.0},
+        }
+        for s, n in (("a", 1000), ("b", 10000), ("c", 100000))
+    }
+    old = {"topk_users": 10, "n_negatives": 5, "user_encoding": "item_mean", "threads": 2}
+    new = {**old, "label_engine": "local", "label_actors": 2}
+    g = scale_report.growth(sizes, {"a": old, "b": old, "c": new})
+    assert g["labels"]["points"] == 3
+    g = scale_report.growth(sizes, {"a": old, "b": old, "c": {**new, "label_engine": "ray"}})
+    assert g["labels"]["sizes"] == ["c"] and g["labels"]["left_out"]["sizes"] == ["a", "b"]
+
+
 def test_growth_exponents():
     assert scale_report.fit_exponent([1e4, 1e5, 1e6], [3 * x**1.5 for x in (1e4, 1e5, 1e6)]) == (
         pytest.approx(1.5)
