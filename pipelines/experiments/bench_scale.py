@@ -105,6 +105,9 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
     finetune_epochs: int = field(
         default=2, metadata={"help": "compress: distillation fine-tune epochs after pruning"}
     )
+    index_shards: int = field(
+        default=4, metadata={"help": "benchmark row 'ivf_sq8 xK shards' (K shards); 1 = none"}
+    )
     stage_timeout_s: int = field(
         default=3600, metadata={"help": "a stage running longer is stopped and recorded"}
     )
@@ -118,7 +121,7 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
             )
-        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s"):
+        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s", "index_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchScaleConfig.{name}={getattr(self, name)}; expected >= 1")
 
@@ -187,7 +190,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
             "--student-distilled", str(r.model("student_distilled")),
             "--student-int8", str(r.int8),
             "--eval-users", str(c.eval_users), *cache, "--out", str(r.benchmark),
-            "--overwrite",
+            "--index-shards", str(c.index_shards), "--overwrite",
         ],
     }  # fmt: skip
 
