@@ -23,7 +23,7 @@ from pipelines.evaluation.index_eval import (
     pick_operating_point,
     sweep,
 )
-from student.serving import IndexConfig, ItemIndex
+from student.serving import IndexConfig, ItemIndex, default_nlist
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,14 @@ def scale_settings(
             "ivf_sq8": (IndexConfig(kind="ivf_sq8", **common), *ivf, None),
             "hnsw_sq8": (IndexConfig(kind="hnsw_sq8", **common), *hnsw, None),
         }
+        # a sharded build trains on a sample (student.serving.shards): the one faiss's k-means
+        # would draw from all rows, so the rows differ from the single index's in sharding only
+        sample = common.get("kmeans_points_per_centroid", 256) * default_nlist(n)
         for kind in shard_kinds:
             cfg = IndexConfig(kind=kind, **common)
             sweep_of = ivf if cfg.is_ivf else hnsw if cfg.is_hnsw else (None, ())
             for k in shards:
-                sharded = IndexConfig(kind=kind, shards=int(k), **common)
+                sharded = IndexConfig(kind=kind, shards=int(k), train_sample=sample, **common)
                 out[f"{kind} x{k} shards"] = (sharded, *sweep_of, None)
         return out
     raw = {"normalize": False, **common}

@@ -15,7 +15,8 @@ one index's. The MIPS transform needs the largest item norm before the first sha
 pass of the encoder finds it. The embedding fingerprint is hashed chunk by chunk in row order
 and equals ``vectors.embedding_fingerprint`` of the whole matrix.
 
-**Search**. ``faiss.IndexShards(d, threaded=False, successive_ids=True)``: each shard's local
+**Search**. ``faiss.IndexShards(d, threaded=False, successive_ids=True)`` (IVF kinds: its
+subclass ``IndexShardsIVF``, the coarse cells found once for every shard): each shard's local
 rows are offset by its start and the shards' top-k are merged (the first shard's metric). Not
 threaded: each shard's search already spreads a batch over faiss's OpenMP threads, and a thread
 per shard per query on top of that oversubscribes a small machine (2 cores here) and adds a
@@ -175,8 +176,16 @@ class ShardBuilder:
 
 def assemble(parts: list[faiss.Index]) -> faiss.IndexShards:
     """One ``IndexShards`` over ``parts`` (rows offset by the shards before; not threaded:
-    see the module note). The python wrapper keeps ``parts`` alive with it."""
-    out = faiss.IndexShards(int(parts[0].d), False, True)
+    see the module note). IVF shards (not under refine) share one trained quantizer, so they
+    go into ``faiss.IndexShardsIVF``, which probes the coarse cells once a query for all shards
+    (the first shard's quantizer and nprobe) instead of once a shard. The python wrapper keeps
+    ``parts`` alive with it (the first one owns the shared quantizer)."""
+    ivf = faiss.try_extract_index_ivf(parts[0])
+    if ivf is not None and not isinstance(parts[0], faiss.IndexRefine):
+        quantizer = faiss.downcast_index(ivf.quantizer)
+        out = faiss.IndexShardsIVF(quantizer, int(ivf.nlist), False, True)
+    else:
+        out = faiss.IndexShards(int(parts[0].d), False, True)
     for p in parts:
         out.add_shard(p)
     return out

@@ -51,6 +51,15 @@ def test_sharded_ivf_shares_one_quantizer_and_keeps_recall(kind):
     cents = [ivf.quantizer.reconstruct_n(0, ivf.nlist) for ivf in ivfs]
     assert all(np.array_equal(c, cents[0]) for c in cents)  # trained once, copied to every shard
     assert sum(ivf.ntotal for ivf in ivfs) == len(x)
+    # the coarse cells are probed once for all shards (IndexShardsIVF): the same answers as
+    # each shard probing its own copy of the quantizer
+    assert isinstance(four.index, faiss.IndexShardsIVF)
+    each = faiss.IndexShards(four.index.d, False, True)
+    for part in parts_of(four.index):
+        each.add_shard(part)
+    q_in = four.prepare_queries(q)
+    for got, want in zip(four.index.search(q_in, 10), each.search(q_in, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("mmap", [False, True])
