@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pipelines.core.args import ThreadArgs
-from student.serving.config import IndexKind
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,9 @@ class IndexBenchConfig(ThreadArgs):
         default=(),
         metadata={"help": "also --shard-kinds over each K shards (unit norm), e.g. 2 4 8"},
     )
-    shard_kinds: tuple[IndexKind, ...] = field(
-        default=("ivf_sq8",), metadata={"help": "the kinds measured sharded"}
+    shard_kinds: tuple[str, ...] = field(  # str, not IndexKind: --help imports no faiss
+        default=("ivf_sq8",),
+        metadata={"help": "the kinds measured sharded (IndexConfig.kind names)"},
     )
     settings: tuple[str, ...] = field(
         default=(),
