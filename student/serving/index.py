@@ -321,21 +321,19 @@ class ItemIndex:
                 f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
                 f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
             )
-        if (meta["config"].get("shards") or 1) > 1:
-            index, got = read_shards(src, meta, mmap)
-        else:
-            index, got = read_single(src, meta, mmap)
-        if index.ntotal != len(ids) or index.d != meta["index_dim"]:
-            raise ValueError(
-                f"{src}: the FAISS index holds {index.ntotal} vectors of dim {index.d}, "
-                f"meta.json says {len(ids)} of dim {meta['index_dim']}"
-            )
         try:
             config = IndexConfig.from_dict(meta["config"])
         except (TypeError, ValueError) as exc:
             raise ArtifactError(
                 f"{src / META_FILE}: field 'config': {exc}; rebuild the index"
             ) from None
+        read = read_shards if config.shards > 1 else read_single
+        index, got = read(src, meta, mmap)
+        if index.ntotal != len(ids) or index.d != meta["index_dim"]:
+            raise ValueError(
+                f"{src}: the FAISS index holds {index.ntotal} vectors of dim {index.d}, "
+                f"meta.json says {len(ids)} of dim {meta['index_dim']}"
+            )
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
         out._sha256 = got

@@ -221,8 +221,13 @@ def read_shards(src: Path, meta: dict, mmap: bool) -> tuple[faiss.IndexShards, s
     if not isinstance(entries, list) or not entries:
         raise ArtifactError(f"{src / 'meta.json'}: no field 'shard_files'; rebuild the index")
     parts, shas, expect = [], [], 0
-    for e in entries:
-        path = src / str(e.get("file"))
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or e.get("file") != shard_file(i):  # never a path elsewhere
+            raise ArtifactError(
+                f"{src / 'meta.json'}: shard_files[{i}] does not name {shard_file(i)}; "
+                "rebuild the index"
+            )
+        path = src / e["file"]
         if not path.is_file():
             raise FileNotFoundError(f"ItemIndex.load: {path} is missing")
         got = file_sha256(path)

@@ -99,6 +99,11 @@ def test_a_tampered_shard_file_is_refused_naming_it(tmp_path):
     bad.unlink()
     with pytest.raises(FileNotFoundError, match=str(bad)):
         ItemIndex.load(tmp_path / "i")
+    meta = json.loads((tmp_path / "i" / META_FILE).read_text())
+    meta["shard_files"][0]["file"] = "../elsewhere.faiss"  # a meta.json never points outside
+    (tmp_path / "i" / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"shard_files\[0\] does not name shard_00000.faiss"):
+        ItemIndex.load(tmp_path / "i")
 
 
 def test_more_shards_than_items_is_refused_in_one_line():
