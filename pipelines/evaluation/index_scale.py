@@ -279,8 +279,9 @@ def run_scale(
 
 def _check_settings(settings: Sequence[str], shards, shard_kinds) -> None:
     """Refuse a ``settings`` name that no case of :func:`scale_settings` has."""
-    names = {name for sigma in (0.0, 0.5)
-             for name in scale_settings(sigma, 1000, {}, [1], [1], shards, shard_kinds)}  # fmt: skip
+    names = set()
+    for sigma in (0.0, 0.5):
+        names |= set(scale_settings(sigma, 1000, {}, [1], [1], shards, shard_kinds))
     if set(settings) - names:
         raise ValueError(
             f"run_scale: settings {sorted(set(settings) - names)} unknown; allowed: {sorted(names)}"

@@ -80,8 +80,8 @@ def item_tower_encoder(model: Any) -> Encoder:
 
 class ShardBuilder:
     """Builds the shards of ``config`` (``shards`` > 1) over ``n`` items from ``encode``, one
-    at a time (:meth:`shards`); ``config`` (sized: nlist from ``n``), ``dim``,
-    ``index_dim``, ``mips_max_norm`` and, once every shard is built, ``fingerprint`` describe the result."""
+    at a time (:meth:`shards`); ``config`` (sized: nlist from ``n``), ``dim``, ``index_dim``,
+    ``mips_max_norm`` and, once every shard is built, ``fingerprint`` describe the result."""
 
     def __init__(
         self,

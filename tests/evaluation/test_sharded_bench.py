@@ -37,7 +37,8 @@ def test_index_bench_adds_sharded_rows_and_runs_only_the_settings_asked():
     res = isc.run_scale(sizes=(2000,), dim=16, n_queries=30, n_single=3, nprobes=(4, 16),
                         repeats=1, lognormal_sigma=0, shards=(2, 4),
                         shard_kinds=("flat", "ivf_sq8"),
-                        settings=("flat", "ivf_sq8", "flat x2 shards", "ivf_sq8 x4 shards"))  # fmt: skip
+                        settings=("flat", "ivf_sq8", "flat x2 shards",
+                                  "ivf_sq8 x4 shards"))  # fmt: skip
     case = res["results"][0]
     assert set(case["indexes"]) == {"flat", "ivf_sq8", "flat x2 shards", "ivf_sq8 x4 shards"}
     assert case["indexes"]["flat x2 shards"]["recall@10_vs_exact"] == 1.0
