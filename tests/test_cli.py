@@ -86,6 +86,7 @@ SPECIAL = {
 }
 SPECIAL_OF = {
     "BenchScaleConfig": {"sizes": ("300x200x10", "600x400x10")},
+    "IndexBenchConfig": {"shard_kinds": ("flat",), "settings": ("flat", "sq8")},
     # --replicas/--ray-address go with --engine ray, which serves with one process per replica
     "ServeConfig": {"engine": "ray", "workers": 1},
     # the sample sets --no-teacher, and a --distill-scales grid needs --labels: no grid here

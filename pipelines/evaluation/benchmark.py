@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from common.config import to_dict
+from common.config import check_int, to_dict
 from common.io import (
     artifact_path,
     claim_output,
@@ -112,6 +112,16 @@ class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
     indexes: tuple[IndexKind, ...] = field(
         default=BENCH_INDEXES, metadata={"help": f"index kinds, from {INDEX_KINDS}"}
     )
+    index_shards: int = field(
+        default=1,
+        metadata={
+            "help": "K > 1: one more index row, --sharded-kind over K shards "
+            "('ivf_sq8 x4 shards', IndexConfig.shards), measured as the others; 1 = none"
+        },
+    )
+    sharded_kind: IndexKind = field(
+        default="ivf_sq8", metadata={"help": f"the kind of the sharded row, from {INDEX_KINDS}"}
+    )
     n_single: int = field(default=200, metadata={"help": "queries timed one at a time (p50/p99)"})
     bootstrap: int = field(
         default=1000, metadata={"help": "bootstrap resamples for the NDCG@10 interval"}
@@ -153,6 +163,7 @@ class BenchmarkConfig(DataArgs, OutputArgs, ThreadArgs):
 
     def __post_init__(self):
         super().__post_init__()
+        check_int("BenchmarkConfig", "index_shards", self.index_shards, 1)
         if self.eval_users < 0:
             raise ValueError(
                 f"BenchmarkConfig.eval_users={self.eval_users}; expected >= 0 (0 = all test users)"

@@ -47,6 +47,18 @@ class IndexBenchConfig(ThreadArgs):
     hnsw_m: int = field(default=32, metadata={"help": "HNSW M"})
     seed: int = field(default=0, metadata={"help": "seed"})
     repeats: int = field(default=2, metadata={"help": "timings are the best of N passes"})
+    shards: tuple[int, ...] = field(
+        default=(),
+        metadata={"help": "also --shard-kinds over each K shards (unit norm), e.g. 2 4 8"},
+    )
+    shard_kinds: tuple[str, ...] = field(  # str, not IndexKind: --help imports no faiss
+        default=("ivf_sq8",),
+        metadata={"help": "the kinds measured sharded (IndexConfig.kind names)"},
+    )
+    settings: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "only these settings, by report name, e.g. flat ivf_sq8 (default all)"},
+    )
     out: str = field(default="runs/bench/scale.json", metadata={"help": "output JSON path"})
 
 
@@ -72,6 +84,9 @@ def run(config: IndexBenchConfig) -> dict[str, Any]:
         seed=c.seed,
         repeats=c.repeats,
         out=c.out,
+        shards=c.shards,
+        shard_kinds=c.shard_kinds,
+        settings=c.settings,
     )
     for case in report["results"]:
         for name, r in case["indexes"].items():

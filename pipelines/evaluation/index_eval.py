@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from student.serving import ItemIndex
+from student.serving.kinds import faiss_threads
 
 logger = logging.getLogger(__name__)
 
@@ -70,18 +71,6 @@ def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------ timing
-@contextlib.contextmanager
-def faiss_threads(threads: int | None) -> Iterator[None]:
-    """Temporarily set faiss's OpenMP thread count (None = leave as is)."""
-    old = faiss.omp_get_max_threads()
-    if threads is not None:
-        faiss.omp_set_num_threads(threads)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(old)
-
-
 @contextlib.contextmanager
 def blas_threshold(value: int | None) -> Iterator[None]:
     """Temporarily set ``faiss.cvar.distance_compute_blas_threshold`` (None = leave as is).

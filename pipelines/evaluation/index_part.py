@@ -20,9 +20,10 @@ logger = logging.getLogger(__name__)
 
 def bench_indexes(model, split, data, seg: Segment, c: Any) -> dict:
     """The student's item embeddings in each index kind of ``c.indexes`` (``c``: the
-    benchmark's config: ``indexes``, ``n_single``, ``threads``, ``tie_seed``): recall against exact
-    search, speed, size, and NDCG@10 through the index for ``seg``'s users (read from train +
-    valid, seen filtered)."""
+    benchmark's config: ``indexes``, ``n_single``, ``threads``, ``tie_seed``; with
+    ``index_shards`` K > 1 also ``sharded_kind`` over K shards, as row ``"<kind> xK shards"``):
+    recall against exact search, speed, size, and NDCG@10 through the index for ``seg``'s users
+    (read from train + valid, seen filtered)."""
     from pipelines.evaluation.index_eval import bench_index, exact_topk, sweep
     from student.serving import IndexConfig, ItemIndex, Retriever
 
@@ -36,8 +37,13 @@ def bench_indexes(model, split, data, seg: Segment, c: Any) -> dict:
     timing = {"k": 10, "n_single": c.n_single, "threads": c.threads}
     pos = {iid: j for j, iid in enumerate(data.items.item_id)}
     out = {}
-    for kind in c.indexes:
-        cfg = IndexConfig(kind=kind, normalize=model.config.normalize, bias=model.config.item_bias)
+    space = {"normalize": model.config.normalize, "bias": model.config.item_bias}
+    rows = [(kind, IndexConfig(kind=kind, **space)) for kind in c.indexes]
+    shards = c.index_shards
+    if shards > 1:  # the same measurements of the kind over K shards (IndexShards)
+        kind = c.sharded_kind
+        rows.append((f"{kind} x{shards} shards", IndexConfig(kind=kind, shards=shards, **space)))
+    for kind, cfg in rows:
         t_build = time.perf_counter()
         index = ItemIndex.build(items, data.items.item_id.to_numpy(), cfg, threads=c.threads)
         build_seconds = time.perf_counter() - t_build

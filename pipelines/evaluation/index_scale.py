@@ -23,7 +23,7 @@ from pipelines.evaluation.index_eval import (
     pick_operating_point,
     sweep,
 )
-from student.serving import IndexConfig, ItemIndex
+from student.serving import IndexConfig, ItemIndex, default_nlist
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +145,13 @@ def scale_settings(
     common: dict[str, Any],
     nprobes: Sequence[int],
     ef_searches: Sequence[int],
+    shards: Sequence[int] = (),
+    shard_kinds: Sequence[str] = (),
 ) -> dict[str, Setting]:
     """Index settings of one scale case: name -> (config, sweep param, sweep values, blas).
 
-    Unit norm: exact flat (faiss default BLAS threshold, and 0), SQ8, IVF-SQ8, HNSW-SQ8.
+    Unit norm: exact flat (faiss default BLAS threshold, and 0), SQ8, IVF-SQ8, HNSW-SQ8, and
+    each kind of ``shard_kinds`` over each K of ``shards`` (``"ivf_sq8 x4 shards"``).
     Log-normal norms (normalize=False): SQ8 over inner product with ranges trained on all
     vectors vs on a 5% sample; IVF-SQ8 over inner product (the pitfall) vs the MIPS->L2
     transform (with and without exact refine); HNSW-SQ8 over inner product (with and without
@@ -157,13 +160,23 @@ def scale_settings(
     ivf = ("nprobe", list(nprobes))
     hnsw = ("ef_search", list(ef_searches))
     if norm_sigma == 0:
-        return {
+        out = {
             "flat": (IndexConfig(kind="flat"), None, (), None),
             "flat_blas0": (IndexConfig(kind="flat"), None, (), 0),
             "sq8": (IndexConfig(kind="sq8", **common), None, (), None),
             "ivf_sq8": (IndexConfig(kind="ivf_sq8", **common), *ivf, None),
             "hnsw_sq8": (IndexConfig(kind="hnsw_sq8", **common), *hnsw, None),
         }
+        # a sharded build trains on a sample (student.serving.shards): the one faiss's k-means
+        # would draw from all rows, so the rows differ from the single index's in sharding only
+        sample = common.get("kmeans_points_per_centroid", 256) * default_nlist(n)
+        for kind in shard_kinds:
+            cfg = IndexConfig(kind=kind, **common)
+            sweep_of = ivf if cfg.is_ivf else hnsw if cfg.is_hnsw else (None, ())
+            for k in shards:
+                sharded = IndexConfig(kind=kind, shards=int(k), train_sample=sample, **common)
+                out[f"{kind} x{k} shards"] = (sharded, *sweep_of, None)
+        return out
     raw = {"normalize": False, **common}
     mips = {"mips_transform": True, **raw}
     ivf = ("nprobe", sorted({*nprobes, 2 * max(nprobes), 4 * max(nprobes)}))
@@ -204,6 +217,9 @@ def run_scale(
     seed: int = 0,
     repeats: int = 2,
     out: str | os.PathLike | None = None,
+    shards: Sequence[int] = (),
+    shard_kinds: Sequence[str] = ("ivf_sq8",),
+    settings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The ``--scale`` benchmark on synthetic embeddings; returns (and writes) a JSON dict.
 
@@ -211,14 +227,18 @@ def run_scale(
     IVF-SQ8 (sweep nprobe) and HNSW-SQ8 (sweep efSearch) on unit-norm vectors. For sizes in
     ``lognormal_sizes`` (default: the smallest size only) also log-normal norms (sigma
     ``lognormal_sigma``) with normalize=False, where the pitfalls show (see
-    :func:`scale_settings`). Each case records its indexes in the report's ``indexes`` schema
-    (with sweeps) and, for unit norm, the issue's targets (:func:`check_targets`).
+    :func:`scale_settings`). ``shards``: also each of ``shard_kinds`` over K shards, for each K
+    (unit norm). ``settings``: only the settings of these names (default all; the targets need
+    ``flat``, ``sq8``, ``ivf_sq8`` and ``hnsw_sq8``). Each case records its indexes in the
+    report's ``indexes`` schema (with sweeps) and, for unit norm with every setting, the issue's
+    targets (:func:`check_targets`).
     """
     sizes = [int(s) for s in sizes]
     if not sizes or min(sizes) < 1000:
         raise ValueError(f"run_scale: sizes={sizes}; expected sizes >= 1000")
     if lognormal_sizes is None:
         lognormal_sizes = [min(sizes)] if lognormal_sigma > 0 else []
+    _check_settings(settings, shards, shard_kinds)
     args = {
         "sizes": sizes,
         "dim": dim,
@@ -236,6 +256,9 @@ def run_scale(
         "kmeans_points_per_centroid": kmeans_points_per_centroid,
         "seed": seed,
         "repeats": repeats,
+        "shards": [int(n_shards) for n_shards in shards],
+        "shard_kinds": list(shard_kinds),
+        "settings": list(settings),
     }
     t_all = time.perf_counter()
     results = []
@@ -254,6 +277,17 @@ def run_scale(
     return report
 
 
+def _check_settings(settings: Sequence[str], shards, shard_kinds) -> None:
+    """Refuse a ``settings`` name that no case of :func:`scale_settings` has."""
+    names = set()
+    for sigma in (0.0, 0.5):
+        names |= set(scale_settings(sigma, 1000, {}, [1], [1], shards, shard_kinds))
+    if set(settings) - names:
+        raise ValueError(
+            f"run_scale: settings {sorted(set(settings) - names)} unknown; allowed: {sorted(names)}"
+        )
+
+
 def _scale_case(n: int, sigma: float, args: dict[str, Any]) -> dict[str, Any]:
     """One catalogue of ``n`` items with norm sigma ``sigma``: every index setting of
     :func:`scale_settings` measured against exact search (``args``: ``run_scale``'s)."""
@@ -269,7 +303,10 @@ def _scale_case(n: int, sigma: float, args: dict[str, Any]) -> dict[str, Any]:
         "seed": seed,
         "kmeans_points_per_centroid": args["kmeans_points_per_centroid"],
     }
-    settings = scale_settings(sigma, n, common, args["nprobes"], args["ef_searches"])
+    settings = scale_settings(sigma, n, common, args["nprobes"], args["ef_searches"],
+                              args["shards"], args["shard_kinds"])  # fmt: skip
+    if args["settings"]:
+        settings = {k: v for k, v in settings.items() if k in args["settings"]}
     bench_kwargs = {"k": k, "n_single": args["n_single"], "threads": args["threads"],
                     "repeats": args["repeats"]}  # fmt: skip
     indexes = {}
@@ -285,7 +322,9 @@ def _scale_case(n: int, sigma: float, args: dict[str, Any]) -> dict[str, Any]:
         "norm_sigma": sigma,
         "float32_bytes": int(items.nbytes),
         "indexes": indexes,
-        "targets": check_targets(indexes, int(items.nbytes), k) if sigma == 0 else None,
+        "targets": check_targets(indexes, int(items.nbytes), k)
+        if sigma == 0 and {"flat", "sq8", "ivf_sq8", "hnsw_sq8"} <= set(indexes)
+        else None,
         "wall_s": time.perf_counter() - t_case,
     }
     logger.info("n=%d sigma=%.2f done in %.1fs", n, sigma, case["wall_s"])

@@ -48,10 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from common.io import claim_output, read_json, write_json, write_text
+from common.io import claim_output, write_json, write_text
 from pipelines.core.args import OutputArgs, ThreadArgs
 from pipelines.core.layout import RunLayout
 from pipelines.data import load_dataset
+from pipelines.experiments.scale_outputs import read_result, stage_outputs, with_rates
 from pipelines.experiments.scale_report import SIZE_SETTINGS, STAGES, Stage, format_report, growth
 from pipelines.experiments.steps import Step, StepGraph
 
@@ -122,6 +123,9 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
             "--threads CPUs each; 1 = one process)"
         },
     )
+    index_shards: int = field(
+        default=4, metadata={"help": "benchmark row 'ivf_sq8 xK shards' (K shards); 1 = none"}
+    )
     stage_timeout_s: int = field(
         default=3600, metadata={"help": "a stage running longer is stopped and recorded"}
     )
@@ -135,8 +139,8 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
             raise ValueError(
                 f"BenchScaleConfig.stages={self.stages!r}; expected a non-empty subset of {STAGES}"
             )
-        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s", "label_actors",
-                     "train_workers"):  # fmt: skip
+        for name in ("epochs", "eval_users", "topk_users", "stage_timeout_s", "index_shards",
+                     "label_actors", "train_workers"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"BenchScaleConfig.{name}={getattr(self, name)}; expected >= 1")
 
@@ -209,7 +213,7 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
             "--student-distilled", str(r.model("student_distilled")),
             "--student-int8", str(r.int8),
             "--eval-users", str(c.eval_users), *cache, "--out", str(r.benchmark),
-            "--overwrite",
+            "--index-shards", str(c.index_shards), "--overwrite",
         ],
     }  # fmt: skip
 
@@ -282,84 +286,6 @@ def run_stage(argv: list[str], log: Path, timeout_s: int, threads: int) -> dict[
     }
 
 
-def _read(path: Path) -> dict | None:
-    return read_json(path, "a JSON file written by a recdistill job") if path.exists() else None
-
-
-def stage_outputs(stage: str, d: Path, res: dict, log: Path) -> dict[str, Any]:
-    """What the stage's own output says: sizes, throughput, quality."""
-    out: dict[str, Any] = {}
-    run = RunLayout(d)
-    if stage == "data":
-        line = log.read_text().strip().splitlines()[-1]
-        out = json.loads(line)
-    elif stage == "prepare":
-        stats = _read(run.prepare / "stats.json") or {}
-        out = {"protocols": stats.get("protocols")}
-    elif stage == "labels":
-        meta = _read_meta(run.labels)
-        if meta:
-            out = {
-                "pairs": meta.get("n_pairs"),
-                "users": meta.get("n_users"),
-                "pairs_per_second_scoring": meta.get("pairs_per_second"),
-                "pairs_per_second": (meta.get("n_pairs") or 0) / res["seconds"],
-                "collab": meta.get("teacher", {}).get("collab") or meta.get("collab"),
-                "mix_weights": meta.get("teacher", {}).get("mix", {}).get("weights"),
-                "teacher_quality": meta.get("teacher_quality", {}).get("parts"),
-            }
-    elif stage.startswith("student"):
-        m = _read(run.student(stage) / "metrics.json")
-        if m:
-            out = {
-                "epochs_run": m["epochs_run"],
-                "train_seconds": m["train_seconds"],
-                "valid": m["valid"],
-                "params": m["params"],
-            }
-    elif stage == "compress":
-        m = _read(run.compressed / "compression.json")
-        if m:
-            out = {
-                name: {k: v for k, v in step.items() if k in ("valid_ndcg@10", "params", "bytes")}
-                for name, step in m.get("steps", {}).items()
-            }
-    elif stage == "benchmark":
-        r = _read(run.benchmark / "report.json")
-        if r:
-            out = {
-                "models": {
-                    k: {m: v.get(m) for m in ("ndcg@10", "recall@10", "users") if m in v}
-                    for k, v in r.get("models", {}).items()
-                },
-                "indexes": {
-                    kind: {
-                        k: e.get(k)
-                        for k in (
-                            "recall@10_vs_exact",
-                            "ndcg@10",
-                            "qps_batch1",
-                            "qps_batch256",
-                            "p50_ms",
-                            "p99_ms",
-                            "bytes",
-                            "build_seconds",
-                            "items_per_second_indexed",
-                        )
-                    }
-                    for kind, e in (r.get("indexes") or {}).items()
-                },
-                "evaluation": r.get("evaluation"),
-            }
-    return out
-
-
-def _read_meta(folder: Path) -> dict | None:
-    from pipelines.labels.schema import META_FILE
-
-    return _read(folder / META_FILE)
-
-
 def _stage_run(stage: str, d: Path, c: BenchScaleConfig):
     """The job of one stage as a step: its command -> its row (rc, time, RSS, outputs)."""
 
@@ -411,7 +337,7 @@ def _run_size(c: BenchScaleConfig, size: str, d: Path) -> tuple[dict[str, Any], 
 def run(config: BenchScaleConfig) -> dict:
     c = config
     out = Path(c.out)
-    existing = _read(out / RESULT)
+    existing = read_result(out / RESULT)
     # a resumed run (its RESULT there) only checks that the folder holds nothing else
     claim_output(out, RESULT, overwrite=c.overwrite or existing is not None,
                  what="a bench-scale run", only=BENCH_SCALE_FILES)  # fmt: skip
@@ -432,28 +358,13 @@ def run(config: BenchScaleConfig) -> dict:
         d = out / size
         d.mkdir(exist_ok=True)
         rows, ran = _run_size(c, size, d)
-        result["sizes"][size] = _with_rates(rows)
+        result["sizes"][size] = with_rates(rows)
         if ran or size not in result.setdefault("size_config", {}):
             result["size_config"][size] = {k: getattr(c, k) for k in SIZE_SETTINGS}
         result["growth"] = growth(result["sizes"], result["size_config"])
         write_json(out / RESULT, result)
         write_text(out / "report.md", format_report(result))
     return result
-
-
-def _with_rates(rows: dict) -> dict:
-    """Per-stage throughput in the units the issue names, from the data stage's counts."""
-    n = (rows.get("data", {}).get("outputs") or {}).get("interactions")
-    train = (rows.get("data", {}).get("outputs") or {}).get("train")
-    for stage, r in rows.items():
-        o = r.get("outputs")
-        if not o or r.get("rc"):
-            continue
-        if stage.startswith("student") and train:
-            r["interactions_per_second"] = train * o["epochs_run"] / o["train_seconds"]
-        if stage in ("data", "prepare") and n:
-            r["interactions_per_second"] = n / r["seconds"]
-    return rows
 
 
 def format_summary(result: dict) -> str:

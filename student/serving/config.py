@@ -44,6 +44,7 @@ _INT_FIELDS = (
     ("train_sample", 1, None),
     ("kmeans_points_per_centroid", 1, None),
     ("seed", 0, None),
+    ("shards", 1, None),
 )
 
 
@@ -128,6 +129,15 @@ class IndexConfig(ConfigMixin):
         metadata={"help": "IVF k-means subsamples to this many points per centroid (faiss)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for sampling and k-means."})
+    shards: int = field(
+        default=1,
+        metadata={
+            "help": "Split the catalogue into this many contiguous id ranges, one index of this "
+            "kind each, one file each, searched as one faiss.IndexShards (student.serving."
+            "shards). 1 = one file. Sharded, the quantizer / SQ ranges train once on a seeded "
+            "sample of train_sample rows (at least 39 per IVF cell), never on all vectors."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:

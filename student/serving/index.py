@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -37,12 +36,38 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common.config import check_int
-from common.io import ArtifactError, atomic_dir, read_json
-from student.serving.config import NORM_SPREAD_WARN, IndexConfig, factory_string
-from student.serving.kinds import read_faiss
+from common.io import ArtifactError, atomic_dir
+from student.serving.config import IndexConfig, factory_string
+from student.serving.index_files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IDS_FILE,
+    INDEX_FILE,
+    META_FILE,
+    check_same_ids,
+    index_meta,
+    read_meta,
+    read_single,
+    save_target,
+    write_rest,
+)
+from student.serving.kinds import faiss_threads, new_faiss_index
+from student.serving.shards import (
+    ENCODE_CHUNK,
+    Encoder,
+    ShardBuilder,
+    assemble,
+    combined_sha256,
+    file_sha256,
+    parts_of,
+    read_shards,
+    row_chunks,
+    write_shard,
+)
 from student.serving.vectors import (
     as_ids,
     as_matrix,
+    check_norms,
     embedding_fingerprint,
     index_items,
     index_queries,
@@ -50,13 +75,6 @@ from student.serving.vectors import (
 )
 
 logger = logging.getLogger(__name__)
-
-FORMAT_NAME = "recdistill.item_index"
-FORMAT_VERSION = 1
-INDEX_FILE = "index.faiss"
-IDS_FILE = "item_ids.npy"
-META_FILE = "meta.json"
-_ADD_CHUNK = 100_000
 
 
 class ItemIndex:
@@ -97,7 +115,8 @@ class ItemIndex:
     ) -> ItemIndex:
         """Index ``item_emb`` [N, D]; ``item_ids`` [N] are the original ids (int or str).
 
-        ``threads`` temporarily sets faiss's OpenMP threads for training and adding.
+        ``threads`` temporarily sets faiss's OpenMP threads for training and adding. With
+        ``config.shards`` > 1 the shards are built as :meth:`from_encoder` builds them.
         """
         config = config or IndexConfig()
         x = as_matrix(item_emb, "item_emb")
@@ -105,16 +124,59 @@ class ItemIndex:
         if n == 0:
             raise ValueError("item_emb: the catalogue is empty (0 rows)")
         ids = as_ids(item_ids, n)
+        if config.shards > 1:  # the one sharded build, reading the rows of x
+            return cls.from_encoder(lambda rows: x[rows], ids, config, threads)
         fingerprint = embedding_fingerprint(x)
-        _check_norms(x, config)
+        check_norms(x, config)
         x, mips_max_norm = index_items(x, config)
         x = pad_columns(x, config.spec.index_dim(x.shape[1]))
         config = config.spec.structure.sized(config, n)
-        index, base = _new_faiss_index(config, x.shape[1])
+        index, base = new_faiss_index(config, x.shape[1])
         _train_and_add(index, x, config, threads)
         out = cls(index, ids, config, dim, fingerprint, mips_max_norm)
         out._base = base  # keep the wrapped index alive with the refine wrapper
         return out
+
+    @classmethod
+    def from_encoder(
+        cls,
+        encode: Encoder,
+        item_ids: Any,
+        config: IndexConfig | None = None,
+        threads: int | None = None,
+        directory: str | os.PathLike | None = None,
+        chunk: int = ENCODE_CHUNK,
+    ) -> ItemIndex:
+        """Index the items ``item_ids`` [N] whose vectors ``encode(rows)`` -> [len(rows), D]
+        gives (the item tower: ``shards.item_tower_encoder``), called on at most ``chunk`` rows.
+
+        ``config.shards`` > 1: the build holds one chunk of vectors, the training sample and
+        the codes of the shard being filled (``shards.ShardBuilder``); with ``directory`` each
+        shard is written there when full and dropped, and the index comes back loaded from
+        the folder, memory-mapped. ``shards`` == 1 encodes every row, then :meth:`build`.
+        """
+        config = config or IndexConfig()
+        ids = as_ids(item_ids, len(np.asarray(item_ids)))
+        if len(ids) == 0:
+            raise ValueError("item_ids: the catalogue is empty (0 items)")
+        if config.shards == 1:
+            x = np.vstack([encode(rows) for rows in row_chunks(0, len(ids), chunk)])
+            out = cls.build(x, ids, config, threads)
+        else:
+            b = ShardBuilder(encode, len(ids), config, threads, chunk)
+            if directory is not None:
+                with atomic_dir(save_target(directory)) as tmp:
+                    files = [write_shard(f, tmp, i, a, z) for i, (a, z, f) in enumerate(b.shards())]
+                    meta = index_meta(b.config, b.dim, b.index_dim, ids, b.fingerprint,
+                                      b.mips_max_norm, {})  # fmt: skip
+                    write_rest(tmp, ids, {**meta, "shard_files": files})
+                return cls.load(directory, mmap=True)
+            parts = [f for _, _, f in b.shards()]
+            out = cls(assemble(parts), ids, b.config, b.dim, b.fingerprint, b.mips_max_norm)
+        if directory is None:
+            return out
+        out.save(directory)
+        return cls.load(directory, mmap=True)
 
     # ----------------------------------------------------------------- search
     @property
@@ -124,13 +186,13 @@ class ItemIndex:
     def apply_search_params(self) -> None:
         """Push the kind's search parameters (nprobe, efSearch) and the refine factor from
         ``self.config`` into the faiss index."""
-        index = self.index
-        if isinstance(index, faiss.IndexRefine):
-            index.k_factor = float(self.config.refine_factor)
-            base = faiss.downcast_index(index.base_index)
-        else:
-            base = index
-        self.config.spec.structure.set_search(base, self.config)
+        for index in parts_of(self.index):  # the index, or each of its shards
+            if isinstance(index, faiss.IndexRefine):
+                index.k_factor = float(self.config.refine_factor)
+                base = faiss.downcast_index(index.base_index)
+            else:
+                base = index
+            self.config.spec.structure.set_search(base, self.config)
 
     def set_search_params(
         self,
@@ -181,47 +243,34 @@ class ItemIndex:
         return scores, rows.astype(np.int64, copy=False)
 
     def nbytes(self) -> int:
-        """Serialized size of the faiss index in bytes (the id map is not counted)."""
-        return int(faiss.serialize_index(self.index).nbytes)
+        """Serialized size of the faiss index (of its shards) in bytes (not the id map)."""
+        return sum(int(faiss.serialize_index(p).nbytes) for p in parts_of(self.index))
 
     # ------------------------------------------------------------- save/load
     def meta(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "config": self.config.to_dict(),
-            "factory": factory_string(self.config, self.config.nlist),
-            "dim": self.dim,
-            "index_dim": int(self.index.d),
-            "n": self.n,
-            "id_dtype": str(self.item_ids.dtype),
-            "fingerprint": self.fingerprint,
-            "mips_max_norm": self.mips_max_norm,
-            "faiss_version": faiss.__version__,
-            "numpy_version": np.__version__,
-            "provenance": self.provenance,
-        }
+        c = self.config
+        fp, provenance = self.fingerprint, self.provenance
+        return index_meta(c, self.dim, int(self.index.d), self.item_ids, fp, self.mips_max_norm,
+                          provenance)  # fmt: skip
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``index.faiss``, ``item_ids.npy`` and ``meta.json`` into ``directory``.
+        """Write ``index.faiss`` (sharded: one ``shard_NNNNN.faiss`` a shard, each with its
+        sha256 in meta.json), ``item_ids.npy`` and ``meta.json`` into ``directory``.
 
         Written to a temporary folder beside it and moved into place with ``os.replace``; an
         existing index folder is replaced, any other non-empty folder is refused.
         """
-        target = Path(directory)
-        if target.exists():
-            if not target.is_dir():
-                raise ValueError(f"ItemIndex.save: {target} exists and is not a directory")
-            if any(target.iterdir()) and not (target / META_FILE).exists():
-                raise ValueError(
-                    f"ItemIndex.save: {target} is a non-empty folder without {META_FILE}; "
-                    "refusing to replace it (choose an empty or new folder)"
-                )
+        target = save_target(directory)
         with atomic_dir(target) as tmp:
-            faiss.write_index(self.index, str(tmp / INDEX_FILE))
-            np.save(tmp / IDS_FILE, self.item_ids, allow_pickle=False)
-            meta = {**self.meta(), "index_sha256": _sha256(tmp / INDEX_FILE)}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+            if self.config.shards > 1:  # one file a shard (student.serving.shards)
+                bounds = np.cumsum([0] + [p.ntotal for p in parts_of(self.index)])
+                files = [write_shard(p, tmp, i, int(bounds[i]), int(bounds[i + 1]))
+                         for i, p in enumerate(parts_of(self.index))]  # fmt: skip
+                write_rest(tmp, self.item_ids, {**self.meta(), "shard_files": files})
+            else:
+                faiss.write_index(self.index, str(tmp / INDEX_FILE))
+                sha = file_sha256(tmp / INDEX_FILE)
+                write_rest(tmp, self.item_ids, {**self.meta(), "index_sha256": sha})
         logger.info("saved %s index (%d items) to %s", self.config.kind, self.n, target)
         return target
 
@@ -235,12 +284,13 @@ class ItemIndex:
         mmap: bool = False,
     ) -> ItemIndex:
         """Load an index saved by :meth:`save`; refuse a mismatched dim, id map or fingerprint.
-        ``mmap``: map the FAISS file read-only, shared (``kinds.read_faiss``)."""
+        ``mmap``: map the FAISS file(s) read-only, shared (``kinds.read_faiss``). A sharded
+        folder loads as one ``faiss.IndexShards`` (``shards.read_shards``)."""
         src = Path(directory)
-        for name in (META_FILE, IDS_FILE, INDEX_FILE):
+        for name in (META_FILE, IDS_FILE):
             if not (src / name).is_file():
                 raise FileNotFoundError(f"ItemIndex.load: {src / name} is missing")
-        meta = _read_meta(src / META_FILE)
+        meta = read_meta(src / META_FILE)
         if meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{src / META_FILE}: format={meta.get('format')!r}, expected {FORMAT_NAME!r}"
@@ -265,35 +315,11 @@ class ItemIndex:
         if len(ids) != meta["n"]:
             raise ValueError(f"{src / IDS_FILE}: {len(ids)} ids, but meta.json says n={meta['n']}")
         if expected_item_ids is not None:
-            _check_same_ids(src, ids, np.asarray(expected_item_ids))
+            check_same_ids(src, ids, np.asarray(expected_item_ids))
         if expected_fingerprint is not None and expected_fingerprint != meta["fingerprint"]:
             raise ValueError(
                 f"{src}: embedding fingerprint {meta['fingerprint'][:12]}... does not match the "
                 f"expected {expected_fingerprint[:12]}... (the index is stale; rebuild it)"
-            )
-        want, got = meta.get("index_sha256"), _sha256(src / INDEX_FILE)
-        if not isinstance(want, str):
-            raise ValueError(
-                f"{src / INDEX_FILE}: {src / META_FILE} records no index_sha256 (computed "
-                f"{got}); an index without its checksum is refused; rebuild the index"
-            )
-        if got != want:
-            raise ValueError(
-                f"{src / INDEX_FILE}: sha256 differs from the one meta.json recorded at save time "
-                f"(recorded {want}, computed {got}: a truncated, edited or swapped file); "
-                "rebuild the index"
-            )
-        try:
-            index = read_faiss(src / INDEX_FILE, mmap)
-        except RuntimeError as exc:  # faiss raises RuntimeError on a truncated file
-            raise ValueError(
-                f"{src / INDEX_FILE}: unreadable or truncated FAISS index "
-                f"({str(exc).splitlines()[0] if str(exc) else 'read failed'}); rebuild the index"
-            ) from exc
-        if index.ntotal != len(ids) or index.d != meta["index_dim"]:
-            raise ValueError(
-                f"{src / INDEX_FILE}: holds {index.ntotal} vectors of dim {index.d}, meta.json "
-                f"says {len(ids)} of dim {meta['index_dim']}"
             )
         try:
             config = IndexConfig.from_dict(meta["config"])
@@ -301,6 +327,13 @@ class ItemIndex:
             raise ArtifactError(
                 f"{src / META_FILE}: field 'config': {exc}; rebuild the index"
             ) from None
+        read = read_shards if config.shards > 1 else read_single
+        index, got = read(src, meta, mmap)
+        if index.ntotal != len(ids) or index.d != meta["index_dim"]:
+            raise ValueError(
+                f"{src}: the FAISS index holds {index.ntotal} vectors of dim {index.d}, "
+                f"meta.json says {len(ids)} of dim {meta['index_dim']}"
+            )
         out = cls(index, ids, config, dim, meta["fingerprint"], meta["mips_max_norm"])
         out.provenance = dict(meta.get("provenance") or {})
         out._sha256 = got
@@ -308,108 +341,13 @@ class ItemIndex:
 
     @property
     def sha256(self) -> str:
-        """sha256 of the FAISS file as loaded (computed on load), else of the index's bytes."""
+        """sha256 of the FAISS file as loaded (computed on load), else of the index's bytes;
+        sharded: ``shards.combined_sha256`` of its shard files (or bytes)."""
         if getattr(self, "_sha256", None) is None:
-            self._sha256 = hashlib.sha256(faiss.serialize_index(self.index).tobytes()).hexdigest()
+            shas = [hashlib.sha256(faiss.serialize_index(p).tobytes()).hexdigest()
+                    for p in parts_of(self.index)]  # fmt: skip
+            self._sha256 = shas[0] if self.config.shards == 1 else combined_sha256(shas)
         return self._sha256
-
-
-# the fields ``load`` reads from meta.json, with the JSON types each may hold
-_META_FIELDS: dict[str, tuple[type, ...]] = {
-    "dim": (int,),
-    "index_dim": (int,),
-    "n": (int,),
-    "fingerprint": (str,),
-    "config": (dict,),
-    "mips_max_norm": (int, float, type(None)),
-}
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    """``meta.json`` of a saved index, each field ``load`` reads present with its JSON type;
-    else an ``ArtifactError`` naming the file and the field."""
-    meta = read_json(path, "the meta.json written by ItemIndex.save")
-    for name, types in _META_FIELDS.items():
-        if name not in meta:
-            raise ArtifactError(f"{path}: no field {name!r}; rebuild the index")
-        value = meta[name]
-        if not isinstance(value, types) or isinstance(value, bool):
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ArtifactError(
-                f"{path}: field {name!r} is {value!r}; expected {want}; rebuild the index"
-            )
-    return meta
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_same_ids(src: Path, ids: np.ndarray, expected: np.ndarray) -> None:
-    if len(ids) != len(expected):
-        raise ValueError(
-            f"{src}: id map has {len(ids)} items, expected {len(expected)} items "
-            "(the catalogue changed; rebuild the index)"
-        )
-    if ids.dtype.kind != expected.dtype.kind and not (
-        ids.dtype.kind in "iu" and expected.dtype.kind in "iu"
-    ):
-        raise ValueError(
-            f"{src}: id map dtype {ids.dtype} does not match expected ids dtype {expected.dtype}"
-        )
-    diff = np.flatnonzero(ids != expected)
-    if len(diff):
-        row = int(diff[0])
-        raise ValueError(
-            f"{src}: id map differs from the expected ids at row {row}: index has "
-            f"{ids[row].item()!r}, expected {expected[row].item()!r} ({len(diff)} rows differ)"
-        )
-
-
-def _check_norms(x: np.ndarray, config: IndexConfig) -> None:
-    """Warn about setups measured to lose recall on vectors whose norms spread.
-
-    Measured on log-normal norms (sigma 0.5, 100k x 64, see pipelines/index_bench.py): IVF over
-    inner product collapses (recall@10 0.38 at nprobe 8, 0.85 at 128 where unit-norm data gets
-    0.98); the MIPS transform roughly halves the nprobe needed. HNSW over inner product held
-    (0.99 at efSearch 128) but HNSW over the MIPS transform did not (0.77).
-    """
-    norms = np.linalg.norm(x, axis=1)
-    mean = float(norms.mean())
-    spread = float(norms.std() / mean) if mean > 0 else 0.0
-    if (config.normalize and not config.bias) or config.spec.exact or spread <= NORM_SPREAD_WARN:
-        return
-    if config.is_ivf and not config.mips_transform:
-        advice = "IVF over inner product on such vectors loses recall badly; set mips_transform"
-    elif config.is_hnsw and config.mips_transform:
-        advice = "HNSW over the MIPS transform lost recall in our measurements; use it without"
-    else:
-        logger.info("item norms spread (std/mean=%.3f); normalize=False keeps raw IP", spread)
-        return
-    logger.warning(
-        "item norms spread (std/mean=%.3f > %.2f) with normalize=False and kind=%r: %s, or "
-        "use normalize=True for cosine-trained embeddings, and measure recall against exact "
-        "search (pipelines.index_bench)",
-        spread,
-        NORM_SPREAD_WARN,
-        config.kind,
-        advice,
-    )
-
-
-def _new_faiss_index(config: IndexConfig, d: int) -> tuple[faiss.Index, faiss.Index]:
-    """An empty faiss index for ``d``-wide vectors: (the index, its base under refine)."""
-    metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
-    base = faiss.index_factory(d, factory_string(config, config.nlist), metric)
-    config.spec.structure.configure(base, config)
-    index = faiss.IndexRefineFlat(base) if config.refine else base
-    if config.refine:
-        index.k_factor = float(config.refine_factor)
-    return index, base
 
 
 def _train_and_add(
@@ -418,10 +356,7 @@ def _train_and_add(
     """Train ``index`` if it needs it (all rows, or a seeded sample) and add ``x`` in chunks;
     ``threads`` sets faiss's OpenMP threads for the duration."""
     n, spec = len(x), factory_string(config, config.nlist)
-    old_threads = faiss.omp_get_max_threads()
-    if threads is not None:
-        faiss.omp_set_num_threads(threads)
-    try:
+    with faiss_threads(threads):
         if not index.is_trained:
             train = x
             if not config.sq_train_on_all and n > config.train_sample:
@@ -431,7 +366,6 @@ def _train_and_add(
             logger.info("training %s on %d vectors", spec, len(train))
             index.train(train)
         logger.info("adding %d vectors (dim %d) to %s", n, x.shape[1], spec)
-        for start in tqdm(range(0, n, _ADD_CHUNK), desc=f"index {spec}", disable=n <= _ADD_CHUNK):
-            index.add(x[start : start + _ADD_CHUNK])
-    finally:
-        faiss.omp_set_num_threads(old_threads)
+        chunks = range(0, n, ENCODE_CHUNK)
+        for start in tqdm(chunks, desc=f"index {spec}", disable=n <= ENCODE_CHUNK):
+            index.add(x[start : start + ENCODE_CHUNK])

@@ -7,6 +7,7 @@ import faiss
 import numpy as np
 
 from student.serving.index import ItemIndex
+from student.serving.shards import parts_of
 from student.serving.vectors import as_matrix, index_items, pad_columns
 
 
@@ -18,7 +19,12 @@ def check_vectors(index: ItemIndex, item_emb: np.ndarray, sample: int = 64, seed
     rows = np.sort(np.random.default_rng(seed).choice(len(x), min(sample, len(x)), False))
     want, _ = index_items(x[rows], index.config, index.mips_max_norm)
     want = pad_columns(want, int(index.index.d))
-    got = _reconstruct(index.index, rows)
+    got = np.empty_like(want)
+    parts = parts_of(index.index)  # one, or each shard's rows (offset by the ones before)
+    starts = np.cumsum([0] + [p.ntotal for p in parts])
+    shard = np.searchsorted(starts, rows, side="right") - 1
+    for s in np.unique(shard):
+        got[shard == s] = _reconstruct(parts[s], rows[shard == s] - starts[s])
     err = np.linalg.norm(got - want, axis=1) / np.maximum(np.linalg.norm(want, axis=1), 1e-12)
     tol = 1e-4 if index.config.refine or index.config.spec.codes == "Flat" else 0.05
     bad = np.flatnonzero(err > tol)

@@ -9,8 +9,10 @@ A kind is a structure (a scan, inverted lists, a graph) over a code (float32 ``F
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,30 @@ INDEX_KIND_SPECS: dict[str, IndexKindSpec] = {
     "hnsw_flat": IndexKindSpec(HNSW, "Flat"),
     "hnsw_sq8": IndexKindSpec(HNSW, "SQ8", pad_to=8),
 }
+
+
+@contextlib.contextmanager
+def faiss_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set faiss's OpenMP thread count (None = leave as is)."""
+    old = faiss.omp_get_max_threads()
+    if threads is not None:
+        faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(old)
+
+
+def new_faiss_index(config: IndexConfigLike, d: int) -> tuple[faiss.Index, faiss.Index]:
+    """An empty faiss index of ``config``'s kind for ``d``-wide vectors, its build-time
+    settings applied: (the index, its base under refine)."""
+    metric = faiss.METRIC_L2 if config.mips_transform else faiss.METRIC_INNER_PRODUCT
+    base = faiss.index_factory(d, config.spec.factory(config, config.nlist), metric)
+    config.spec.structure.configure(base, config)
+    index = faiss.IndexRefineFlat(base) if config.refine else base
+    if config.refine:
+        index.k_factor = float(config.refine_factor)
+    return index, base
 
 
 def read_faiss(path: Path, mmap: bool = False) -> faiss.Index:
