@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -15,8 +15,19 @@ STAGES: tuple[str, ...] = get_args(Stage)
 # the settings a size's stages ran with (a rerun of some sizes may use others)
 SIZE_SETTINGS = (
     "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
-    "finetune_epochs", "threads",
+    "finetune_epochs", "threads", "embedding_precision",
 )  # fmt: skip
+
+
+def size_settings(c: Any, items: int) -> dict[str, Any]:
+    """``SIZE_SETTINGS`` of a size with ``items`` items: the config's (a ``BenchScaleConfig``),
+    plus the labels' encoder precision: 'bf16' from ``c.bf16_from_items`` items up where the
+    CPU has native bf16 (emulated bf16 is slower than fp32), else 'fp32'."""
+    from llm_teacher.embedding import bf16_native
+
+    big = c.bf16_from_items
+    own = {"embedding_precision": "bf16" if big and items >= big and bf16_native() else "fp32"}
+    return {k: own[k] if k in own else getattr(c, k) for k in SIZE_SETTINGS}
 
 
 def fit_exponent(x: list[float], y: list[float]) -> float | None:
@@ -31,7 +42,7 @@ def fit_exponent(x: list[float], y: list[float]) -> float | None:
 
 # the settings that change a stage's cost per interaction: a growth fit mixes no two of them
 STAGE_SETTINGS = {
-    "labels": ("topk_users", "n_negatives", "user_encoding"),
+    "labels": ("topk_users", "n_negatives", "user_encoding", "embedding_precision"),
     "student_hard": ("epochs", "student_batch_size"),
     "student_distilled": ("epochs", "student_batch_size"),
     "compress": ("epochs", "student_batch_size", "finetune_epochs"),
