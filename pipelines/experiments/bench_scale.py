@@ -107,7 +107,7 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
         metadata={
             "help": "labels: encode the texts in bf16 (--embedding-precision bf16) from this "
             "many items up where the CPU has native bf16, else fp32 (the report says which; "
-            "0 = never): 2.7x faster, same label quality on ML-100K (docs/scale.md)"
+            "0 = never): 2.7x faster, within 1% of fp32's label quality on ML-100K (docs/scale.md)"
         },
     )
     finetune_epochs: int = field(
