@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -15,10 +15,24 @@ STAGES: tuple[str, ...] = get_args(Stage)
 # the settings a size's stages ran with (a rerun of some sizes may use others)
 SIZE_SETTINGS = (
     "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
-    "finetune_epochs", "threads", "label_engine", "label_actors", "train_workers",
+    "finetune_epochs", "threads", "embedding_precision", "label_engine", "label_actors",
+    "train_workers",
 )  # fmt: skip
 # what a size recorded before a setting existed ran with
-SETTING_BEFORE = {"label_engine": "local", "label_actors": 2, "train_workers": 1}
+SETTING_BEFORE = {
+    "embedding_precision": "fp32", "label_engine": "local", "label_actors": 2, "train_workers": 1,
+}  # fmt: skip
+
+
+def size_settings(c: Any, items: int) -> dict[str, Any]:
+    """``SIZE_SETTINGS`` of a size with ``items`` items: the config's (a ``BenchScaleConfig``),
+    plus the labels' encoder precision: 'bf16' from ``c.bf16_from_items`` items up where the
+    CPU has native bf16 (emulated bf16 is slower than fp32), else 'fp32'."""
+    from llm_teacher.embedding import bf16_native
+
+    big = c.bf16_from_items
+    own = {"embedding_precision": "bf16" if big and items >= big and bf16_native() else "fp32"}
+    return {k: own[k] if k in own else getattr(c, k) for k in SIZE_SETTINGS}
 
 
 def fit_exponent(x: list[float], y: list[float]) -> float | None:
@@ -33,7 +47,14 @@ def fit_exponent(x: list[float], y: list[float]) -> float | None:
 
 # the settings that change a stage's cost per interaction: a growth fit mixes no two of them
 STAGE_SETTINGS = {
-    "labels": ("topk_users", "n_negatives", "user_encoding", "label_engine", "label_actors"),
+    "labels": (
+        "topk_users",
+        "n_negatives",
+        "user_encoding",
+        "embedding_precision",
+        "label_engine",
+        "label_actors",
+    ),
     "student_hard": ("epochs", "student_batch_size", "train_workers"),
     "student_distilled": ("epochs", "student_batch_size", "train_workers"),
     "compress": ("epochs", "student_batch_size", "finetune_epochs"),

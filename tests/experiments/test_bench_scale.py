@@ -38,6 +38,36 @@ def test_every_stage_command_parses_with_its_job(tmp_path):
     assert set(caches.values()) == {str(tmp_path / "300x200x10" / "collab_cache")}
 
 
+def test_labels_encode_in_bf16_exactly_from_the_threshold_where_the_cpu_has_it(
+    tmp_path, monkeypatch
+):
+    import llm_teacher.embedding as embedding
+
+    c = bs.BenchScaleConfig(out=str(tmp_path), bf16_from_items=200)
+
+    def labels(size, config=c):
+        argv = bs.stage_commands(config, size, tmp_path / size)["labels"]
+        parsed = job_parser(argv[0])[0].parse_config(argv[1:])
+        return parsed.embedding_precision, "--embedding-precision" in argv
+
+    monkeypatch.setattr(embedding, "bf16_native", lambda device="cpu": True)
+    assert labels("300x199x10") == ("fp32", False)
+    assert labels("300x200x10") == labels("300x5000x10") == ("bf16", True)
+    assert labels("300x5000x10", bs.BenchScaleConfig(bf16_from_items=0)) == ("fp32", False)
+    assert scale_report.size_settings(c, 200)["embedding_precision"] == "bf16"
+    failed = {"rc": 1, "seconds": 0.0, "peak_rss_gb": 0.0, "timed_out": False}
+    monkeypatch.setattr(bs, "run_stage", lambda argv, log, timeout_s, threads: failed)
+    r = bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=("data",), out=str(tmp_path / "o"),
+                                   bf16_from_items=200))  # fmt: skip
+    assert r["size_config"]["300x200x10"]["embedding_precision"] == "bf16"  # the report shows it
+    assert "embedding_precision" in (tmp_path / "o" / "report.md").read_text()
+    monkeypatch.setattr(embedding, "bf16_native", lambda device="cpu": False)  # emulated: slow
+    assert labels("300x5000x10") == ("fp32", False)
+    assert scale_report.size_settings(c, 5000)["embedding_precision"] == "fp32"
+    with pytest.raises(ValueError, match="bf16_from_items=-1"):
+        bs.BenchScaleConfig(bf16_from_items=-1)
+
+
 def test_run_stage_accounts_the_child(tmp_path):
     ok = bs.run_stage(
         ["-c", "import numpy as np; a = np.ones(50_000_000, np.uint8); a[:] = 2; print('done')"],

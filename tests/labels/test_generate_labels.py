@@ -171,10 +171,36 @@ def test_bad_config_values_are_named():
         GenerateLabelsConfig(strategy="best")
     with pytest.raises(ValueError, match="shard_users=0"):
         GenerateLabelsConfig(shard_users=0)
-    with pytest.raises(ValueError, match="embedding_int8=True quantizes the embedding teacher"):
-        GenerateLabelsConfig(teacher="causal_lm", embedding_int8=True)
-    with pytest.raises(ValueError, match="embedding_int8=True runs on the CPU only"):
-        GenerateLabelsConfig(embedding_int8=True, ray_num_gpus=1)
+    with pytest.raises(ValueError, match="embedding_precision='bf16' sets the embedding teach"):
+        GenerateLabelsConfig(teacher="causal_lm", embedding_precision="bf16")
+    with pytest.raises(ValueError, match="embedding_precision='int8' runs on the CPU only"):
+        GenerateLabelsConfig(embedding_precision="int8", ray_num_gpus=1)
+    with pytest.raises(ValueError, match=r"embedding_precision is 'fp16'; allowed values"):
+        GenerateLabelsConfig(embedding_precision="fp16")
+    assert GenerateLabelsConfig(embedding_precision="bf16", ray_num_gpus=1).ray_num_gpus == 1
+
+
+def test_encoder_precision_reaches_the_teacher_and_is_part_of_the_job(tmp_path, tiny_st_dir):
+    """Both engines build the text part from the config (a Ray actor from its JSON form), and
+    labels made at another precision are another job: never reused for this one."""
+    import torch
+
+    from common.config import from_dict, to_dict
+    from pipelines.labels.fit import build_text_part
+
+    data = load_dataset(DATASET)
+    split = make_split(data, "random", 0)
+    fps = (data.fingerprint(), split.fingerprint())
+    hashes = {}
+    for precision in ("fp32", "bf16", "int8"):
+        c = config(tmp_path, tiny_st_dir, embedding_precision=precision)
+        hashes[precision] = c.job_hash(*fps)
+        assert from_dict(GenerateLabelsConfig, json.loads(json.dumps(to_dict(c)))) == c
+    assert len(set(hashes.values())) == 3
+    bf16 = config(tmp_path, tiny_st_dir, embedding_precision="bf16")
+    part = build_text_part(from_dict(GenerateLabelsConfig, to_dict(bf16)), data, split)
+    assert part.teacher.config.precision == "bf16" and part.item_emb.dtype == np.float32
+    assert {p.dtype for p in part.teacher.model[0].model.parameters()} == {torch.bfloat16}
 
 
 def test_unknown_model_path_is_named(tmp_path):

@@ -80,7 +80,8 @@ def test_packaged_minilm_encodes():
 
 
 def test_int8_encoder_quantizes_every_linear_and_stays_close_to_fp32(tiny_st_dir, teacher):
-    q = EmbeddingTeacher(EmbeddingTeacherConfig(model=str(tiny_st_dir), batch_size=2, int8=True))
+    config = EmbeddingTeacherConfig(model=str(tiny_st_dir), batch_size=2, precision="int8")
+    q = EmbeddingTeacher(config)
     net = q.model[0].model
     kinds = {type(m) for m in net.modules()}
     assert torch.nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
@@ -88,11 +89,37 @@ def test_int8_encoder_quantizes_every_linear_and_stays_close_to_fp32(tiny_st_dir
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     cos = np.sum(emb * ref, axis=1)
     assert cos.min() > 0.95 and not np.array_equal(emb, ref)  # close, not the same weights
-    assert q.info()["embedding_teacher"]["int8"] is True
-    with pytest.raises(ValueError, match=r"int8=True needs device 'cpu', got 'cuda'"):
-        EmbeddingTeacherConfig(int8=True, device="cuda")
-    with pytest.raises(ValueError, match=r"int8 is 'yes'; expected True or False"):
-        EmbeddingTeacherConfig(int8="yes")
+    assert q.info()["embedding_teacher"]["precision"] == "int8"
+    with pytest.raises(ValueError, match=r"precision='int8' needs device 'cpu', got 'cuda'"):
+        EmbeddingTeacherConfig(precision="int8", device="cuda")
+
+
+def test_bf16_encoder_casts_the_transformer_and_returns_float32_close_to_fp32(tiny_st_dir, teacher):
+    config = EmbeddingTeacherConfig(model=str(tiny_st_dir), batch_size=2, precision="bf16")
+    b = EmbeddingTeacher(config)
+    assert {p.dtype for p in b.model[0].model.parameters()} == {torch.bfloat16}
+    emb, ref = (t.encode(TEXTS, show_progress=False) for t in (b, teacher))
+    assert emb.dtype == np.float32 and emb.shape == ref.shape
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(emb * ref, axis=1)
+    assert cos.min() > 0.99 and not np.array_equal(emb, ref)  # close, not the same weights
+    assert b.info()["embedding_teacher"]["precision"] == "bf16"
+    assert EmbeddingTeacherConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_precision_is_checked_and_bf16_is_refused_where_it_cannot_run(teacher, monkeypatch):
+    import llm_teacher.embedding as embedding
+
+    with pytest.raises(ValueError, match=r"precision is 'fp16'; allowed values: \['fp32', 'bf16'"):
+        EmbeddingTeacherConfig(precision="fp16")
+    with pytest.raises(ValueError, match=r"precision='bf16' runs on 'cpu' or 'cuda', not 'mps'"):
+        EmbeddingTeacherConfig(precision="bf16", device="mps")
+    assert EmbeddingTeacherConfig(precision="bf16", device="cuda:1").device == "cuda:1"
+    monkeypatch.setattr(embedding, "bf16_native", lambda device="cpu": False)  # a pre-Ampere GPU
+    with pytest.raises(ValueError, match=r"needs a CUDA GPU with bfloat16 .* 'cuda:0' has none"):
+        embedding.encoder_to_bf16(teacher.model, "cuda:0")
+    assert {p.dtype for p in teacher.model[0].model.parameters()} == {torch.float32}  # untouched
+    assert embedding.bf16_native("mps") is False
 
 
 def test_encoding_into_a_log_file_logs_chunks_and_gives_the_same_embeddings(

@@ -56,7 +56,7 @@ class EmbeddingPart(Part):
                 max_seq_length=c.max_seq_length,
                 adapter=c.adapter,
                 device=device,
-                int8=c.embedding_int8,
+                precision=c.embedding_precision,
             )
         )
         limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
