@@ -17,9 +17,13 @@ from pipelines.labels.teacher import Mix, auc, fit_mix, list_ndcg, quality
 logger = logging.getLogger(__name__)
 
 
-def build_text_part(c: GenerateLabelsConfig, data, split, device: str = "cpu") -> Part:
-    """The LLM part named by ``c.teacher`` (a ``PARTS`` key), loaded on ``device``."""
-    return PARTS[c.teacher].from_config(c, data, split, device)
+def build_text_part(
+    c: GenerateLabelsConfig, data, split, device: str = "cpu", item_emb: np.ndarray | None = None
+) -> Part:
+    """The LLM part named by ``c.teacher`` (a ``PARTS`` key), loaded on ``device``; an
+    embedding part given ``item_emb`` (the driver's, to a Ray actor) encodes no item text."""
+    reuse = {} if item_emb is None else {"item_emb": item_emb}
+    return PARTS[c.teacher].from_config(c, data, split, device, **reuse)
 
 
 def validation_pairs(

@@ -123,7 +123,7 @@ class ShardScorer:
         c = from_dict(GenerateLabelsConfig, s["config"])
         pool = RayPool.from_config(c)
         torch.set_num_threads(pool.threads)
-        text = build_text_part(c, s["data"], s["split"], device=pool.device)
+        text = build_text_part(c, s["data"], s["split"], pool.device, s["item_emb"])
         text.warm_users([s["valid_users"]])
         self.parts = [text, *s["parts"]]
         self.mix = s["mix"]
@@ -242,6 +242,8 @@ def _scored_shards(ray, job: RayJob, n_actors: int):
         "data": job.data,
         "split": job.split,
         "parts": fitted.parts[1:],
+        # the driver's item text embeddings: an actor encodes no item (1M items: ~30 min each)
+        "item_emb": fitted.parts[0].item_embeddings(),
         "mix": fitted.mix,
         "valid_users": fitted.valid_users,
         "subs": job.subs,

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from llm_teacher.embedding import EmbeddingTeacher
 from pipelines.data import load_dataset, make_split
 from pipelines.labels.config import SLEEP_ENV, GenerateLabelsConfig
 from pipelines.labels.generate_labels import run
@@ -325,6 +326,25 @@ def test_item_mean_users_need_no_pass_per_user(tmp_path, tiny_st_dir, labels):
     meta = run(config(tmp_path, tiny_st_dir, user_encoding="item_mean"))
     assert meta["teacher"]["info"]["user_encoding"] == "item_mean"
     assert meta["job_hash"] != labels[1]["job_hash"]  # never taken for text-encoded labels
+
+
+def test_a_text_part_given_the_drivers_item_embeddings_encodes_no_item(tiny_st_dir, monkeypatch):
+    # what a Ray actor does: it takes the driver's item embeddings instead of encoding the
+    # catalogue again, so it scores with the very same array
+    from pipelines.labels.fit import build_text_part
+
+    data = load_dataset(DATASET)
+    split = make_split(data, "random", 0)
+    c = GenerateLabelsConfig(model=str(tiny_st_dir), user_encoding="item_mean")
+    driver = build_text_part(c, data, split)
+    encoded = []
+    real = EmbeddingTeacher.encode
+    monkeypatch.setattr(EmbeddingTeacher, "encode",
+                        lambda self, texts, **kw: encoded.append(texts) or real(self, texts, **kw))  # fmt: skip
+    actor = build_text_part(c, data, split, item_emb=driver.item_embeddings())
+    assert not encoded and actor.item_embeddings() is driver.item_embeddings()
+    users, items = np.array([0, 3]), np.array([1, 5])
+    assert np.array_equal(actor.score(users, items), driver.score(users, items))
 
 
 def test_als_teacher_past_the_memory_budget_names_the_model(tmp_path, tiny_st_dir):

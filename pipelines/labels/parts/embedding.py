@@ -31,13 +31,16 @@ class EmbeddingPart(Part):
         split: Split,
         history_items: int,
         user_encoding: str = "text",
+        item_emb: np.ndarray | None = None,
     ):
         if user_encoding not in ("text", "item_mean"):
             raise ValueError(f"user_encoding={user_encoding!r}; expected 'text' or 'item_mean'")
         self.teacher = teacher
         self.data = data
         self.user_encoding = user_encoding
-        self.item_emb = teacher.encode(render_item_texts(data.items))
+        if item_emb is None:  # the driver's own, given to a Ray actor: the same array
+            item_emb = teacher.encode(render_item_texts(data.items))
+        self.item_emb = item_emb
         self.hist = histories(split.train, data.n_users, history_items, data.n_items)
         self.user_text = None
         if user_encoding == "text":
@@ -45,7 +48,9 @@ class EmbeddingPart(Part):
         self._user_emb: dict[int, np.ndarray] = {}
 
     @classmethod
-    def from_config(cls, c: Any, data, split, device: str = "cpu") -> EmbeddingPart:
+    def from_config(
+        cls, c: Any, data, split, device: str = "cpu", item_emb: np.ndarray | None = None
+    ) -> EmbeddingPart:
         from llm_teacher.embedding import EmbeddingTeacher, EmbeddingTeacherConfig
 
         t = EmbeddingTeacher(
@@ -61,7 +66,7 @@ class EmbeddingPart(Part):
         )
         limit = getattr(t.model.tokenizer, "model_max_length", None) or c.max_seq_length
         t.model.max_seq_length = min(c.max_seq_length, int(limit))
-        return cls(t, data, split, c.history_items, c.user_encoding)
+        return cls(t, data, split, c.history_items, c.user_encoding, item_emb)
 
     def info(self) -> dict:
         return {**self.teacher.info(), "user_encoding": self.user_encoding}
