@@ -118,7 +118,7 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
         default="local",
         metadata={
             "help": "generate-labels --engine: local (in-process) or ray (Ray Data actors, "
-            "--label-actors of them, --threads CPUs each)"
+            "--label-actors of them sharing --threads CPUs, at least 1 each)"
         },
     )
     label_actors: int = field(
@@ -192,7 +192,9 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
     ]  # fmt: skip
     engine = ["--engine", c.label_engine]
     if c.label_engine == "ray":
-        engine += ["--ray-concurrency", str(c.label_actors), "--ray-num-cpus", str(c.threads)]
+        # the actors share --threads (the driver's own encoding and fit use all of them)
+        per_actor = max(1.0, c.threads / c.label_actors)
+        engine += ["--ray-concurrency", str(c.label_actors), "--ray-num-cpus", f"{per_actor:g}"]
     return {
         "data": ["-c", f"from {__name__} import data_stage; data_stage({ds!r}, {c.protocol!r})"],
         "prepare": [

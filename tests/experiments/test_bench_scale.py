@@ -90,6 +90,11 @@ def test_ray_labels_and_data_parallel_students_reach_their_jobs(tmp_path):
     cmds = bs.stage_commands(c, "300x200x10", tmp_path / "300x200x10")
     labels = job_parser("generate-labels")[0].parse_config(cmds["labels"][1:])
     assert (labels.engine, labels.ray_concurrency, labels.ray_num_cpus) == ("ray", 3, 1.0)
+    c = bs.BenchScaleConfig(out=str(tmp_path), label_engine="ray", label_actors=2, threads=4)
+    labels = job_parser("generate-labels")[0].parse_config(
+        bs.stage_commands(c, "300x200x10", tmp_path)["labels"][1:]
+    )
+    assert (labels.ray_concurrency, labels.ray_num_cpus, labels.threads) == (2, 2.0, 4)
     for stage in ("student_hard", "student_distilled"):
         assert job_parser("train-student")[0].parse_config(cmds[stage][1:]).num_workers == 2
     local = bs.stage_commands(bs.BenchScaleConfig(out=str(tmp_path)), "300x200x10", tmp_path)
