@@ -68,7 +68,8 @@ BENCH_SCALE_FILES = frozenset({RESULT, "report.md", "*x*x*"})
 def stage_output_dirs(stage: str, r: RunLayout) -> tuple[Path, ...]:
     return {
         "prepare": (r.prepare, r.collab_cache),
-        "labels": (r.labels,),
+        # and the shards an interrupted label job left: a rerun would resume from them
+        "labels": (r.labels, r.labels.with_name(r.labels.name + ".partial")),
         "student_hard": (r.student_hard,),
         "student_distilled": (r.student_distilled,),
         "compress": (r.compressed,),

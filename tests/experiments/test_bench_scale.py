@@ -242,7 +242,7 @@ def test_a_stage_that_runs_starts_from_an_empty_output(tmp_path, monkeypatch):
     monkeypatch.setattr(bs, "run_stage", fake)
     monkeypatch.setattr(bs, "stage_outputs", lambda *a: {})
     bs.run(bs.BenchScaleConfig(sizes=("300x200x10",), stages=("data",), out=str(tmp_path / "o")))
-    for name in ("prepare", "collab_cache", "labels", "student_hard"):
+    for name in ("prepare", "collab_cache", "labels", "labels.partial", "student_hard"):
         (d / name).mkdir()
         (d / name / "old.json").write_text("{}")
     stages = ("data", "prepare", "labels")
@@ -250,4 +250,5 @@ def test_a_stage_that_runs_starts_from_an_empty_output(tmp_path, monkeypatch):
     # prepare ran without its old output or fit cache, labels without its old labels
     assert "prepare" not in seen["prepare"] and "collab_cache" not in seen["prepare"]
     assert "labels" not in seen["generate-labels"]
+    assert "labels.partial" not in seen["generate-labels"]  # no shards of an interrupted run
     assert (d / "student_hard" / "old.json").exists()  # a stage that did not run is kept
