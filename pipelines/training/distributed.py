@@ -111,7 +111,7 @@ def data_parallel(config, train: Callable) -> dict:
     c = config
     ray, TorchTrainer, TorchConfig, ScalingConfig, RunConfig = import_train()
     out = Path(c.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # --out itself only once a model is in
     started = ray_cluster.connect(
         ray, c.ray_address, c.num_workers * c.threads,
         f"--num-workers {c.num_workers} x --threads {c.threads}",
