@@ -18,7 +18,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from pipelines.baselines.scorer import Scorer
-from pipelines.baselines.transition import VALID_USERS, from_end
+from pipelines.baselines.transition import from_end, valid_sample_size
 from pipelines.core.metrics import evaluate, sample_users
 
 logger = logging.getLogger(__name__)
@@ -98,10 +98,10 @@ class RecencyCollab(Scorer):
 
 def fit_recency(model: Scorer, split, decays=RECENCY_DECAYS, metric: str = "ndcg@10"):
     """``(RecencyCollab of train, info)`` with ``decay`` chosen from ``decays`` by validation
-    ``metric`` over a seeded sample of at most ``VALID_USERS`` validation users."""
+    ``metric`` over a seeded sample of at most :func:`valid_sample_size` validation users."""
     split = split.training_view()
     truth, exclude = split.matrix("valid"), split.seen_for("valid")
-    users = sample_users(truth, VALID_USERS, seed=0)
+    users = sample_users(truth, valid_sample_size(split.n_items), seed=0)
     known = split.known_before("valid")
     sample = known[known["user"].isin(users)]  # only the sampled users' rows are folded in
     best, best_v, scores = None, -1.0, {}

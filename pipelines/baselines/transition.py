@@ -31,6 +31,15 @@ logger = logging.getLogger(__name__)
 # (window, decay) tried on validation; window 1 reads the last item only (decay unused)
 TRANSITION_GRID = ((1, 1.0), (2, 0.3), (2, 0.6), (3, 0.3), (3, 0.6), (5, 0.3), (5, 0.6))
 VALID_USERS = 5000  # validation users (seeded sample) a choice on validation ranks for
+VALID_CELLS = 10**9  # ... fewer (at least MIN_VALID_USERS) past 10^9 user x catalogue cells
+MIN_VALID_USERS = 1000
+
+
+def valid_sample_size(n_items: int) -> int:
+    """How many validation users a grid point ranks the catalogue for: ``VALID_USERS`` up to
+    200k items, then ``VALID_CELLS / n_items`` (at least ``MIN_VALID_USERS``): 1,000 at 1M
+    items, where 5,000 users took minutes a point."""
+    return min(VALID_USERS, max(MIN_VALID_USERS, VALID_CELLS // max(1, n_items)))
 
 
 def from_end(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -76,7 +85,13 @@ class Transition(Scorer):
     scores_sequences = True  # a user read from an ordered input frame (from_sequences)
 
     def __init__(
-        self, train: pd.DataFrame, n_users: int, n_items: int, window: int = 1, decay: float = 1.0
+        self,
+        train: pd.DataFrame,
+        n_users: int,
+        n_items: int,
+        window: int = 1,
+        decay: float = 1.0,
+        P: sp.csr_matrix | None = None,
     ):
         if window < 1:
             raise ValueError(f"Transition window={window}; expected >= 1")
@@ -84,8 +99,9 @@ class Transition(Scorer):
             raise ValueError(f"Transition decay={decay}; expected in (0, 1]")
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.window, self.decay = int(window), float(decay)
-        self.P = transition_matrix(train, n_items)
+        self.P = transition_matrix(train, n_items) if P is None else P  # P: of this train
         self.last = last_items(train, n_users, window, n_items)
+        self._keys: np.ndarray | None = None
 
     @property
     def params(self) -> int:
@@ -109,15 +125,29 @@ class Transition(Scorer):
         return self.score_last(self.last[np.asarray(users)])
 
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Pairs -> [P]: one lookup in ``P`` per pair and history step, no dense rows."""
+        """Pairs -> [P]: one lookup in ``P`` per pair and history step, no dense rows (a
+        binary search of ``row x I + column`` among ``P``'s sorted cells)."""
         users, items = np.asarray(users), np.asarray(items)
         out = np.zeros(len(users), dtype=np.float32)
         for k in range(self.window):
             h = self.last[users, k]
             ok = h < self.n_items
             if ok.any():
-                out[ok] += self.decay**k * np.asarray(self.P[h[ok], items[ok]]).ravel()
+                out[ok] += self.decay**k * self.lookup(h[ok], items[ok])
         return out
+
+    def lookup(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """``P[rows, cols]`` [N] float32 (0 where ``P`` holds no cell)."""
+        P = self.P
+        if self._keys is None:
+            P.sort_indices()  # cells of a row by column: the keys below ascend
+            row_of = np.repeat(np.arange(P.shape[0], dtype=np.int64), np.diff(P.indptr))
+            self._keys = row_of * self.n_items + P.indices
+        want = np.asarray(rows, dtype=np.int64) * self.n_items + np.asarray(cols, np.int64)
+        if not len(self._keys):
+            return np.zeros(len(want), dtype=np.float32)
+        at = np.minimum(np.searchsorted(self._keys, want), len(self._keys) - 1)
+        return np.where(self._keys[at] == want, P.data[at], 0).astype(np.float32)
 
     def from_sequences(self, frame: pd.DataFrame) -> Callable[[np.ndarray], np.ndarray]:
         """``users [B] -> [B, I]`` with each user's last items read from ``frame`` (in split
@@ -128,13 +158,14 @@ class Transition(Scorer):
 
 def fit_transition(split, grid=TRANSITION_GRID, metric: str = "ndcg@10") -> tuple[Transition, dict]:
     """Fit on train, choosing ``(window, decay)`` from ``grid`` by validation ``metric`` over a
-    seeded sample of at most ``VALID_USERS`` validation users (input: train)."""
+    seeded sample of at most :func:`valid_sample_size` validation users (input: train)."""
     split = split.training_view()
     truth, exclude = split.matrix("valid"), split.seen_for("valid")
-    users = sample_users(truth, VALID_USERS, seed=0)
+    users = sample_users(truth, valid_sample_size(split.n_items), seed=0)
     best, best_v, scores = None, -1.0, {}
+    P = transition_matrix(split.train, split.n_items)  # the same for every grid point
     for window, decay in grid:
-        model = Transition(split.train, split.n_users, split.n_items, window, decay)
+        model = Transition(split.train, split.n_users, split.n_items, window, decay, P)
         fn = model.from_sequences(split.known_before("valid"))
         v = evaluate(fn, truth, exclude, users=users)[metric]
         scores[f"window={window},decay={decay:g}"] = v

@@ -38,6 +38,16 @@ def tie_ranks(n_items: int, tie_seed: int = 0) -> np.ndarray:
     return ranks
 
 
+@lru_cache(maxsize=8)
+def tie_order(n_items: int, tie_seed: int = 0) -> np.ndarray:
+    """[n_items] int64, read-only: the items in the seeded tie order (the inverse of
+    :func:`tie_ranks`)."""
+    order = np.empty(n_items, dtype=np.int64)
+    order[tie_ranks(n_items, tie_seed)] = np.arange(n_items)
+    order.flags.writeable = False
+    return order
+
+
 def topk(
     scores: np.ndarray,
     k: int,
@@ -57,7 +67,9 @@ def topk(
     the block maxima is a score that at least k items reach, so every item of the top k (ties
     included) scores at least that. One pass of block maxima and one of comparisons replace
     numpy's single-threaded ``argpartition`` over the whole block and its [B, I] int64 index
-    array (512 MB for a block of 64M scores); the result is the same."""
+    array (512 MB for a block of 64M scores); the result is the same. A row whose bound many
+    items tie (a sparse scorer: most items score 0) is not sorted whole but read in tie order
+    (:func:`_wide_row_topk`), with the same result."""
     if overwrite and isinstance(scores, np.ndarray) and scores.dtype == np.float32:
         s = scores
     else:
@@ -78,13 +90,46 @@ def topk(
         return order.astype(np.int64, copy=False)
     block_max = s[:, : m * width].reshape(n_rows, m, width).max(axis=2)  # [B, m]
     bound = -np.partition(-block_max, k - 1, axis=1)[:, k - 1]  # k-th largest block maximum
-    r, c = np.nonzero(s >= bound[:, None])  # row-major: rows ascending, items ascending
-    v = s[r, c]
-    order = np.lexsort((ranks[c], -v, r))  # by row, then score descending, then tie order
-    r, c = r[order], c[order]
-    starts = np.searchsorted(r, np.arange(n_rows))
-    pick = starts[:, None] + np.arange(k)  # every row has at least k candidates
-    return c[pick].astype(np.int64, copy=False)
+    at_least = s >= bound[:, None]
+    wide = at_least.sum(1) > WIDE_ROW * k  # e.g. a sparse scorer: most of a row ties at 0
+    out = np.empty((n_rows, k), dtype=np.int64)
+    for row in np.flatnonzero(wide):
+        out[row] = _wide_row_topk(s[row], k, bound[row], ranks, tie_order(n_cols, tie_seed))
+    narrow = np.flatnonzero(~wide)
+    if len(narrow):
+        rows_at_least = at_least[narrow] if len(narrow) < n_rows else at_least
+        r, c = np.nonzero(rows_at_least)  # row-major: rows ascending, items ascending
+        v = s[narrow[r], c]
+        order = np.lexsort((ranks[c], -v, r))  # by row, then score descending, then tie order
+        r, c = r[order], c[order]
+        starts = np.searchsorted(r, np.arange(len(narrow)))
+        pick = starts[:, None] + np.arange(k)  # every row has at least k candidates
+        out[narrow] = c[pick]
+    return out
+
+
+WIDE_ROW = 64  # a row with more than 64 k items at or above its bound: _wide_row_topk
+
+
+def _wide_row_topk(
+    row: np.ndarray, k: int, bound: float, ranks: np.ndarray, order: np.ndarray
+) -> np.ndarray:
+    """:func:`topk` of one row [I] whose bound (a score at least ``k`` items reach) is tied by
+    many items, without sorting them all: the items above ``bound`` (fewer than ``k``: they
+    all belong, by score then tie order), then the items at ``bound`` with the lowest tie
+    places. Looks among the first items of the tie order before it scans the whole row. With
+    ``k`` or more items above ``bound``, only those are sorted."""
+    above = np.flatnonzero(row > bound)
+    if len(above) >= k:
+        return above[np.lexsort((ranks[above], -row[above]))[:k]]
+    above = above[np.lexsort((ranks[above], -row[above]))]
+    need = k - len(above)
+    head = order[: min(len(order), 4 * need + 256)]
+    tied = head[row[head] == bound]  # in tie order already
+    if len(tied) < need:  # too few in the head: all tied items, by tie place
+        tied = np.flatnonzero(row == bound)
+        tied = tied[np.argsort(ranks[tied], kind="stable")]
+    return np.concatenate([above, tied[:need]])
 
 
 def block_users(n_items: int, batch_size: int = 1024, max_cells: int = 2**26) -> int:

@@ -13,6 +13,7 @@ from pipelines.core.metrics import (
     evaluate,
     paired_bootstrap,
     per_user_metrics,
+    tie_order,
     tie_ranks,
     topk,
     topk_overlap,
@@ -62,6 +63,30 @@ def test_topk_matches_a_full_stable_sort(n_items):
     assert np.array_equal(topk(own, 20, ex, overwrite=True), topk(scores, 20, ex))
     # k past the row length returns the whole row
     assert topk(np.array([[0.5, 0.2, 0.9]], dtype=np.float32), 5).tolist() == [[2, 0, 1]]
+
+
+@pytest.mark.parametrize("density", [0.0, 0.0005, 0.002, 0.05])
+def test_topk_of_a_sparse_scorer_matches_a_full_stable_sort(density):
+    # most items tie at 0 (a transition model scores a few items a row): the rows whose bound
+    # is that tie take the tie-order path, with the full sort's result, excluded items (-inf)
+    # and rows with fewer than k items left included
+    rng = np.random.default_rng(5)
+    n_items = 50_000
+    dense = sp.random(6, n_items, density=density, random_state=6, format="csr", dtype=np.float32)
+    scores = np.round(dense.toarray() * 4, 0).astype(np.float32)  # ties above 0 too
+    scores[3, rng.choice(n_items, 40, replace=False)] = -0.5  # below the 0 tie
+    ex = sp.lil_matrix((6, n_items), dtype=np.float32)
+    ex[4, : n_items - 7] = 1  # 7 items left: -inf fills the list
+    ex[5, rng.choice(n_items, 1000, replace=False)] = 1
+    ex = ex.tocsr()
+    masked = np.where(ex.toarray() > 0, -np.inf, scores)
+    perm = tie_order(n_items)
+    assert np.array_equal(tie_ranks(n_items)[perm], np.arange(n_items))
+    for seed in (0, 1):
+        perm = tie_order(n_items, seed)
+        for k in (1, 20, 300):
+            full = perm[np.argsort(-masked[:, perm], axis=1, kind="stable")[:, :k]]
+            assert np.array_equal(topk(scores, k, ex, tie_seed=seed), full), (seed, k)
 
 
 @pytest.mark.parametrize("n_items", [12, 1000])  # 12: whole rows sorted

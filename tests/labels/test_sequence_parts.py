@@ -50,6 +50,21 @@ def test_transition_counts_consecutive_items_and_reads_the_last_ones():
     np.testing.assert_allclose(m.from_sequences(known)(np.array([2]))[0], [0, 0, 1, 0.25, 0.25])
 
 
+def test_transition_pairs_are_the_dense_rows_cells():
+    # the pair lookup (binary search over P's cells) against the dense rows, every cell of
+    # the first users: held cells and the zeros between them
+    data = load_dataset("synthetic:users=60,items=40,per_user=12,seed=2")
+    split = training_split(data, "temporal", 0)
+    m = Transition(split.train, 60, 40, window=3, decay=0.5)
+    users = np.repeat(np.arange(20), 40)
+    items = np.tile(np.arange(40), 20)
+    dense = m(np.arange(20))
+    assert (dense > 0).sum() > 50 and (dense == 0).sum() > 50
+    np.testing.assert_allclose(m.score_pairs(users, items), dense.ravel(), rtol=1e-6)
+    empty = Transition(split.train.iloc[:0], 60, 40)
+    assert not empty.score_pairs(users[:5], items[:5]).any()
+
+
 def test_recency_row_weighs_by_position_from_the_end_and_decay_one_is_the_model():
     train = frame([(0, 0), (0, 1), (0, 2), (1, 2), (1, 0)])
     rows = recency_rows(train, 2, 3, 0.5).toarray()

@@ -76,8 +76,9 @@ class EmbeddingPart(Part):
 
     def user_emb(self, users: np.ndarray) -> np.ndarray:
         users = np.asarray(users)
-        if self.user_encoding == "item_mean":
-            return history_mean(self.item_emb, self.hist[users])
+        if self.user_encoding == "item_mean":  # each user once (a shard repeats its users)
+            once, back = np.unique(users, return_inverse=True)
+            return history_mean(self.item_emb, self.hist[once])[back.reshape(users.shape)]
         missing = [u for u in np.unique(users) if u not in self._user_emb]
         if missing:
             emb = self.teacher.encode([self.user_text[u] for u in missing], show_progress=False)
