@@ -6,7 +6,8 @@ Steps (each a function ``model -> model`` from ``student.compress``):
    batches of about 64 train users, the listwise KL (temperature ``temperature``) between
    the two models' scores over the full catalogue (above ``finetune_items`` items, over a
    fresh seeded sample of that many per step), ``finetune_epochs`` passes over the train
-   users (0 = none). The unpruned student is the only target: no hard labels, the observed
+   users (0 = none; above ``finetune_users`` users, over a fresh seeded sample of that many
+   each epoch). The unpruned student is the only target: no hard labels, the observed
    positives enter only through the user histories both models read;
 3. int8: ``all`` quantizes every part (smallest; written to ``int8/``); ``auto`` times each
    part (user tower at batch 1, item tower at batch 1024), says where int8 is slower on this
@@ -88,6 +89,13 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
             "above it a fresh seeded sample of this many per step (a sampled listwise KL)"
         },
     )
+    finetune_users: int = field(
+        default=0,
+        metadata={
+            "help": "train users each fine-tune epoch passes over: a fresh seeded sample of "
+            "this many per epoch when there are more (0 = every train user)"
+        },
+    )
     temperature: float = field(default=1.0, metadata={"help": "fine-tune listwise KL temperature"})
     int8: Int8Mode = field(default="both", metadata={"help": f"int8 mode: one of {INT8_MODES}"})
     magnitude_sparsity: float = field(
@@ -126,6 +134,8 @@ class CompressConfig(DataArgs, OutputArgs, ThreadArgs):
             )
         if self.finetune_items < 2:
             raise ValueError(f"CompressConfig.finetune_items={self.finetune_items}; expected >= 2")
+        if self.finetune_users < 0:
+            raise ValueError(f"CompressConfig.finetune_users={self.finetune_users}; expected >= 0")
         if self.finetune_epochs < 0:
             raise ValueError(
                 f"CompressConfig.finetune_epochs={self.finetune_epochs}; expected >= 0"
@@ -142,6 +152,7 @@ def distill_finetune(
     temperature: float,
     seed: int,
     max_items: int | None = None,
+    max_users: int = 0,
 ) -> list[float]:
     """Fine-tune ``student`` to reproduce ``teacher``'s full-catalogue ranking (listwise KL).
 
@@ -149,7 +160,8 @@ def distill_finetune(
     ``max_items`` of them instead (both towers encode only those): the step's cost stays
     bounded as the catalogue grows, and the KL is over a sampled sub-list. Only the items the
     training side knows are ranked (``Split.training_items``: under the inductive cold
-    setting not the cold-test items)."""
+    setting not the cold-test items). With more than ``max_users`` train users (> 0), each
+    epoch passes over a fresh seeded sample of ``max_users`` of them."""
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     users = np.unique(split.train["user"].to_numpy())
@@ -158,12 +170,13 @@ def distill_finetune(
     items = torch.as_tensor(pool)
     teacher.eval()
     losses = []
-    n_batches = max(1, len(users) // 64)
+    per_epoch = min(len(users), max_users) if max_users > 0 else len(users)
+    n_batches = max(1, per_epoch // 64)
     for epoch in range(1, epochs + 1):
         student.train()
         total = 0.0
         bar = Progress(n_batches, f"fine-tune epoch {epoch}", "step")
-        for b in np.array_split(rng.permutation(users), n_batches):
+        for b in np.array_split(rng.permutation(users)[:per_epoch], n_batches):
             u = torch.as_tensor(b)
             if sample:
                 items = torch.as_tensor(np.sort(rng.choice(pool, max_items, replace=False)))
@@ -274,7 +287,8 @@ def prune_and_finetune(c: CompressConfig, base, split, hist, quality, steps: dic
     steps["structured_prune"] = {**quality(model), "record": rec}
     if c.finetune_epochs:
         losses = distill_finetune(model, base, split, hist, c.finetune_epochs, c.finetune_lr,
-                                  c.temperature, c.seed, max_items=c.finetune_items)  # fmt: skip
+                                  c.temperature, c.seed, max_items=c.finetune_items,
+                                  max_users=c.finetune_users)  # fmt: skip
         steps["finetune"] = {**quality(model), "losses": losses, "from": "unpruned student"}
     if model.config.content_head:  # the pruned item vectors moved: refit the map onto them
         from pipelines.training.head import fit_head

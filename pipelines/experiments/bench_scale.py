@@ -115,6 +115,14 @@ class BenchScaleConfig(OutputArgs, ThreadArgs):
     finetune_epochs: int = field(
         default=2, metadata={"help": "compress: distillation fine-tune epochs after pruning"}
     )
+    finetune_users: int = field(
+        default=100_000,
+        metadata={
+            "help": "compress: train users each fine-tune epoch passes over (a seeded sample "
+            "where there are more; 0 = all): a pass over 1M users would cost what a "
+            "student epoch does"
+        },
+    )
     label_engine: Literal["local", "ray"] = field(
         default="local",
         metadata={
@@ -218,7 +226,8 @@ def stage_commands(c: BenchScaleConfig, size: str, d: Path) -> dict[str, list[st
         ],
         "compress": [
             "compress", *common, "--model", str(r.model("student_distilled")),
-            "--finetune-epochs", str(c.finetune_epochs), "--valid-users", str(c.eval_users),
+            "--finetune-epochs", str(c.finetune_epochs),
+            "--finetune-users", str(c.finetune_users), "--valid-users", str(c.eval_users),
             "--threads", str(c.threads), "--out", str(r.compressed), "--overwrite",
         ],
         "benchmark": [

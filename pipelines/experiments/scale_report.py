@@ -15,12 +15,13 @@ STAGES: tuple[str, ...] = get_args(Stage)
 # the settings a size's stages ran with (a rerun of some sizes may use others)
 SIZE_SETTINGS = (
     "epochs", "student_batch_size", "eval_users", "topk_users", "n_negatives", "user_encoding",
-    "finetune_epochs", "threads", "embedding_precision", "label_engine", "label_actors",
-    "train_workers",
+    "finetune_epochs", "finetune_users", "threads", "embedding_precision", "label_engine",
+    "label_actors", "train_workers",
 )  # fmt: skip
 # what a size recorded before a setting existed ran with
 SETTING_BEFORE = {
     "embedding_precision": "fp32", "label_engine": "local", "label_actors": 2, "train_workers": 1,
+    "finetune_users": 0,
 }  # fmt: skip
 
 
@@ -57,7 +58,7 @@ STAGE_SETTINGS = {
     ),
     "student_hard": ("epochs", "student_batch_size", "train_workers"),
     "student_distilled": ("epochs", "student_batch_size", "train_workers"),
-    "compress": ("epochs", "student_batch_size", "finetune_epochs"),
+    "compress": ("epochs", "student_batch_size", "finetune_epochs", "finetune_users"),
     "benchmark": ("eval_users",),
     "prepare": ("eval_users",),
 }

@@ -234,6 +234,44 @@ def test_sampled_finetune_is_bounded_and_exact_below_the_limit(student_dir):
         CompressConfig(model="m", finetune_items=1)
 
 
+def test_finetune_users_bound_each_epoch_and_all_users_is_the_default(student_dir):
+    """``max_users`` at or above the train users is the default fine-tune bit for bit; below
+    it each epoch passes over that many users."""
+    import copy
+
+    import torch
+
+    from pipelines.compression.compress import distill_finetune
+    from pipelines.data import histories, load_dataset, training_split
+    from student.compress import structured_prune
+
+    data = load_dataset(DATASET)
+    split = training_split(data, "random", 0)
+    base = TwoTower.from_pretrained(student_dir)
+    hist = torch.as_tensor(histories(split.train, data.n_users, 10, data.n_items))
+    pruned, _ = structured_prune(base, 0.5)
+    n_users = split.train["user"].nunique()
+
+    def tune(max_users):
+        m = copy.deepcopy(pruned)
+        seen, encode = [], m.encode_users
+        m.encode_users = lambda u, h: (seen.append(len(u)), encode(u, h))[1]
+        torch.manual_seed(0)
+        losses = distill_finetune(m, base, split, hist, 2, 2e-3, 1.0, 0, max_users=max_users)
+        return m, losses, seen
+
+    full, l_full, seen_full = tune(0)
+    same, l_same, _ = tune(n_users)
+    assert l_full == l_same
+    for a, b in zip(full.state_dict().values(), same.state_dict().values()):
+        assert torch.equal(a, b)
+    _, l_few, seen_few = tune(10)
+    assert sum(seen_full) == 2 * n_users and sum(seen_few) == 2 * 10
+    assert l_few != l_full
+    with pytest.raises(ValueError, match="finetune_users"):
+        CompressConfig(model="m", finetune_users=-1)
+
+
 def test_compress_quality_on_a_validation_sample(tmp_path, student_dir):
     kw = dict(model=str(student_dir), dataset=DATASET, finetune_epochs=0, threads=1)
     full = compress(CompressConfig(**kw, out=str(tmp_path / "full")))
