@@ -60,7 +60,13 @@ from pipelines.labels.schema import (
     features,
     validate_table,
 )
-from pipelines.labels.shards import load_shard, score_local, shard_done, shard_stamp
+from pipelines.labels.shards import (
+    load_shard,
+    score_local,
+    shard_done,
+    shard_name,
+    shard_stamp,
+)
 
 logger = logging.getLogger(__name__)
 ADAPTER_META = "adapt_teacher.json"  # written by adapt-teacher beside the adapter
@@ -126,14 +132,14 @@ def run(config: GenerateLabelsConfig) -> dict:
             partial=partial,
         )
         n_scored, engine_info = score_shards(job)
+        del job  # the candidates of every shard: not held through the assembly
     else:
         n_scored = score_local(partial, subs, fitted.parts, fitted.mix, data, shards.stamps)
         engine_info = {"name": "local"}
     speed = n_scored / (time.perf_counter() - t_score) if n_scored else None
 
     # --- assemble ----------------------------------------------------------------------------
-    ds = assemble(partial, len(shards.users))
-    validate_table(ds, str(partial), data.n_users, data.n_items)
+    ds = assemble(partial, len(shards.users), data.n_users, data.n_items)
     meta = label_metadata(c, job_hash, fitted, plan, data, split)
     meta |= {"n_pairs": len(ds), "n_users": int(len(users)), "pairs_per_second": speed}
     meta |= {"engine": engine_info, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -346,21 +352,50 @@ def save_teacher_files(
     return meta
 
 
-def assemble(partial: Path, n_shards: int):
-    """The shards as one dataset ordered by (user, rank). Shards hold consecutive slices of
-    the sorted users, so each shard is sorted on its own (in memory, one at a time) and the
-    tables are joined in shard order: no global sort and no indices mapping, whose gather
-    over millions of rows is what a label table of 10^5 users ran out of memory on."""
+ASSEMBLED = "assembled.arrow"  # in ``<out>.partial``: the joined shards, before the final save
+
+
+def assemble(partial: Path, n_shards: int, n_users: int | None = None,
+             n_items: int | None = None):  # fmt: skip
+    """The shards as one dataset ordered by (user, rank), each shard checked
+    (``validate_table``, its errors name the shard). Shards hold consecutive slices of the
+    sorted users, so each shard is sorted on its own and streamed, in shard order, into one
+    Arrow file (``<partial>/assembled.arrow``) that the returned dataset memory-maps: one
+    shard in memory at a time (joining 70M rows in memory ran a 1M-user job out of 24 GB),
+    no global sort and no indices mapping. Shards that overlap in users (not a layout this
+    job writes) are joined in memory and sorted whole."""
+    from datasets import Dataset, DatasetInfo
+    from datasets.arrow_writer import ArrowWriter
+
+    keys = [("user", "ascending"), ("rank", "ascending")]
+    path = partial / ASSEMBLED
+    path.unlink(missing_ok=True)  # a kill during an earlier assembly
+    writer = ArrowWriter(features=features(), path=str(path))
+    last = -1
+    for i in range(n_shards):
+        shard = load_shard(partial, i)
+        validate_table(shard, str(partial / shard_name(i)), n_users, n_items)
+        table = shard.data.table.sort_by(keys)
+        user = table.column("user").to_numpy()
+        if len(user) and user[0] <= last:
+            writer.finalize()
+            path.unlink()
+            return _assemble_in_memory(partial, n_shards, keys)
+        last = int(user[-1]) if len(user) else last
+        writer.write_table(table)
+    writer.finalize()
+    return Dataset.from_file(str(path), info=DatasetInfo(features=features()))
+
+
+def _assemble_in_memory(partial: Path, n_shards: int, keys):
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
 
-    keys = [("user", "ascending"), ("rank", "ascending")]
-    tables = [load_shard(partial, i).data.table.sort_by(keys) for i in range(n_shards)]
-    table = pa.concat_tables(tables)
-    user = table.column("user").to_numpy()
-    if len(user) and (np.diff(user) < 0).any():  # shards that overlap in users: sort all
-        table = table.sort_by(keys)
-    return Dataset(table, info=DatasetInfo(features=features()))
+    shards = [load_shard(partial, i) for i in range(n_shards)]
+    for i, shard in enumerate(shards):
+        validate_table(shard, str(partial / shard_name(i)))
+    table = pa.concat_tables([shard.data.table for shard in shards])
+    return Dataset(table.sort_by(keys), info=DatasetInfo(features=features()))
 
 
 def format_summary(meta: dict) -> str:

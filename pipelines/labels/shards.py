@@ -135,8 +135,10 @@ def score_shard(sub: pd.DataFrame, parts, mix: Mix, data):
         - 1
     )
     columns = {
-        "user_id": data.users.user_id.to_numpy()[u].tolist(),
-        "item_id": data.items.item_id.to_numpy()[i].tolist(),
+        # .iloc takes the shard's ids only (to_numpy() first would convert all ids of the
+        # catalogue, 2M Python strings a shard at 1M users and items)
+        "user_id": data.users.user_id.iloc[u].tolist(),
+        "item_id": data.items.item_id.iloc[i].tolist(),
         "user": u.astype(np.int32),
         "item": i.astype(np.int32),
         "score": scores,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from datasets import Dataset
 
 from pipelines.labels.generate_labels import assemble
-from pipelines.labels.schema import COLUMNS, columns, features
+from pipelines.labels.schema import COLUMNS, LabelError, columns, features
 from pipelines.labels.shards import shard_name
 
 
@@ -79,3 +80,14 @@ def test_columns_reads_in_row_order_after_a_sort(tmp_path):
     frame = srt.to_pandas()
     for name in t:
         assert (t[name] == frame[name].to_numpy()).all()
+
+
+def test_assembly_streams_to_one_mapped_file_and_names_a_bad_shard(tmp_path):
+    # the joined shards are read back memory-mapped from one Arrow file (no table of every
+    # shard in memory); a shard with an index outside the catalogue is named in the error
+    write(tmp_path, [[0, 1], [2, 3]])
+    ds = assemble(tmp_path, 2, n_users=4, n_items=4)
+    assert [f["filename"] for f in ds.cache_files] == [str(tmp_path / "assembled.arrow")]
+    assert expected_order(columns(ds)) and len(ds) == 16
+    with pytest.raises(LabelError, match=r"shard-00001: column 'user' holds index 3"):
+        assemble(tmp_path, 2, n_users=3, n_items=4)
