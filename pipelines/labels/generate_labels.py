@@ -380,20 +380,20 @@ def assemble(partial: Path, n_shards: int, n_users: int | None = None,
         if len(user) and user[0] <= last:
             writer.finalize()
             path.unlink()
-            return _assemble_in_memory(partial, n_shards, keys)
+            return _assemble_in_memory(partial, n_shards, keys, n_users, n_items)
         last = int(user[-1]) if len(user) else last
         writer.write_table(table)
     writer.finalize()
     return Dataset.from_file(str(path), info=DatasetInfo(features=features()))
 
 
-def _assemble_in_memory(partial: Path, n_shards: int, keys):
+def _assemble_in_memory(partial: Path, n_shards: int, keys, n_users, n_items):
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
 
     shards = [load_shard(partial, i) for i in range(n_shards)]
     for i, shard in enumerate(shards):
-        validate_table(shard, str(partial / shard_name(i)))
+        validate_table(shard, str(partial / shard_name(i)), n_users, n_items)
     table = pa.concat_tables([shard.data.table for shard in shards])
     return Dataset(table.sort_by(keys), info=DatasetInfo(features=features()))
 

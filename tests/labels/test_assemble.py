@@ -91,3 +91,11 @@ def test_assembly_streams_to_one_mapped_file_and_names_a_bad_shard(tmp_path):
     assert expected_order(columns(ds)) and len(ds) == 16
     with pytest.raises(LabelError, match=r"shard-00001: column 'user' holds index 3"):
         assemble(tmp_path, 2, n_users=3, n_items=4)
+
+
+def test_overlapping_shards_are_still_checked_against_the_catalogue(tmp_path):
+    # shard 1 overlaps shard 0 (in-memory fallback); shard 2, after it, holds user 5 of 5
+    write(tmp_path, [[2, 3], [0, 1], [5]])
+    assert expected_order(columns(assemble(tmp_path, 3, n_users=6, n_items=4)))
+    with pytest.raises(LabelError, match=r"shard-00002: column 'user' holds index 5"):
+        assemble(tmp_path, 3, n_users=5, n_items=4)
